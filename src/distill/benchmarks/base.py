@@ -71,6 +71,11 @@ class Benchmark(ABC):
         """Turn one raw record into an :class:`Example`. Raise ``KeyError``/``ValueError``
         on a malformed record; the reader re-raises it as :class:`DataError` with file and line."""
 
+    def generate(self, split: str) -> list[Example] | None:
+        """Benchmarks made in code (no files) return a split's examples here, rationale and
+        teacher label already attached; benchmarks read from files return None."""
+        return None
+
     # ----------------------------------------------------------------- teacher output
     @abstractmethod
     def parse_completion(self, text: str) -> ParsedCompletion:
