@@ -1,0 +1,255 @@
+"""The LightningModule: one seq2seq student, the paper's losses, label-only evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from distill.data.targets import split_single_task_output
+from distill.models.student import Student, load_student
+
+METHODS = ("standard", "step_by_step", "single_task")
+
+
+def combine_losses(
+    label_loss: torch.Tensor,
+    rationale_loss: torch.Tensor | None,
+    rationale_weight: float = 1.0,
+    alpha: float | None = None,
+) -> torch.Tensor:
+    """``L_label + lambda * L_rationale`` (the paper), or ``alpha * L_label + (1 - alpha) * L_rationale``
+    (the official code) when ``alpha`` is given. Without a rationale loss: ``L_label`` (scaled by alpha)."""
+    if alpha is not None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"method.alpha={alpha} must lie in [0, 1]")
+        return alpha * label_loss + ((1.0 - alpha) * rationale_loss if rationale_loss is not None else 0.0)
+    if rationale_loss is None:
+        return label_loss
+    return label_loss + rationale_weight * rationale_loss
+
+
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+class DistillModule(pl.LightningModule):
+    """Holds the student; computes the label and rationale losses each step.
+
+    Args:
+        model: the student spec (``conf/model/*.yaml``), kept so a checkpoint rebuilds itself.
+        method: ``standard`` | ``step_by_step`` | ``single_task``.
+        rationale_weight: lambda in ``L_label + lambda * L_rationale``.
+        alpha: the official form ``alpha * L_label + (1 - alpha) * L_rationale`` when not None.
+        optimizer: lr, weight_decay, betas, eps, warmup_ratio, schedule (``linear`` | ``constant``).
+        label_max_new_tokens: generation budget for a label (``single_task``: rationale and label).
+        rationale_max_new_tokens: generation budget for a rationale when rationales are asked for.
+        predictions_dir: where ``predictions_{split}.jsonl`` go (None: not written).
+        with_rationale: also generate and write the rationale for each prediction.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        method: str = "step_by_step",
+        rationale_weight: float = 1.0,
+        alpha: float | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        label_max_new_tokens: int = 32,
+        rationale_max_new_tokens: int = 128,
+        predictions_dir: str | None = None,
+        with_rationale: bool = False,
+        student: Student | None = None,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method.name={method!r}: expected one of {METHODS}")
+        model = _plain(model)
+        optimizer = _plain(optimizer) or {}
+        self.save_hyperparameters(ignore=["student"])
+        spec = {k: v for k, v in model.items() if k != "_target_"}
+        self.student = student or load_student(**spec)
+        self.model = self.student.model
+        self.tokenizer = self.student.tokenizer
+        self.method = method
+        self.rationale_weight = rationale_weight
+        self.alpha = alpha
+        self.optimizer_cfg = optimizer
+        self.label_max_new_tokens = label_max_new_tokens
+        self.rationale_max_new_tokens = rationale_max_new_tokens
+        self.predictions_dir = predictions_dir
+        self.with_rationale = with_rationale
+        self.best_val_acc = float("-inf")
+        self._eval_records: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ training
+    def task_loss(self, task_batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(
+            input_ids=task_batch["input_ids"],
+            attention_mask=task_batch["attention_mask"],
+            labels=task_batch["labels"],
+        ).loss
+
+    def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        label_loss = self.task_loss(batch["label"])
+        rationale_loss = None
+        if self.method == "step_by_step" and "rationale" in batch:
+            rationale_loss = self.task_loss(batch["rationale"])
+        losses = {
+            "loss": combine_losses(label_loss, rationale_loss, self.rationale_weight, self.alpha),
+            "loss_label": label_loss,
+        }
+        if rationale_loss is not None:
+            losses["loss_rationale"] = rationale_loss
+        return losses
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        size = batch["label"]["input_ids"].shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=size)
+        return losses["loss"]
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> list[str]:
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+        )
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def predict_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[str], list[str | None]]:
+        """Labels (and, for ``single_task``, the rationale that preceded them) for a label-task batch."""
+        texts = self.generate_text(input_ids, attention_mask, self.label_max_new_tokens)
+        if self.method != "single_task":
+            return texts, [None] * len(texts)
+        pairs = [split_single_task_output(t) for t in texts]
+        return [label for _, label in pairs], [rationale for rationale, _ in pairs]
+
+    def generate_rationales(self, inputs: list[str]) -> list[str]:
+        datamodule = self.trainer.datamodule
+        enc = self.tokenizer(
+            [datamodule.rationale_prefix + text for text in inputs],
+            padding=True,
+            truncation=True,
+            max_length=datamodule.max_input_length,
+            return_tensors="pt",
+        ).to(self.device)
+        return self.generate_text(enc["input_ids"], enc["attention_mask"], self.rationale_max_new_tokens)
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: Mapping[str, Any]) -> None:
+        task = batch["label"]
+        predictions, rationales = self.predict_labels(task["input_ids"], task["attention_mask"])
+        if self.with_rationale and self.method == "step_by_step" and self.trainer.testing:
+            rationales = self.generate_rationales(batch["input"])
+        benchmark = self.trainer.datamodule.benchmark
+        for uid, text, gold, pred, rationale in zip(batch["uid"], batch["input"], batch["gold"], predictions, rationales):
+            record = {"uid": uid, "input": text, "gold": gold, "prediction": pred,
+                      "correct": gold is not None and benchmark.score(pred, gold)}
+            if rationale is not None:
+                record["rationale"] = rationale
+            self._eval_records.append(record)
+
+    def _gather_records(self) -> list[dict[str, Any]]:
+        records, self._eval_records = self._eval_records, []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[list[dict[str, Any]]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
+            torch.distributed.all_gather_object(gathered, records)
+            seen: dict[str, dict[str, Any]] = {}
+            for part in gathered:
+                for record in part:
+                    seen.setdefault(record["uid"], record)
+            records = list(seen.values())
+        return records
+
+    def _eval_epoch_end(self, split: str) -> float:
+        records = self._gather_records()
+        scored = [r for r in records if r["gold"] is not None]
+        acc = sum(r["correct"] for r in scored) / len(scored) if scored else float("nan")
+        if self.predictions_dir and self.trainer.is_global_zero and (split == "test" or not self.trainer.sanity_checking):
+            path = Path(self.predictions_dir) / f"predictions_{split}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w") as f:
+                for record in sorted(records, key=lambda r: r["uid"]):
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return acc
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self._eval_epoch_end("val")
+        if self.trainer.sanity_checking:
+            return
+        if not math.isnan(acc):
+            self.best_val_acc = max(self.best_val_acc, acc)
+        # every rank holds the same gathered figure, so no further reduction is needed
+        self.log("val/acc", acc, prog_bar=True, rank_zero_only=False)
+        self.log("val/acc_best", self.best_val_acc, prog_bar=True)
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/acc", self._eval_epoch_end("test"))
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        task = batch["label"]
+        predictions, rationales = self.predict_labels(task["input_ids"], task["attention_mask"])
+        out = [{"input": text, "prediction": pred} for text, pred in zip(batch["input"], predictions)]
+        if self.with_rationale and self.method == "step_by_step":
+            rationales = self.generate_rationales(batch["input"])
+        for record, rationale in zip(out, rationales):
+            if rationale is not None:
+                record["rationale"] = rationale
+        return out
+
+    # ------------------------------------------------------------------ state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["best_val_acc"] = self.best_val_acc
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.best_val_acc = checkpoint.get("best_val_acc", float("-inf"))
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optimizer_cfg
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        weight_decay = cfg.get("weight_decay", 0.0)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.get("lr", 5e-5),
+            betas=tuple(cfg.get("betas", (0.9, 0.999))),
+            eps=cfg.get("eps", 1e-8),
+        )
+        total = max(int(self.trainer.max_steps), 1) if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        if total is None:
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(cfg.get("warmup_ratio", 0.0) * total)
+        schedule = cfg.get("schedule", "linear")
+        if schedule not in ("linear", "constant"):
+            raise ValueError(f"optimizer.schedule={schedule!r}: expected 'linear' or 'constant'")
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant":
+                return 1.0
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
