@@ -1,0 +1,60 @@
+"""Process-level settings every entry point shares: threads, W&B mode, secret scrubbing."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping
+from typing import Any
+
+#: config keys whose values never leave the process (logs, W&B, saved configs)
+SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password", "authorization")
+
+
+def configure_threads(threads: int | None = None) -> None:
+    """Passive OpenMP waiting (busy-waiting threads made a shared 2-core step 10x slower) and an
+    optional fixed thread count. Call before torch does heavy work; ``OMP_WAIT_POLICY`` only takes
+    effect if set before torch is imported, which the entry points do."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def wandb_logged_in() -> bool:
+    """True when W&B has credentials (env or netrc), so an online run will not prompt."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(
+            os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
+        )
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """``auto`` means online with credentials, else offline: a run never prompts for a login."""
+    env_mode = os.environ.get("WANDB_MODE")
+    if env_mode:
+        return env_mode
+    if mode in (None, "auto"):
+        return "online" if wandb_logged_in() else "offline"
+    return mode
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(marker in lowered for marker in SECRET_MARKERS) and not lowered.endswith("_env")
+
+
+def scrub_secrets(value: Any) -> Any:
+    """A copy of a plain config with secret-looking values replaced (``api_key_env`` names survive)."""
+    if isinstance(value, Mapping):
+        return {k: ("<redacted>" if is_secret_key(str(k)) and v else scrub_secrets(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_secrets(v) for v in value]
+    return value

@@ -1,0 +1,177 @@
+"""The training pipeline behind ``python train.py``: build, fit, test once on the best
+checkpoint, write ``results.json`` and print a summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from distill.data.batching import plan_batches
+from distill.models.module import DistillModule
+from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig, output_dir: str | None = None) -> DistillModule:
+    return DistillModule(
+        model=cfg.model,
+        method=cfg.method.name,
+        rationale_weight=cfg.method.rationale_weight,
+        alpha=cfg.method.alpha,
+        optimizer=cfg.optimizer,
+        label_max_new_tokens=cfg.data.max_target_length,
+        rationale_max_new_tokens=cfg.data.max_rationale_length,
+        predictions_dir=output_dir if cfg.predictions.write else None,
+        with_rationale=cfg.predictions.with_rationale,
+    )
+
+
+def build_datamodule(cfg: DictConfig, tokenizer: Any) -> pl.LightningDataModule:
+    return hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, _recursive_=True)
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if not isinstance(logger_cfg, DictConfig) or "_target_" not in logger_cfg:
+            continue
+        kwargs: dict[str, Any] = {}
+        if logger_cfg._target_.endswith("WandbLogger"):
+            kwargs["mode"] = resolve_wandb_mode(logger_cfg.get("mode"))
+            if logger_cfg.save_dir:
+                Path(logger_cfg.save_dir).mkdir(parents=True, exist_ok=True)
+        loggers.append(hydra.utils.instantiate(logger_cfg, **kwargs))
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    return [
+        hydra.utils.instantiate(cb)
+        for cb in (cfg.get("callbacks") or {}).values()
+        if isinstance(cb, DictConfig) and "_target_" in cb
+    ]
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
+    """The Trainer from ``cfg.trainer``, with gradient accumulation derived from the global batch."""
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, **kwargs)
+    _, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
+    trainer.accumulate_grad_batches = accumulate
+    return trainer
+
+
+def _metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def majority_baseline(golds: list[str | None]) -> float:
+    labelled = [g.strip() for g in golds if g is not None]
+    return Counter(labelled).most_common(1)[0][1] / len(labelled) if labelled else float("nan")
+
+
+def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+    micro, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
+    return {
+        "benchmark": cfg.data.benchmark.name if "name" in cfg.data.benchmark else str(cfg.data.benchmark._target_),
+        "method": cfg.method.name,
+        "model": cfg.model.short_name,
+        "fraction": cfg.data.fraction,
+        "label_source": cfg.data.label_source,
+        "rationale_weight": cfg.method.rationale_weight,
+        "alpha": cfg.method.alpha,
+        "seed": cfg.seed,
+        "global_batch_size": cfg.data.batch_size,
+        "micro_batch_size": micro,
+        "accumulate_grad_batches": accumulate,
+        "world_size": trainer.world_size,
+        "max_steps": cfg.trainer.max_steps,
+    }
+
+
+def format_run_summary(results: dict[str, Any]) -> str:
+    c, m = results["config"], results["metrics"]
+
+    def fmt(key: str) -> str:
+        value = m.get(key)
+        return "-" if value is None else f"{value:.4f}"
+
+    lines = [
+        f"benchmark   {c['benchmark']}  (label source: {c['label_source']}, train fraction {c['fraction']})",
+        f"method      {c['method']}"
+        + (f"  (lambda={c['rationale_weight']})" if c["method"] == "step_by_step" and c["alpha"] is None else "")
+        + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else ""),
+        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters)",
+        f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
+        f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
+        f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
+        f"val/acc     best {fmt('val/acc_best')}",
+        f"test/acc    {fmt('test/acc')}   (majority-class baseline {fmt('test/majority_baseline')})",
+        f"outputs     {results['output_dir']}",
+    ]
+    width = max(len(line) for line in lines)
+    bar = "-" * width
+    return "\n".join([bar, "distill run summary".center(width), bar, *lines, bar])
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train (and test) as configured; returns ``cfg.optimized_metric`` for sweepers."""
+    started = time.time()
+    configure_threads(cfg.get("threads"))
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    module = build_module(cfg, str(output_dir))
+    datamodule = build_datamodule(cfg, module.tokenizer)
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, callbacks=build_callbacks(cfg), logger=loggers or False)
+    plain_cfg = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
+    for logger in loggers:
+        logger.log_hyperparams(plain_cfg)
+
+    train_seconds = 0.0
+    if cfg.train:
+        fit_started = time.time()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        train_seconds = time.time() - fit_started
+
+    metrics = _metrics(trainer)
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt = best or (None if cfg.train else cfg.get("ckpt_path"))
+        if cfg.train and not best:
+            log.warning("no best checkpoint was saved; testing the weights in memory")
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update(_metrics(trainer))
+        metrics["test/majority_baseline"] = majority_baseline([e.gold for e in datamodule.examples("test")])
+
+    results = {
+        "status": "ok",
+        "config": run_config_summary(cfg, trainer),
+        "metrics": metrics,
+        "global_step": trainer.global_step,
+        "num_parameters": module.student.num_parameters,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.time() - started,
+        "output_dir": str(output_dir),
+        "best_checkpoint": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None,
+    }
+    if trainer.is_global_zero:
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print("\n" + format_run_summary(results), flush=True)
+    for logger in loggers:
+        logger.finalize("success")
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+    return metrics.get(cfg.get("optimized_metric") or "")

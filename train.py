@@ -1,0 +1,24 @@
+"""Train a student: ``python train.py [group=option ...] [key=value ...]`` (``-m`` for sweeps).
+
+With no arguments: the offline default (a benchmark made in code, the pretrained MiniLM
+student, Distilling Step-by-Step), a few minutes on a laptop CPU. See README.md for the paper's recipes.
+"""
+
+import os
+
+# before torch is imported: idle OpenMP threads must sleep, not spin (see distill.runtime)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from distill.train import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
