@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -56,6 +57,30 @@ class Exemplar:
     label: str
 
 
+def read_exemplars(path: str | Path) -> tuple[Exemplar, ...]:
+    """Few-shot exemplars from a prompt file: a YAML or JSON list of ``{input, rationale, label}``
+    (JSON is YAML, so one reader serves both). Raises :class:`DataError` naming the file and item."""
+    import yaml  # PyYAML ships with Hydra/OmegaConf
+
+    path = Path(path)
+    try:
+        items = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{path}: cannot read prompt file: {e}") from e
+    if not isinstance(items, list) or not items:
+        raise DataError(f"{path}: a prompt file is a non-empty list of {{input, rationale, label}} items")
+    exemplars = []
+    for i, item in enumerate(items, 1):
+        fields = ("input", "rationale", "label")
+        if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in fields):
+            raise DataError(f"{path}: item {i}: needs string fields input, rationale, label; got {item!r}")
+        extra = set(item) - set(fields)
+        if extra:
+            raise DataError(f"{path}: item {i}: unknown fields {sorted(extra)}")
+        exemplars.append(Exemplar(item["input"], item["rationale"], item["label"]))
+    return tuple(exemplars)
+
+
 class Benchmark(ABC):
     """A task: its records, its label space, its teacher-output format and its scorer."""
 
@@ -95,3 +120,47 @@ class Benchmark(ABC):
 
     def in_label_space(self, label: str) -> bool:
         return self.label_space is None or self.normalize(label) in self.label_space
+
+    # ----------------------------------------------------------------- teacher prompt
+    # A few-shot chain-of-thought prompt: each exemplar is shown as ``query_template`` filled with
+    # its input, then the answer (``format_answer``); the final query is the example's
+    # ``prompt_input``. Completion prompts put ``answer_cue`` + " " between query and answer and end
+    # on the cue; chat prompts put queries in user turns and answers in assistant turns.
+    #: how one query is framed for the teacher (``{input}``: an exemplar's input / ``prompt_input``)
+    query_template: ClassVar[str] = "Q: {input}"
+    #: what follows a query and starts the answer in a plain-completion prompt
+    answer_cue: ClassVar[str] = "\nA:"
+    #: between demonstrations (and before the final query) in a plain-completion prompt
+    demo_separator: ClassVar[str] = "\n\n"
+    #: where the teacher starts writing the next, made-up exemplar: its completion is cut there
+    stop_sequences: ClassVar[tuple[str, ...]] = ("\n\nQ:",)
+    #: system message of a chat prompt
+    instruction: ClassVar[str] = (
+        "Answer the last question the way the examples do: reason step by step, "
+        "then state the answer in exactly the same format."
+    )
+
+    def prompt_input(self, example: Example) -> str:
+        """The query as the teacher sees it, in the same form as :attr:`Exemplar.input`
+        (by default the student's input; benchmarks whose records hold more override it)."""
+        return example.input
+
+    def demonstration_answer(self, exemplar: Exemplar) -> str:
+        """An exemplar's answer as shown in the prompt (by default :meth:`format_answer`)."""
+        return self.format_answer(exemplar.rationale, exemplar.label)
+
+    def build_prompt(self, example: Example, chat: bool = False) -> str | list[dict[str, str]]:
+        """The teacher prompt for ``example``: a completion string, or chat messages when ``chat``."""
+        if not self.exemplars:
+            raise ValueError(f"benchmark {self.name!r} has no few-shot exemplars to prompt a teacher with")
+        demos = [(self.query_template.format(input=e.input), self.demonstration_answer(e)) for e in self.exemplars]
+        query = self.query_template.format(input=self.prompt_input(example))
+        if chat:
+            messages = [{"role": "system", "content": self.instruction}]
+            for q, a in demos:
+                messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            messages.append({"role": "user", "content": query})
+            return messages
+        parts = [f"{q}{self.answer_cue} {a}" for q, a in demos]
+        parts.append(f"{query}{self.answer_cue}")
+        return self.demo_separator.join(parts)
