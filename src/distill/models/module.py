@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from distill.data.targets import split_single_task_output
+from distill.models.inference import InferenceSettings, generate_from_ids, generate_from_texts, labels_from_outputs
 from distill.models.student import Student, load_student
 
 METHODS = ("standard", "step_by_step", "single_task")
@@ -48,6 +48,8 @@ class DistillModule(pl.LightningModule):
         rationale_weight: lambda in ``L_label + lambda * L_rationale``.
         alpha: the official form ``alpha * L_label + (1 - alpha) * L_rationale`` when not None.
         optimizer: lr, weight_decay, betas, eps, warmup_ratio, schedule (``linear`` | ``constant``).
+        label_prefix, rationale_prefix: the task prefixes the data module puts before inputs.
+        max_input_length: inputs are truncated to this many tokens.
         label_max_new_tokens: generation budget for a label (``single_task``: rationale and label).
         rationale_max_new_tokens: generation budget for a rationale when rationales are asked for.
         predictions_dir: where ``predictions_{split}.jsonl`` go (None: not written).
@@ -61,6 +63,9 @@ class DistillModule(pl.LightningModule):
         rationale_weight: float = 1.0,
         alpha: float | None = None,
         optimizer: Mapping[str, Any] | None = None,
+        label_prefix: str = "[label] ",
+        rationale_prefix: str = "[rationale] ",
+        max_input_length: int = 512,
         label_max_new_tokens: int = 32,
         rationale_max_new_tokens: int = 128,
         predictions_dir: str | None = None,
@@ -81,8 +86,14 @@ class DistillModule(pl.LightningModule):
         self.rationale_weight = rationale_weight
         self.alpha = alpha
         self.optimizer_cfg = optimizer
-        self.label_max_new_tokens = label_max_new_tokens
-        self.rationale_max_new_tokens = rationale_max_new_tokens
+        self.settings = InferenceSettings(
+            method=method,
+            label_prefix=label_prefix,
+            rationale_prefix=rationale_prefix,
+            max_input_length=max_input_length,
+            label_max_new_tokens=label_max_new_tokens,
+            rationale_max_new_tokens=rationale_max_new_tokens,
+        )
         self.predictions_dir = predictions_dir
         self.with_rationale = with_rationale
         self.best_val_acc = float("-inf")
@@ -117,35 +128,17 @@ class DistillModule(pl.LightningModule):
         return losses["loss"]
 
     # ------------------------------------------------------------------ generation
-    @torch.no_grad()
-    def generate_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> list[str]:
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            num_beams=1,
-            do_sample=False,
-        )
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
     def predict_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[str], list[str | None]]:
         """Labels (and, for ``single_task``, the rationale that preceded them) for a label-task batch."""
-        texts = self.generate_text(input_ids, attention_mask, self.label_max_new_tokens)
-        if self.method != "single_task":
-            return texts, [None] * len(texts)
-        pairs = [split_single_task_output(t) for t in texts]
-        return [label for _, label in pairs], [rationale for rationale, _ in pairs]
+        texts = generate_from_ids(self.model, self.tokenizer, input_ids, attention_mask, self.settings.label_max_new_tokens)
+        return labels_from_outputs(texts, self.method)
 
     def generate_rationales(self, inputs: list[str]) -> list[str]:
-        datamodule = self.trainer.datamodule
-        enc = self.tokenizer(
-            [datamodule.rationale_prefix + text for text in inputs],
-            padding=True,
-            truncation=True,
-            max_length=datamodule.max_input_length,
-            return_tensors="pt",
-        ).to(self.device)
-        return self.generate_text(enc["input_ids"], enc["attention_mask"], self.rationale_max_new_tokens)
+        s = self.settings
+        return generate_from_texts(
+            self.model, self.tokenizer, inputs, s.rationale_prefix, s.max_input_length, s.rationale_max_new_tokens,
+            batch_size=max(len(inputs), 1),
+        )
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Mapping[str, Any]) -> None:

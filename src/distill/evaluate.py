@@ -1,0 +1,52 @@
+"""``python eval.py``: score a checkpoint on a split and write its predictions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from distill.checkpoints import load_module, run_config_of
+from distill.runtime import configure_threads
+
+log = logging.getLogger(__name__)
+
+
+def data_config(cfg: DictConfig) -> DictConfig:
+    """The data section: the training run's own, unless the command line chose a data config."""
+    chose_data = any(o.split("=")[0].lstrip("+~") == "data" for o in HydraConfig.get().overrides.task)
+    run_cfg = None if chose_data else run_config_of(cfg.ckpt_path)
+    if run_cfg is None:
+        return cfg.data
+    data = run_cfg.data
+    # command-line data.* overrides still apply on top of the run's data config
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.partition("=")
+        if key.startswith("data."):
+            OmegaConf.update(data, key[len("data."):], OmegaConf.create({"v": value})["v"] if value else value, merge=True)
+    data.seed = cfg.seed
+    return data
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    configure_threads(cfg.get("threads"))
+    if cfg.split not in ("val", "test"):
+        raise ValueError(f"split={cfg.split!r}: eval.py scores 'val' or 'test'")
+    output_dir = Path(cfg.paths.output_dir)
+    module = load_module(cfg.ckpt_path)
+    module.predictions_dir = str(output_dir)
+    module.with_rationale = cfg.predictions.with_rationale
+    datamodule = hydra.utils.instantiate(data_config(cfg), tokenizer=module.tokenizer, targets=module.method)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    metrics = {k: float(v) for k, v in run(module, datamodule=datamodule)[0].items()}
+    result = {"ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "metrics": metrics,
+              "predictions": str(output_dir / f"predictions_{cfg.split}.jsonl")}
+    (output_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result

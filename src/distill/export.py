@@ -1,0 +1,32 @@
+"""Export a trained student to a directory plain transformers loads.
+
+    python -m distill.export CKPT OUT_DIR
+
+``AutoModelForSeq2SeqLM.from_pretrained(OUT_DIR)`` then gives the same predictions; ``distill.json``
+beside the weights keeps the task prefixes and generation lengths (``distill.predict`` reads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distill.runtime import configure_threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill.export", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="a Lightning checkpoint (.ckpt) written by train.py")
+    parser.add_argument("out_dir", help="directory to write (created if missing)")
+    args = parser.parse_args(argv)
+    configure_threads()
+
+    from distill.checkpoints import export_student, load_module
+
+    out = export_student(load_module(args.checkpoint), args.out_dir)
+    print(f"exported to {out}  (load with transformers.AutoModelForSeq2SeqLM.from_pretrained({str(out)!r}))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Label (and rationale) generation shared by evaluation, ``distill.predict`` and exported students."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from distill.data.targets import split_single_task_output
+
+SETTINGS_FILE = "distill.json"
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What a trained student needs besides its weights: how inputs are prefixed and how much it may write."""
+
+    method: str = "step_by_step"
+    label_prefix: str = "[label] "
+    rationale_prefix: str = "[rationale] "
+    max_input_length: int = 512
+    label_max_new_tokens: int = 32
+    rationale_max_new_tokens: int = 128
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> InferenceSettings:
+        path = Path(directory) / SETTINGS_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+
+@torch.no_grad()
+def generate_from_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+) -> list[str]:
+    """Greedy decoding, special tokens stripped."""
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        num_beams=1,
+        do_sample=False,
+    )
+    return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def generate_from_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    prefix: str,
+    max_input_length: int,
+    max_new_tokens: int,
+    batch_size: int = 32,
+) -> list[str]:
+    # sorted by length so each batch pads little; results go back in input order
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    by_index: dict[int, str] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        enc = tokenizer(
+            [prefix + texts[i] for i in chunk],
+            padding=True,
+            truncation=True,
+            max_length=max_input_length,
+            return_tensors="pt",
+        ).to(model.device)
+        for i, text in zip(chunk, generate_from_ids(model, tokenizer, enc["input_ids"], enc["attention_mask"], max_new_tokens)):
+            by_index[i] = text
+    return [by_index[i] for i in range(len(texts))]
+
+
+def labels_from_outputs(texts: list[str], method: str) -> tuple[list[str], list[str | None]]:
+    """Labels from label-task outputs; ``single_task`` outputs hold the rationale first."""
+    if method != "single_task":
+        return texts, [None] * len(texts)
+    pairs = [split_single_task_output(text) for text in texts]
+    return [label for _, label in pairs], [rationale for rationale, _ in pairs]
+
+
+def predict(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: InferenceSettings,
+    inputs: list[str],
+    with_rationale: bool = False,
+    batch_size: int = 32,
+) -> list[dict[str, str]]:
+    """Predictions for raw inputs: ``{"input", "prediction"[, "rationale"]}`` each."""
+    model.eval()
+    outputs = generate_from_texts(
+        model, tokenizer, inputs, settings.label_prefix, settings.max_input_length,
+        settings.label_max_new_tokens, batch_size,
+    )
+    labels, rationales = labels_from_outputs(outputs, settings.method)
+    if with_rationale and settings.method == "step_by_step":
+        rationales = generate_from_texts(
+            model, tokenizer, inputs, settings.rationale_prefix, settings.max_input_length,
+            settings.rationale_max_new_tokens, batch_size,
+        )
+    records = []
+    for text, label, rationale in zip(inputs, labels, rationales):
+        record = {"input": text, "prediction": label}
+        if rationale is not None:
+            record["rationale"] = rationale
+        records.append(record)
+    return records

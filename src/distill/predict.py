@@ -1,0 +1,45 @@
+"""Predict labels (and rationales) for raw inputs with a trained student.
+
+    python -m distill.predict CKPT_OR_EXPORT_DIR "input one" "input two" [--rationale]
+    python -m distill.predict CKPT_OR_EXPORT_DIR --file inputs.txt > predictions.jsonl
+
+One JSON object per input on stdout: {"input", "prediction"[, "rationale"]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from distill.runtime import configure_threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("student", help="a Lightning checkpoint (.ckpt) or a directory written by distill.export")
+    parser.add_argument("inputs", nargs="*", help="input texts (as the benchmark writes them, without a prefix)")
+    parser.add_argument("--file", help="read inputs from this file, one per line ('-' for stdin)")
+    parser.add_argument("--rationale", action="store_true", help="also generate a rationale per input")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    configure_threads()
+
+    from distill.checkpoints import load_student_for_inference
+    from distill.models.inference import predict
+
+    inputs = list(args.inputs)
+    if args.file:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        with stream:
+            inputs += [line.rstrip("\n") for line in stream if line.strip()]
+    if not inputs:
+        parser.error("no inputs: give texts as arguments or --file")
+    model, tokenizer, settings = load_student_for_inference(args.student)
+    for record in predict(model, tokenizer, settings, inputs, args.rationale, args.batch_size):
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
