@@ -23,12 +23,9 @@ def data_config(cfg: DictConfig) -> DictConfig:
     run_cfg = None if chose_data else run_config_of(cfg.ckpt_path)
     if run_cfg is None:
         return cfg.data
-    data = run_cfg.data
     # command-line data.* overrides still apply on top of the run's data config
-    for override in HydraConfig.get().overrides.task:
-        key, _, value = override.partition("=")
-        if key.startswith("data."):
-            OmegaConf.update(data, key[len("data."):], OmegaConf.create({"v": value})["v"] if value else value, merge=True)
+    dotlist = [o[len("data."):] for o in HydraConfig.get().overrides.task if o.startswith("data.")]
+    data = OmegaConf.merge(run_cfg.data, OmegaConf.from_dotlist(dotlist))
     data.seed = cfg.seed
     return data
 

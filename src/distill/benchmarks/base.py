@@ -121,6 +121,17 @@ class Benchmark(ABC):
     def in_label_space(self, label: str) -> bool:
         return self.label_space is None or self.normalize(label) in self.label_space
 
+    # ----------------------------------------------------------------- hooks (added by the data layer)
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        """Called by the data module before it builds examples. Benchmarks whose student input
+        depends on the tokenizer (NLI joins premise and hypothesis with its eos token, as the
+        official code does) read what they need here; the default needs nothing."""
+
+    def format_exemplar(self, exemplar: Exemplar) -> str:
+        """The answer part of one few-shot demonstration. Benchmarks whose answer needs the
+        input (CQA names the choice's letter) override this; the default is :meth:`format_answer`."""
+        return self.format_answer(exemplar.rationale, exemplar.label)
+
     # ----------------------------------------------------------------- teacher prompt
     # A few-shot chain-of-thought prompt: each exemplar is shown as ``query_template`` filled with
     # its input, then the answer (``format_answer``); the final query is the example's
