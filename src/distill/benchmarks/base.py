@@ -127,6 +127,11 @@ class Benchmark(ABC):
         depends on the tokenizer (NLI joins premise and hypothesis with its eos token, as the
         official code does) read what they need here; the default needs nothing."""
 
+    def label_fits(self, label: str, example: Example) -> bool:
+        """Whether ``label`` is an allowed answer for ``example``: the label space, or the item's
+        own choices where each item has its own (CQA overrides this)."""
+        return self.in_label_space(label)
+
     def format_exemplar(self, exemplar: Exemplar) -> str:
         """The answer part of one few-shot demonstration. Benchmarks whose answer needs the
         input (CQA names the choice's letter) override this; the default is :meth:`format_answer`."""

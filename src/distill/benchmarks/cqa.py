@@ -1,0 +1,104 @@
+"""CommonsenseQA (CoS-E v1.11): a question with five answer choices.
+
+Records hold ``id``, ``question``, ``choices`` (5 strings) and ``answer`` (the choice text).
+The student input, as in the official code, is the question followed by lettered choices::
+
+    {question}
+    Answer Choices:
+    (a) {choice 0}
+    ...
+    (e) {choice 4}
+
+and the label is the choice text. Teacher completions read
+``<rationale> So the answer is (c) <choice text>.`` then usually ``\\n\\nQ: ...``.
+
+Parsing follows the official release: cut at the first ``Q:``, right-trim, split on
+``So the answer is`` (exactly one occurrence); the label is the text after the first lettered
+marker ``(x)``, trimmed, with one trailing full stop removed. No lettered marker (``So the answer
+is one of these four.``) or an empty label is a parse failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion
+
+__all__ = ["CQA", "format_cqa_input"]
+
+ANSWER_MARKER = "So the answer is"
+LETTERS = "abcde"
+_CHOICE_MARKER = re.compile(r"\(.\)")
+
+
+def format_cqa_input(question: str, choices: Sequence[str]) -> str:
+    """The official student input: the question, then ``Answer Choices:`` with lettered choices."""
+    lines = [question, "Answer Choices:"]
+    lines += [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices)]
+    return "\n".join(lines)
+
+
+class CQA(Benchmark):
+    name: ClassVar[str] = "cqa"
+    label_space: ClassVar[tuple[str, ...] | None] = None  # the label is one of each item's choices
+    exemplars: ClassVar[tuple[Exemplar, ...]] = ()
+
+    def to_example(self, record: Mapping[str, Any], uid: str) -> Example:
+        question, choices, answer = record["question"], record["choices"], record["answer"]
+        if not isinstance(choices, list) or len(choices) != len(LETTERS):
+            raise ValueError(f"'choices' must be a list of {len(LETTERS)} strings, got {choices!r}")
+        if not all(isinstance(c, str) for c in choices) or not isinstance(question, str):
+            raise ValueError("'question' and every choice must be strings")
+        if answer not in choices:
+            raise ValueError(f"label (answer) {answer!r} is not one of the item's choices {choices}")
+        return Example(uid=uid, input=format_cqa_input(question, choices), gold=answer, record=record)
+
+    def label_fits(self, label: str, example: Example) -> bool:
+        """A CQA answer must be one of the item's five choices."""
+        return self.normalize(label) in example.record.get("choices", ())
+
+    def parse_completion(self, text: str) -> ParsedCompletion:
+        head = text.split("Q:")[0].rstrip()
+        parts = head.split(ANSWER_MARKER)
+        if len(parts) != 2:
+            return ParsedCompletion(
+                head if len(parts) == 1 else None,
+                None,
+                f"expected one {ANSWER_MARKER!r} before 'Q:', found {len(parts) - 1}",
+            )
+        rationale, tail = parts[0].rstrip(), parts[1]
+        pieces = _CHOICE_MARKER.split(tail)
+        if len(pieces) < 2:
+            return ParsedCompletion(rationale, None, f"no lettered choice '(x)' after {ANSWER_MARKER!r}")
+        label = pieces[1].strip()
+        if label.endswith("."):
+            label = label[:-1]
+        if not label:
+            return ParsedCompletion(rationale, None, "empty choice text after the lettered marker")
+        return ParsedCompletion(rationale, label)
+
+    def format_answer(
+        self,
+        rationale: str,
+        label: str,
+        *,
+        letter: str | None = None,
+        choices: Sequence[str] | None = None,
+    ) -> str:
+        """``<rationale> So the answer is (<letter>) <label>.``; the letter is given, or found
+        from ``choices`` (the answer names the choice's letter, which the label alone lacks)."""
+        if letter is None:
+            if choices is None or label not in choices:
+                raise ValueError("a CQA answer names the choice's letter: pass letter= or choices= holding the label")
+            letter = LETTERS[list(choices).index(label)]
+        return f"{rationale} {ANSWER_MARKER} ({letter}) {label}."
+
+    def format_exemplar(self, exemplar: Exemplar) -> str:
+        """Finds the label's letter among the ``(x) choice`` lines of the exemplar's input."""
+        for line in exemplar.input.splitlines():
+            match = re.fullmatch(r"\(([a-z])\) (.*)", line.strip())
+            if match and match.group(2) == exemplar.label:
+                return self.format_answer(exemplar.rationale, exemplar.label, letter=match.group(1))
+        raise ValueError(f"exemplar label {exemplar.label!r} is not among the lettered choices of its input")

@@ -1,0 +1,150 @@
+"""Reading the official release layout, with errors that say which file and line is wrong.
+
+Layout (the ``datasets.zip`` of google-research/distilling-step-by-step)::
+
+    {data_dir}/{name}/{name}_{split}.json            one JSON object per line (JSON Lines)
+    {data_dir}/{name}/{teacher}/{split}_CoT_{i}.json  a JSON array of raw teacher completions
+
+The completions of shard 0, 1, 2, ... (numeric order: ``_CoT_10`` after ``_CoT_9``) line up
+one-to-one with the lines of the split's JSON Lines file. A count mismatch would silently
+attach every rationale to the wrong input, so it is an error, never a truncation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from distill.benchmarks.base import DataError
+
+__all__ = [
+    "records_path",
+    "read_jsonl",
+    "read_jsonl_numbered",
+    "read_shard",
+    "teacher_dir",
+    "shard_paths",
+    "read_teacher_completions",
+]
+
+
+def records_path(data_dir: str | Path, name: str, split: str) -> Path:
+    """``{data_dir}/{name}/{name}_{split}.json``: the records of one file split."""
+    return Path(data_dir) / name / f"{name}_{split}.json"
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSON Lines file of objects. Blank lines are skipped (they carry no record).
+
+    Raises :class:`DataError` naming ``file:line`` for malformed JSON or a line that is not
+    a JSON object, and naming the file when it does not exist.
+    """
+    return [record for _, record in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """Like :func:`read_jsonl` but keeps each record's 1-based line number (for error messages)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    out: list[tuple[int, dict[str, Any]]] = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{line_no}: malformed JSON: {err.msg} (column {err.colno})") from err
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            out.append((line_no, record))
+    return out
+
+
+def teacher_dir(data_dir: str | Path, name: str, teacher: str) -> Path:
+    """``{data_dir}/{name}/{teacher}``: where a teacher's completion shards live."""
+    return Path(data_dir) / name / teacher
+
+
+def shard_paths(data_dir: str | Path, name: str, teacher: str, split: str) -> list[Path]:
+    """The completion shards of one split in numeric order; [] when there are none.
+
+    Raises :class:`DataError` when the numbering has a gap (a missing shard would shift
+    every later completion onto the wrong input).
+    """
+    directory = teacher_dir(data_dir, name, teacher)
+    if not directory.is_dir():
+        return []
+    pattern = re.compile(rf"^{re.escape(split)}_CoT_(\d+)\.json$")
+    numbered = []
+    for path in directory.iterdir():
+        match = pattern.match(path.name)
+        if match:
+            numbered.append((int(match.group(1)), path))
+    numbered.sort()
+    numbers = [n for n, _ in numbered]
+    if numbers and numbers != list(range(len(numbers))):
+        missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
+        raise DataError(
+            f"{directory}: teacher shards of split {split!r} must be numbered 0..N-1 without gaps; "
+            f"found {numbers}, missing {[f'{split}_CoT_{m}.json' for m in missing]}"
+        )
+    return [path for _, path in numbered]
+
+
+def read_shard(path: Path) -> list[str]:
+    """One shard: a JSON array of completion strings."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: malformed JSON: {err.msg} (column {err.colno})") from err
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON array of completion strings, got {type(data).__name__}")
+    for index, item in enumerate(data):
+        if not isinstance(item, str):
+            raise DataError(f"{path}: item {index} is {type(item).__name__}, expected a completion string")
+    return data
+
+
+def read_teacher_completions(
+    data_dir: str | Path,
+    name: str,
+    teacher: str,
+    split: str,
+    expected_rows: int | None = None,
+    records_file: str | Path | None = None,
+) -> tuple[list[str], list[tuple[Path, int]]]:
+    """All completions of a split, concatenated over shards in numeric order.
+
+    Returns ``(completions, origins)`` where ``origins[i] = (shard_path, index_in_shard)``
+    says where completion ``i`` came from (for error messages and parse-failure reports).
+    Raises :class:`DataError` when no shard exists, or when ``expected_rows`` is given and
+    the total differs (naming the shards, the records file and both counts).
+    """
+    paths = shard_paths(data_dir, name, teacher, split)
+    if not paths:
+        raise DataError(
+            f"{teacher_dir(data_dir, name, teacher) / f'{split}_CoT_0.json'}: no teacher completions for "
+            f"split {split!r} (expected shards {split}_CoT_0.json, {split}_CoT_1.json, ...)"
+        )
+    completions: list[str] = []
+    origins: list[tuple[Path, int]] = []
+    counts: list[str] = []
+    for path in paths:
+        shard = read_shard(path)
+        completions.extend(shard)
+        origins.extend((path, i) for i in range(len(shard)))
+        counts.append(f"{path} ({len(shard)})")
+    if expected_rows is not None and len(completions) != expected_rows:
+        shards = ", ".join(counts)
+        where = f" in {records_file}" if records_file is not None else ""
+        raise DataError(
+            f"teacher shards hold {len(completions)} completions but there are {expected_rows} rows{where}; "
+            f"shards: {shards}"
+        )
+    return completions, origins
+
