@@ -139,7 +139,7 @@ class Benchmark(ABC):
 
     # ----------------------------------------------------------------- teacher prompt
     # A few-shot chain-of-thought prompt: each exemplar is shown as ``query_template`` filled with
-    # its input, then the answer (``format_answer``); the final query is the example's
+    # its input, then the answer (:meth:`format_exemplar`); the final query is the example's
     # ``prompt_input``. Completion prompts put ``answer_cue`` + " " between query and answer and end
     # on the cue; chat prompts put queries in user turns and answers in assistant turns.
     #: how one query is framed for the teacher (``{input}``: an exemplar's input / ``prompt_input``)
@@ -161,15 +161,11 @@ class Benchmark(ABC):
         (by default the student's input; benchmarks whose records hold more override it)."""
         return example.input
 
-    def demonstration_answer(self, exemplar: Exemplar) -> str:
-        """An exemplar's answer as shown in the prompt (by default :meth:`format_answer`)."""
-        return self.format_answer(exemplar.rationale, exemplar.label)
-
     def build_prompt(self, example: Example, chat: bool = False) -> str | list[dict[str, str]]:
         """The teacher prompt for ``example``: a completion string, or chat messages when ``chat``."""
         if not self.exemplars:
             raise ValueError(f"benchmark {self.name!r} has no few-shot exemplars to prompt a teacher with")
-        demos = [(self.query_template.format(input=e.input), self.demonstration_answer(e)) for e in self.exemplars]
+        demos = [(self.query_template.format(input=e.input), self.format_exemplar(e)) for e in self.exemplars]
         query = self.query_template.format(input=self.prompt_input(example))
         if chat:
             messages = [{"role": "system", "content": self.instruction}]
