@@ -23,7 +23,48 @@ __all__ = ["ESNLI"]
 
 class ESNLI(NLIBenchmark):
     name: ClassVar[str] = "esnli"
-    exemplars: ClassVar[tuple[Exemplar, ...]] = ()
+    #: teacher prompt: "Premise: ...\nHypothesis: ...\nExplanation: <rationale>\nAnswer: <label>"
+    answer_cue: ClassVar[str] = "\nExplanation:"
+    #: few-shot chain of thought for a teacher: pairs written in the style of SNLI (image
+    #: captions and short hypotheses), two per label, rationales written for this project
+    exemplars: ClassVar[tuple[Exemplar, ...]] = (
+        Exemplar(
+            "Premise: A man in a blue jacket is riding a bicycle down a busy street.\n"
+            "Hypothesis: A man is riding a bike.",
+            "A bicycle is a bike, so a man riding a bicycle down the street is riding a bike.",
+            "entailment",
+        ),
+        Exemplar(
+            "Premise: Two young girls are playing in a sandbox at the park.\n"
+            "Hypothesis: The girls are building a sand castle.",
+            "Playing in a sandbox does not necessarily mean building a sand castle.",
+            "neutral",
+        ),
+        Exemplar(
+            "Premise: A woman is slicing vegetables in a small kitchen.\n"
+            "Hypothesis: The woman is asleep on the couch.",
+            "A woman cannot be slicing vegetables in a kitchen and be asleep on a couch at the same time.",
+            "contradiction",
+        ),
+        Exemplar(
+            "Premise: A group of people stand in a long line outside a theater.\n"
+            "Hypothesis: People are waiting outdoors.",
+            "Standing in a line outside a theater is waiting outdoors.",
+            "entailment",
+        ),
+        Exemplar(
+            "Premise: A brown dog runs through a field with a stick in its mouth.\n"
+            "Hypothesis: The dog is bringing the stick back to its owner.",
+            "A dog carrying a stick is not necessarily bringing it back to its owner.",
+            "neutral",
+        ),
+        Exemplar(
+            "Premise: An elderly man is reading a newspaper on a park bench.\n"
+            "Hypothesis: A young boy is reading a newspaper.",
+            "The person reading is an elderly man, and an elderly man is not a young boy.",
+            "contradiction",
+        ),
+    )
 
     def parse_completion(self, text: str) -> ParsedCompletion:
         rationale = text.split("Answer:")[0].rstrip()

@@ -16,6 +16,8 @@ how a record becomes a student example::
       teacher_label_field: null            # optional: the teacher's label stored in the record
       answer_marker: "So the answer is"    # how teacher completions end: "<rationale> So the answer is <label>."
       stop: ["\\n\\nQ:"]                     # where a completion runs on into a made-up next example
+      prompt_file: null                    # optional: few-shot exemplars for annotate.py, a YAML/JSON
+                                           # list of {input, rationale, label}
 
 Teacher completions are cut at the first ``stop`` string, then split at the *last*
 ``answer_marker``; the label is the remainder trimmed, with one trailing full stop removed.
@@ -26,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion
+from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion, read_exemplars
 
 __all__ = ["JsonlBenchmark"]
 
@@ -52,6 +54,7 @@ class JsonlBenchmark(Benchmark):
         answer_marker: str = "So the answer is",
         stop: Sequence[str] = ("\n\nQ:",),
         exemplars: Sequence[Mapping[str, str]] | None = None,
+        prompt_file: str | None = None,
     ) -> None:
         if (input_fields is None) == (template is None):
             raise ValueError("JsonlBenchmark needs exactly one of input_fields (a list of field names) or template")
@@ -70,6 +73,13 @@ class JsonlBenchmark(Benchmark):
         self.answer_marker = answer_marker
         self.stop = tuple(stop)
         self.exemplars = tuple(Exemplar(**dict(e)) for e in exemplars) if exemplars else ()
+        # teacher prompt: few-shot exemplars from a YAML/JSON prompt file (a list of
+        # {input, rationale, label}; inputs as the student sees them), cut at the same stop strings
+        if prompt_file is not None:
+            if exemplars:
+                raise ValueError("JsonlBenchmark takes exemplars or prompt_file, not both")
+            self.exemplars = read_exemplars(prompt_file)
+        self.stop_sequences = self.stop
 
     # ----------------------------------------------------------------- records
     def _input(self, record: Mapping[str, Any]) -> str:

@@ -26,6 +26,13 @@ class NLIBenchmark(Benchmark):
     """Premise/hypothesis pairs labelled entailment, neutral or contradiction."""
 
     label_space: ClassVar[tuple[str, ...]] = NLI_LABELS
+    # teacher prompt: queries read "Premise: ...\nHypothesis: ..." whatever the student's separator
+    query_template: ClassVar[str] = "{input}"
+    stop_sequences: ClassVar[tuple[str, ...]] = ("\n\nPremise:",)
+
+    def prompt_input(self, example: Example) -> str:
+        record = example.record
+        return f"Premise: {record['premise']}\nHypothesis: {record['hypothesis']}"
 
     def __init__(self, separator: str | None = None) -> None:
         """``separator`` joins premise and hypothesis in the student input. None (default)
