@@ -1,0 +1,152 @@
+"""Global batches that mean the same thing on 1 or N devices, grouped by length.
+
+``batch_size`` in the config is the *global* batch: the examples behind one optimizer step
+(the paper's 64). :func:`plan_batches` turns it into a micro-batch size and a number of
+gradient-accumulation steps for a world size; :class:`GlobalBatchSampler` draws one global batch
+per optimizer step from a seeded per-epoch permutation and hands rank ``r`` its micro-batches.
+So one process with 2 accumulation steps and two processes with 1 consume the same examples
+per step, and a run is reproducible from ``seed`` whatever the device count.
+
+Inside each global batch examples are sorted by length before being cut into micro-batches,
+so each micro-batch pads to similar lengths (dynamic padding happens in the collator); the
+global batch itself stays a uniform random draw.
+
+Lightning must not replace this sampler: build the Trainer with
+``use_distributed_sampler=False`` (the data module reads world size and rank from its trainer).
+Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler``, which is the
+:class:`EpochPermutation` here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+__all__ = ["plan_batches", "EpochPermutation", "GlobalBatchSampler", "EvalBatchSampler"]
+
+
+def plan_batches(global_batch: int, world_size: int = 1, micro_batch_size: int | None = None) -> tuple[int, int]:
+    """``(micro_batch_size, accumulate_grad_batches)`` so that
+    ``micro_batch_size * accumulate_grad_batches * world_size == global_batch``.
+
+    Without ``micro_batch_size`` each rank takes its whole share in one micro-batch.
+    """
+    if global_batch < 1 or world_size < 1:
+        raise ValueError(f"global batch ({global_batch}) and world size ({world_size}) must be positive")
+    if micro_batch_size is None:
+        if global_batch % world_size:
+            raise ValueError(
+                f"data.batch_size={global_batch} (global) does not split evenly over {world_size} processes"
+            )
+        return global_batch // world_size, 1
+    if micro_batch_size < 1 or global_batch % (micro_batch_size * world_size):
+        raise ValueError(
+            f"data.batch_size={global_batch} (global) is not a multiple of data.micro_batch_size="
+            f"{micro_batch_size} x {world_size} processes"
+        )
+    return micro_batch_size, global_batch // (micro_batch_size * world_size)
+
+
+class EpochPermutation(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``(seed, epoch)``; the identity without shuffle."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this rank's micro-batches, ``accumulate`` per optimizer step.
+
+    Every epoch is ``ceil(n / global_batch)`` steps; the last global batch is filled up by
+    wrapping around the epoch's permutation (like ``DistributedSampler``'s padding) unless
+    ``drop_last``, so every optimizer step sees exactly ``global_batch`` examples.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        global_batch_size: int,
+        micro_batch_size: int | None = None,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        group_by_length: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        if len(lengths) == 0:
+            raise ValueError("cannot batch an empty dataset")
+        self.lengths = list(lengths)
+        self.global_batch_size = global_batch_size
+        self.micro_batch_size, self.accumulate = plan_batches(global_batch_size, world_size, micro_batch_size)
+        self.world_size, self.rank = world_size, rank
+        self.group_by_length, self.drop_last = group_by_length, drop_last
+        self.sampler = EpochPermutation(len(self.lengths), seed, shuffle)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n, b = len(self.lengths), self.global_batch_size
+        if self.drop_last and n >= b:
+            return n // b
+        return math.ceil(n / b)
+
+    def global_batches(self) -> list[list[int]]:
+        """This epoch's global batches (the same on every rank)."""
+        order = np.fromiter(iter(self.sampler), dtype=np.int64, count=len(self.lengths))
+        total = self.steps_per_epoch * self.global_batch_size
+        order = np.resize(order, total)  # cycles when n is not a multiple (wrap-around fill)
+        return [order[i : i + self.global_batch_size].tolist() for i in range(0, total, self.global_batch_size)]
+
+    def micro_batches(self, global_batch: list[int]) -> list[list[int]]:
+        """All ``world_size * accumulate`` micro-batches of one global batch, longest first."""
+        if self.group_by_length:
+            global_batch = sorted(global_batch, key=lambda i: -self.lengths[i])
+        m = self.micro_batch_size
+        return [global_batch[i : i + m] for i in range(0, len(global_batch), m)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for global_batch in self.global_batches():
+            micro = self.micro_batches(global_batch)
+            # interleave: rank r takes micro-batches r, r + W, ... (balances lengths across ranks)
+            yield from micro[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.accumulate
+
+
+class EvalBatchSampler(Sampler[list[int]]):
+    """Fixed batches for evaluation: longest first (so memory trouble shows at once), no shuffle.
+
+    Not sharded across ranks: each rank evaluates the whole split, so metrics need no gather.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, sort_by_length: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError(f"eval batch size must be positive, got {batch_size}")
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort_by_length else list(range(len(lengths)))
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)

@@ -1,0 +1,345 @@
+"""The LightningDataModule: a benchmark and a teacher in, batches of both tasks out.
+
+Pipeline: :func:`distill.data.splits.build_splits` (files -> train/val/test examples with
+teacher rationales) -> :class:`distill.data.encoding.Encoder` through ``datasets.map`` (cached
+on disk under ``cache_dir``, keyed by a fingerprint of tokenizer, texts and settings) ->
+:class:`distill.data.batching.GlobalBatchSampler` (one global batch per optimizer step, split
+into this rank's micro-batches, grouped by length) -> :class:`distill.data.collate.Collator`
+(dynamic padding per micro-batch, labels padded with -100).
+
+Batches (see the project's DataModule contract):
+
+* train: ``{"label": {input_ids, attention_mask, labels}, "rationale": {...}, "uid": [...]}``;
+  ``"rationale"`` only with ``targets="step_by_step"`` and when some example of the micro-batch
+  has a rationale (rows without one have labels all -100).
+* val/test/predict: ``{"label": {...}, "uid": [...], "input": [...], "gold": [...]}``.
+
+Task prefixes apply to ``step_by_step`` (the two tasks share weights and need telling apart):
+``[label] `` / ``[rationale] `` as in the paper, or the official code's ``predict: `` /
+``explain: ``. ``standard`` and ``single_task`` train one task and, as in the official
+``standard`` model, use no prefix.
+
+Multi-device: build the Trainer with ``use_distributed_sampler=False`` and
+``accumulate_grad_batches`` from :meth:`DistillDataModule.plan` (train.py does both); ``setup``
+reads world size and rank from the attached trainer and checks both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from distill.benchmarks.base import Benchmark, Example
+from distill.data.batching import EvalBatchSampler, GlobalBatchSampler, plan_batches
+from distill.data.collate import Collator
+from distill.data.encoding import ENCODING_VERSION, Encoder, target_text
+from distill.data.splits import SPLITS, Splits, build_splits
+
+__all__ = ["DistillDataModule", "TARGETS"]
+
+TARGETS = ("standard", "step_by_step", "single_task")
+
+
+def _plain(value: Any) -> Any:
+    """DictConfig/ListConfig -> plain containers (Hydra hands those to ``__init__``)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    return value
+
+
+def _as_benchmark(benchmark: Benchmark | Mapping[str, Any] | str) -> Benchmark:
+    if isinstance(benchmark, Benchmark):
+        return benchmark
+    if isinstance(benchmark, str):
+        from distill.benchmarks import get_benchmark
+
+        return get_benchmark(benchmark)
+    spec = _plain(benchmark)
+    if isinstance(spec, Mapping) and "_target_" in spec:
+        from hydra.utils import instantiate
+
+        return instantiate(spec)
+    raise TypeError(f"benchmark must be a Benchmark, a registered name or a config with _target_, got {benchmark!r}")
+
+
+class DistillDataModule(pl.LightningDataModule):
+    """Train/val/test batches of one benchmark with one teacher's rationales."""
+
+    def __init__(
+        self,
+        benchmark: Benchmark | Mapping[str, Any] | str,
+        data_dir: str | Path,
+        tokenizer: Any = None,
+        teacher: str | None = "llm",
+        split_files: Mapping[str, str | None] | None = None,
+        label_source: str = "gold",
+        fraction: float = 1.0,
+        seed: int = 0,
+        holdout_fraction: float = 0.1,
+        holdout_seed: int = 0,
+        on_parse_failure: str = "drop_rationale",
+        targets: str = "step_by_step",
+        batch_size: int = 64,
+        micro_batch_size: int | None = None,
+        eval_batch_size: int = 64,
+        label_prefix: str = "[label] ",
+        rationale_prefix: str = "[rationale] ",
+        max_input_length: int = 512,
+        max_target_length: int = 64,
+        max_rationale_length: int = 256,
+        group_by_length: bool = True,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if targets not in TARGETS:
+            raise ValueError(f"data.targets must be one of {TARGETS}, got {targets!r}")
+        self.benchmark = _as_benchmark(benchmark)
+        self.data_dir = Path(data_dir)
+        self.teacher = teacher
+        self.split_files = _plain(split_files)
+        self.label_source = label_source
+        self.fraction = float(fraction)
+        self.seed = int(seed)
+        self.holdout_fraction = float(holdout_fraction)
+        self.holdout_seed = int(holdout_seed)
+        self.on_parse_failure = on_parse_failure
+        self.targets = targets
+        self.batch_size = int(batch_size)
+        self.micro_batch_size = micro_batch_size
+        self.eval_batch_size = int(eval_batch_size)
+        self.label_prefix = label_prefix or ""
+        self.rationale_prefix = rationale_prefix or ""
+        self.max_input_length = int(max_input_length)
+        self.max_target_length = int(max_target_length)
+        self.max_rationale_length = int(max_rationale_length)
+        self.group_by_length = group_by_length
+        self.drop_last = drop_last
+        self.num_workers = int(num_workers)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.world_size, self.rank = 1, 0
+        self.tokenizer = None
+        self._splits: Splits | None = None
+        self._datasets: dict[str, Any] = {}
+        plan_batches(self.batch_size, 1, self.micro_batch_size)  # fail at config time, not mid-run
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+
+    # ----------------------------------------------------------------- examples
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """Attach the student's tokenizer (needs eos and pad tokens). Examples are rebuilt,
+        since a benchmark's student input may depend on it (NLI's separator)."""
+        if getattr(tokenizer, "eos_token_id", None) is None or getattr(tokenizer, "pad_token_id", None) is None:
+            raise ValueError(
+                "the tokenizer needs an eos and a pad token (for BERT-style tokenizers set "
+                "tokenizer.eos_token = tokenizer.sep_token)"
+            )
+        self.tokenizer = tokenizer
+        self.benchmark.bind_tokenizer(tokenizer)
+        self._splits = None
+        self._datasets = {}
+
+    @property
+    def splits(self) -> Splits:
+        """All three splits with their provenance and counts (built once, on first use)."""
+        if self._splits is None:
+            self._splits = build_splits(
+                self.benchmark,
+                self.data_dir,
+                teacher=self.teacher,
+                split_files=self.split_files,
+                label_source=self.label_source,
+                fraction=self.fraction,
+                seed=self.seed,
+                holdout_fraction=self.holdout_fraction,
+                holdout_seed=self.holdout_seed,
+                on_parse_failure=self.on_parse_failure,
+            )
+        return self._splits
+
+    def examples(self, split: str) -> list[Example]:
+        """The examples of ``"train"``, ``"val"`` or ``"test"`` (before prefixes and tokenization)."""
+        return self.splits[split]
+
+    @property
+    def task_prefixes(self) -> dict[str, str]:
+        """Prefix per task as the student sees it (empty outside step_by_step)."""
+        if self.targets == "step_by_step":
+            return {"label": self.label_prefix, "rationale": self.rationale_prefix}
+        return {"label": "", "rationale": ""}
+
+    def encode_inputs(self, texts: Sequence[str], task: str = "label") -> dict[str, Any]:
+        """Tokenize raw inputs the way the batches do (prefix, truncation), padded, as tensors:
+        for inference on new text, or to ask a step_by_step student for rationales."""
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
+        prefix = self.task_prefixes[task]
+        return self.tokenizer(
+            [prefix + t for t in texts],
+            truncation=True,
+            max_length=self.max_input_length,
+            padding=True,
+            return_tensors="pt",
+        )
+
+    # ----------------------------------------------------------------- batching plan
+    def plan(self, world_size: int | None = None) -> tuple[int, int]:
+        """``(micro_batch_size, accumulate_grad_batches)`` for ``world_size`` processes."""
+        return plan_batches(self.batch_size, world_size or self.world_size, self.micro_batch_size)
+
+    def _read_trainer(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return
+        self.world_size, self.rank = int(trainer.world_size), int(trainer.global_rank)
+        _, accumulate = self.plan()
+        if int(getattr(trainer, "accumulate_grad_batches", accumulate)) != accumulate:
+            raise ValueError(
+                f"Trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} but data.batch_size="
+                f"{self.batch_size} (global) over {self.world_size} process(es) with micro_batch_size="
+                f"{self.micro_batch_size} needs {accumulate}: pass plan_batches(...)[1] to the Trainer"
+            )
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if self.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+            raise ValueError(
+                "DistillDataModule shards global batches itself: build the Trainer with use_distributed_sampler=False"
+            )
+
+    # ----------------------------------------------------------------- tokenization
+    def _fingerprint(self, split: str, rows: Mapping[str, list[Any]], encoder: Encoder) -> str:
+        from datasets.fingerprint import Hasher
+
+        digest = hashlib.sha256()
+        digest.update(Hasher.hash(self.tokenizer).encode())
+        digest.update(json.dumps(encoder.settings(), sort_keys=True).encode())
+        digest.update(json.dumps([ENCODING_VERSION, split, self.benchmark.name]).encode())
+        for column in sorted(rows):
+            digest.update(json.dumps(rows[column], ensure_ascii=False).encode())
+        return digest.hexdigest()[:40]
+
+    def _rows(self, split: str) -> dict[str, list[Any]]:
+        train = split == "train"
+        examples = self.examples(split)
+        rows: dict[str, list[Any]] = {"uid": [], "input": [], "gold": [], "target": [], "rationale": []}
+        for ex in examples:
+            rows["uid"].append(ex.uid)
+            rows["input"].append(ex.input)
+            rows["gold"].append(ex.gold)
+            rows["target"].append(target_text(ex, self.targets, self.label_source if train else "gold"))
+            rows["rationale"].append(ex.rationale if (train and self.targets == "step_by_step") else None)
+        return rows
+
+    def dataset(self, split: str) -> Any:
+        """The tokenized ``datasets.Dataset`` of a split (cached on disk when ``cache_dir`` is set)."""
+        if split not in SPLITS:
+            raise KeyError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        if split in self._datasets:
+            return self._datasets[split]
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
+        import datasets
+
+        rows = self._rows(split)
+        encoder = Encoder(
+            self.tokenizer,
+            label_prefix=self.task_prefixes["label"],
+            rationale_prefix=self.task_prefixes["rationale"],
+            max_input_length=self.max_input_length,
+            max_target_length=(
+                self.max_target_length + self.max_rationale_length
+                if self.targets == "single_task"
+                else self.max_target_length
+            ),
+            max_rationale_length=self.max_rationale_length,
+            rationale_task=split == "train" and self.targets == "step_by_step",
+        )
+        fingerprint = self._fingerprint(split, rows, encoder)
+        cache_file = None
+        if self.cache_dir is not None:
+            directory = self.cache_dir / self.benchmark.name
+            directory.mkdir(parents=True, exist_ok=True)
+            cache_file = str(directory / f"{split}-{fingerprint}.arrow")
+        features = datasets.Features(
+            {name: datasets.Value("string") for name in ("uid", "input", "gold", "target", "rationale")}
+        )
+        raw = datasets.Dataset.from_dict(rows, features=features)
+        encoded = raw.map(
+            encoder,
+            batched=True,
+            batch_size=1000,
+            remove_columns=["target", "rationale"],
+            cache_file_name=cache_file,
+            load_from_cache_file=True,
+            new_fingerprint=fingerprint,
+            desc=f"tokenizing {self.benchmark.name} {split}",
+        )
+        self._datasets[split] = encoded
+        return encoded
+
+    # ----------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        self._read_trainer()
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in needed.get(stage or "", SPLITS):
+            if split == "test" and not self.examples("test"):
+                continue
+            self.dataset(split)
+
+    def _loader(self, dataset: Any, batch_sampler: Any, collator: Collator) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=collator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_sampler(self) -> GlobalBatchSampler:
+        lengths = self.dataset("train")["length"]
+        return GlobalBatchSampler(
+            lengths,
+            global_batch_size=self.batch_size,
+            micro_batch_size=self.plan()[0],
+            world_size=self.world_size,
+            rank=self.rank,
+            seed=self.seed,
+            shuffle=True,
+            group_by_length=self.group_by_length,
+            drop_last=self.drop_last,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        columns = ["uid", "label_input_ids", "label_ids"]
+        if self.targets == "step_by_step":
+            columns += ["rationale_input_ids", "rationale_ids"]
+        collator = Collator(self.tokenizer.pad_token_id, train=True, rationale_task=self.targets == "step_by_step")
+        return self._loader(dataset.select_columns(columns), self.train_sampler(), collator)
+
+    def _eval_dataloader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)
+        sampler = EvalBatchSampler(dataset["length"], self.eval_batch_size)
+        columns = ["uid", "input", "gold", "label_input_ids", "label_ids"]
+        collator = Collator(self.tokenizer.pad_token_id, train=False)
+        return self._loader(dataset.select_columns(columns), sampler, collator)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_dataloader("test")
