@@ -1,0 +1,204 @@
+"""Where a run meets the cluster: device counts, SLURM job sizes, the Lightning cluster
+environment and W&B grouping. (The per-step trace that proves the global batch is the same on
+any number of processes is :mod:`distill.step_trace`.)
+
+Why one module: every question here is "how many processes, on what, seeing which examples",
+and the answers must agree between the SLURM launcher (``conf/hydra/launcher/slurm.yaml``),
+the trainer configs (``conf/trainer/*.yaml``) and the running Trainer.
+
+Requeue policy (exactly one owner): **submitit** requeues a job that reaches its time limit or is
+preempted (``hydra.launcher.max_num_timeout``; SLURM sends ``USR2`` ``signal_delay_s`` seconds
+before the end, submitit's handler requeues the same array task, which reruns the same Hydra job in
+the same output directory). Lightning's own SLURM auto-requeue is switched off by
+:func:`cluster_environment` (``SLURMEnvironment(auto_requeue=False)``), so Lightning installs no
+``USR1`` handler and never calls ``scontrol requeue`` itself. A requeued job resumes from its
+``checkpoints/last.ckpt`` when the run is started with ``ckpt_path=last`` (Lightning's own
+"last checkpoint of the ModelCheckpoint callback, or none" lookup).
+
+OmegaConf resolvers registered on import (idempotent), for use in configs:
+
+- ``${distill.devices:${trainer.devices},${trainer.accelerator}}``: processes per node.
+- ``${distill.slurm_gpus:${trainer.devices},${trainer.accelerator}}``: GPUs per node to request
+  (``null`` for CPU runs).
+- ``${distill.precision:bf16-mixed}``: the precision asked for where the hardware has it, else
+  ``32-true`` (T5 v1.1 overflows in fp16, so there is no fp16 fallback).
+- ``${distill.wandb_tags:${tags},benchmark,${data.benchmark.name},...}``: the user's tags plus
+  ``name:value`` tags for W&B.
+- ``${distill.basename:${hydra:sweep.dir}}``: the sweep's directory name (its start time), which
+  names the W&B group every run of one sweep shares.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import ListConfig, OmegaConf
+
+#: accelerators whose devices are GPUs (SLURM must hand them out with --gpus-per-node)
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+# ---------------------------------------------------------------------------- device counts
+def count_devices(devices: Any, accelerator: str | None = "cpu") -> int:
+    """How many processes a Trainer with ``devices`` and ``accelerator`` runs on one node.
+
+    Follows Lightning's meanings: an int ``n`` is n devices; a list is those device indices; a
+    string is an int (``"2"``) or a comma list of indices (``"0,1"``). ``"auto"`` and ``-1`` mean
+    "every device of the node": for a CPU accelerator that is 1 process, for GPUs it cannot be
+    known before the job lands on a node, so it is refused with a hint.
+    """
+    accelerator = str(accelerator or "auto").lower()
+    if isinstance(devices, (list, tuple, ListConfig)):
+        if len(devices) == 0:
+            raise ValueError("trainer.devices is an empty list")
+        return len(devices)
+    if isinstance(devices, bool):
+        raise ValueError(f"trainer.devices={devices!r} is not a device count")
+    if isinstance(devices, str):
+        text = devices.strip().lower()
+        if "," in text:
+            return len([part for part in text.split(",") if part.strip()])
+        if text == "auto":
+            devices = -1
+        else:
+            try:
+                devices = int(text)
+            except ValueError:
+                raise ValueError(f"trainer.devices={devices!r} is not a device count") from None
+    if isinstance(devices, int):
+        if devices > 0:
+            return devices
+        if devices == -1:
+            if accelerator in ("cpu", "auto"):
+                return 1
+            raise ValueError(
+                f"trainer.devices=auto/-1 with accelerator={accelerator!r}: the number of GPUs per node "
+                "must be known when the SLURM job is sized; set trainer.devices=N"
+            )
+        raise ValueError(f"trainer.devices={devices}: expected a positive count, -1 or 'auto'")
+    raise ValueError(f"trainer.devices={devices!r} is not a device count")
+
+
+def slurm_gpus_per_node(devices: Any, accelerator: str | None) -> int | None:
+    """GPUs per node to request from SLURM: one per device for GPU accelerators, none otherwise.
+
+    ``accelerator=auto`` requests no GPUs: pick ``trainer=gpu`` / ``ddp`` / ``fsdp`` / ``deepspeed``
+    to ask for them, so a CPU-only sweep never waits for a GPU partition.
+    """
+    if str(accelerator or "auto").lower() in GPU_ACCELERATORS:
+        return count_devices(devices, accelerator)
+    return None
+
+
+def auto_precision(preferred: str = "bf16-mixed") -> str:
+    """``preferred`` when this machine can run it, else full precision.
+
+    Resolved in the job itself (where the Trainer is built), so it sees the node's GPU. bf16 needs
+    an Ampere-or-newer GPU; 16-bit floats are deliberately not a fallback (T5 v1.1 overflows in fp16).
+    """
+    if not preferred.startswith("bf16"):
+        return preferred
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return "32-true"
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return preferred
+    return "32-true"
+
+
+# ---------------------------------------------------------------------------- Lightning side
+def cluster_environment() -> Any:
+    """The cluster environment Lightning would pick, with SLURM auto-requeue off.
+
+    Mirrors Lightning's own detection order (torchelastic, SLURM, LSF, MPI, else a plain local
+    environment), changing one thing: under SLURM it returns ``SLURMEnvironment(auto_requeue=False)``
+    because submitit owns requeueing (see the module doc). Used from the trainer configs as
+    ``plugins: [{_target_: distill.cluster.cluster_environment}]``.
+    """
+    from pytorch_lightning.plugins.environments import (
+        LightningEnvironment,
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    if TorchElasticEnvironment.detect():  # torchrun inside a SLURM allocation wins, as in Lightning
+        return TorchElasticEnvironment()
+    if SLURMEnvironment.detect():
+        return SLURMEnvironment(auto_requeue=False)
+    for env_type in (LSFEnvironment, MPIEnvironment):
+        if env_type.detect():
+            return env_type()
+    return LightningEnvironment()
+
+
+# ---------------------------------------------------------------------------- W&B grouping
+def wandb_tags(user_tags: Iterable[Any] | None, *pairs: Any) -> list[str]:
+    """Tags for a W&B run: the user's ``tags`` plus ``key:value`` for each config value.
+
+    ``pairs`` alternate names and values, e.g. ``"benchmark", "svamp", "fraction", 0.25``, so a
+    dashboard filters a sweep by any axis without hand work. W&B caps a tag at 64 characters.
+    """
+    if len(pairs) % 2:
+        raise ValueError(f"distill.wandb_tags expects name/value pairs, got {len(pairs)} values")
+    tags = [str(tag) for tag in (user_tags or [])]
+    for name, value in zip(pairs[0::2], pairs[1::2]):
+        tags.append(f"{name}:{value}"[:64])
+    return list(dict.fromkeys(tags))  # unique, in order
+
+
+# ---------------------------------------------------------------------------- SLURM helpers
+def in_slurm_job() -> bool:
+    return "SLURM_JOB_ID" in os.environ
+
+
+def slurm_summary() -> dict[str, str]:
+    """The SLURM variables that decide a Lightning job's layout (for logs and results)."""
+    keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS",
+            "SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+# ---------------------------------------------------------------------------- resolvers
+def _resolver_devices(devices: Any, accelerator: Any = "cpu") -> int:
+    return count_devices(devices, accelerator)
+
+
+def _resolver_basename(path: Any) -> str:
+    """The last component of a path: ``${distill.basename:${hydra:sweep.dir}}`` names a sweep."""
+    return Path(str(path)).name
+
+
+def _resolver_wandb_tags(user_tags: Any, *pairs: Any) -> list[str]:
+    if isinstance(user_tags, ListConfig):
+        user_tags = OmegaConf.to_container(user_tags, resolve=True)
+    return wandb_tags(user_tags, *pairs)
+
+
+RESOLVERS = {
+    "distill.devices": _resolver_devices,
+    "distill.slurm_gpus": slurm_gpus_per_node,
+    "distill.precision": auto_precision,
+    "distill.wandb_tags": _resolver_wandb_tags,
+    "distill.basename": _resolver_basename,
+}
+
+
+def register_resolvers() -> None:
+    """Register this module's OmegaConf resolvers (safe to call any number of times)."""
+    for name, function in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+
+
+register_resolvers()
+
+__all__: Sequence[str] = (
+    "auto_precision", "cluster_environment", "count_devices", "in_slurm_job",
+    "register_resolvers", "slurm_gpus_per_node", "slurm_summary", "wandb_tags",
+)
