@@ -1,0 +1,310 @@
+"""Step 1 of Distilling Step-by-Step: ask a teacher for a rationale and a label per input.
+
+``python annotate.py data=NAME split=SPLIT teacher=openai teacher.base_url=URL teacher.model=M
+teacher.name=T`` reads ``{paths.data_dir}/NAME/NAME_SPLIT.json``, prompts the teacher with the
+benchmark's few-shot chain of thought, and writes ``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (the
+official layout, read by the data modules with ``data.teacher=T``), a sidecar and a report.
+
+How a run goes:
+
+1. Rows ``[offset, offset + limit)`` of the split; with ``teacher.num_shards=n`` job
+   ``teacher.shard=i`` takes the i-th contiguous slice of them (SLURM array jobs).
+2. One request per row and sample (``teacher.num_samples``), keyed by a hash of everything that
+   determines the answer. Requests the cache already holds are not asked again (recorded
+   failures are, unless ``retry_failed=false``); identical prompts are asked once.
+3. Every answer is stored durably the moment it arrives (:mod:`distill.teacher.cache`).
+4. With one shard (or ``merge=true`` after all shards ran), the rows are assembled from the
+   cache, a sample is chosen by majority vote, and the files are written atomically.
+   ``merge=true`` asks nothing: it fails, naming the shards, if any row lacks an answer.
+
+Bad answers are data: an item whose retries ran out is written as an empty completion (which
+the data layer's parser reports as a parse failure, so it is counted, never silently given an
+empty label) with the error in the sidecar; unparsable and out-of-label-space answers are
+written as the teacher wrote them and counted. The exit status is non-zero only with
+``strict=true`` and some such item.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from distill.benchmarks.base import Benchmark, Example, Exemplar
+from distill.data.splits import load_file
+from distill.teacher.backend import Backend, Request, reason_class
+from distill.teacher.cache import Answer, AnswerCache, request_key
+from distill.teacher.output import write_completions, write_json, write_jsonl
+from distill.teacher.progress import Progress
+from distill.teacher.report import Report
+from distill.teacher.vote import majority_vote
+
+log = logging.getLogger(__name__)
+
+#: keys of the ``teacher`` config group that describe the run, not the backend
+RUN_KEYS = ("name", "shard", "num_shards", "num_samples", "cache_dir", "fsync")
+
+
+class IncompleteShardsError(RuntimeError):
+    """merge=true found rows that no shard job has answered."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything of a run that is not the backend or the benchmark."""
+
+    name: str  # benchmark name: the directory under data_dir / out_dir
+    split: str
+    data_dir: Path
+    out_dir: Path
+    teacher_name: str
+    cache_dir: Path
+    shard: int = 0
+    num_shards: int = 1
+    num_samples: int = 1
+    offset: int = 0
+    limit: int | None = None
+    shard_size: int = 1000
+    filter_gold: bool = False
+    retry_failed: bool = True
+    merge: bool = False
+    strict: bool = False
+    progress: bool = True
+    fsync: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.num_shards:
+            raise ValueError(f"teacher.shard must be in [0, teacher.num_shards={self.num_shards}), got {self.shard}")
+        if self.num_samples < 1:
+            raise ValueError(f"teacher.num_samples must be >= 1, got {self.num_samples}")
+        if self.offset < 0 or (self.limit is not None and self.limit < 0):
+            raise ValueError("offset and limit must be >= 0")
+        if "/" in self.teacher_name or not self.teacher_name:
+            raise ValueError(f"teacher.name names one directory; got {self.teacher_name!r}")
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.out_dir / self.name / self.teacher_name
+
+
+def row_range(n_rows: int, offset: int, limit: int | None) -> tuple[int, int]:
+    start = min(offset, n_rows)
+    stop = n_rows if limit is None else min(n_rows, start + limit)
+    return start, stop
+
+
+def shard_range(start: int, stop: int, shard: int, num_shards: int) -> tuple[int, int]:
+    """The ``shard``-th of ``num_shards`` contiguous, near-equal slices of ``[start, stop)``."""
+    n = stop - start
+    return start + shard * n // num_shards, start + (shard + 1) * n // num_shards
+
+
+@dataclass
+class Item:
+    row: int
+    example: Example
+    keys: list[str]  # one per sample
+
+
+# --------------------------------------------------------------------------- the run
+def build_requests(benchmark: Benchmark, backend: Backend, rows: Sequence[tuple[int, Example]],
+                   num_samples: int) -> tuple[list[Item], dict[str, Request]]:
+    """One request per row and sample; identical prompts share one request (and one key)."""
+    stop = tuple(benchmark.stop_sequences if backend.stop is None else backend.stop)
+    identity = {"backend": backend.kind, "model": backend.model, "chat": backend.chat,
+                "sampling": backend.sampling(), "stop": list(stop)}
+    items, requests = [], {}
+    for row, example in rows:
+        prompt = benchmark.build_prompt(example, chat=backend.chat)
+        keys = []
+        for s in range(num_samples):
+            key = request_key({**identity, "prompt": prompt, "sample": s})
+            requests.setdefault(key, Request(key, prompt, stop, s))
+            keys.append(key)
+        items.append(Item(row, example, keys))
+    return items, requests
+
+
+def assemble(benchmark: Benchmark, items: Sequence[Item], answers: Mapping[str, Answer], settings: Settings,
+             report: Report) -> tuple[list[str], list[dict[str, Any]]]:
+    """The official-layout completion and the sidecar record of every item, counting into ``report``."""
+    completions, sidecar = [], []
+    failures: Counter[str] = Counter()
+    for item in items:
+        ex = item.example
+        samples = [answers[k] for k in item.keys]
+        parsed = [benchmark.parse_completion(a.text) if a.ok else None for a in samples]
+        votes = [p.label if p is not None and p.ok and benchmark.label_fits(p.label, ex) else None for p in parsed]
+        vote = majority_vote(votes, benchmark.score)
+        chosen = vote.chosen
+        if chosen is None:  # no valid label: keep the first sample with text, so its fault shows
+            chosen = next((i for i, a in enumerate(samples) if a.ok), 0)
+        answer = samples[chosen]
+        # leading whitespace is the prompt's doing (the answer cue ends before a space): dropped
+        text = answer.text.lstrip() if answer.ok else ""
+        p = benchmark.parse_completion(text)
+        rec: dict[str, Any] = {"row": item.row, "uid": ex.uid, "gold": ex.gold, "completion": text,
+                               "rationale": p.rationale, "label": p.label, "parse_error": p.error,
+                               "error": answer.error}
+        if answer.ok:
+            report.answered += 1
+        else:
+            report.failed += 1
+            failures[reason_class(answer.error or "")] += 1
+        if answer.ok and not p.ok:
+            report.parse_failures += 1
+        fits = p.ok and benchmark.label_fits(p.label, ex)
+        rec["label_fits"] = fits
+        if p.ok and not fits:
+            report.out_of_label_space += 1
+        correct = None
+        if ex.gold is not None:
+            report.with_gold += 1
+            correct = bool(p.ok and benchmark.score(p.label, ex.gold))
+            report.teacher_correct += correct
+        rec["correct"] = correct
+        if settings.filter_gold and correct is False and p.ok:
+            # keep the teacher's label, drop its rationale: the answer alone, as the parser reads it
+            text = benchmark.format_exemplar(Exemplar(benchmark.prompt_input(ex), "", p.label)).strip()
+            rec["filtered"] = True
+            report.filtered += 1
+        if settings.num_samples > 1:
+            rec["sample"] = chosen
+            rec["votes"] = [list(c) for c in vote.counts]
+            rec["samples"] = [{"label": v, "error": a.error or (q.error if q else None)}
+                              for v, a, q in zip(votes, samples, parsed)]
+        for a in samples:
+            report.prompt_tokens += a.prompt_tokens or 0
+            report.completion_tokens += a.completion_tokens or 0
+        rec.update(latency_s=answer.latency_s, attempts=answer.attempts, prompt_tokens=answer.prompt_tokens,
+                   completion_tokens=answer.completion_tokens, finish_reason=answer.finish_reason)
+        completions.append(text)
+        sidecar.append(rec)
+    report.failure_reasons = dict(failures.most_common())
+    return completions, sidecar
+
+
+def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Report:
+    """Run (or merge) one teacher job; returns its report (the caller decides the exit status)."""
+    t0 = time.monotonic()
+    # the data layer's reader: same rows, same uids ({name}/{split}/{index}) as training sees
+    examples, _ = load_file(benchmark, settings.data_dir, settings.split, teacher=None, logical=settings.split)
+    start, stop = row_range(len(examples), settings.offset, settings.limit)
+    if not settings.merge:
+        start, stop = shard_range(start, stop, settings.shard, settings.num_shards)
+    rows = [(r, examples[r]) for r in range(start, stop)]
+    items, requests = build_requests(benchmark, backend, rows, settings.num_samples)
+    report = Report(benchmark.name, settings.split, settings.teacher_name, backend.describe(), (start, stop),
+                    items=len(items), samples_per_item=settings.num_samples, requests=len(requests))
+    if settings.num_samples > 1 and backend.sampling().get("temperature", 1) == 0:
+        log.warning("teacher.num_samples=%d with temperature 0: every sample gets the same answer",
+                    settings.num_samples)
+
+    writer = f"{settings.split}.{settings.teacher_name}.{settings.shard}-of-{settings.num_shards}"
+    cache = AnswerCache(settings.cache_dir / settings.name, writer, fsync=settings.fsync)
+    if settings.merge:
+        answers = cache.load(requests)
+        _check_complete(items, answers, settings, start, stop)
+        report.from_cache = len(requests)
+    else:
+        with cache:
+            answers = cache.load(requests)
+            final = {k for k, a in answers.items() if a.ok or not settings.retry_failed}
+            pending = [r for k, r in requests.items() if k not in final]
+            report.from_cache, report.asked = len(requests) - len(pending), len(pending)
+            log.info("%s/%s rows [%d, %d): %d requests, %d from cache, asking %s for %d",
+                     settings.name, settings.split, start, stop, len(requests), report.from_cache,
+                     backend.describe(), len(pending))
+            g0 = time.monotonic()
+            with Progress(cache, answers, total=len(pending), enabled=settings.progress,
+                          desc=f"{settings.name}/{settings.split}") as progress:
+                backend.generate(pending, progress)
+            report.generate_s = round(time.monotonic() - g0, 3)
+            report.retries = progress.retries
+            report.retry_reasons = dict(progress.retry_reasons.most_common())
+            report.attempts = getattr(backend, "requests_sent", report.asked)
+            missing = [r.key for r in pending if r.key not in answers]
+            if missing:  # a backend must answer every request; this is a bug, not bad data
+                raise RuntimeError(f"backend {backend.describe()} left {len(missing)} requests unanswered")
+
+    completions, sidecar = assemble(benchmark, items, answers, settings, report)
+    out = settings.teacher_dir
+    if settings.merge or settings.num_shards == 1:
+        paths = write_completions(out, settings.split, completions, settings.shard_size)
+        write_jsonl(out / f"{settings.split}_annotations.jsonl", sidecar)
+        report.files = [str(p) for p in paths] + [str(out / f"{settings.split}_annotations.jsonl")]
+        report_path = out / f"{settings.split}_report.json"
+    else:  # one shard of many: the cache holds the answers; the merge writes the files
+        report_path = out / "shards" / f"{settings.split}.{settings.shard}-of-{settings.num_shards}.report.json"
+    report.files.append(str(report_path))
+    report.wall_s = round(time.monotonic() - t0, 3)
+    write_json(report_path, report.to_dict())
+    return report
+
+
+def _check_complete(items: Sequence[Item], answers: Mapping[str, Answer], settings: Settings,
+                    start: int, stop: int) -> None:
+    missing_rows = [it.row for it in items if any(k not in answers for k in it.keys)]
+    if not missing_rows:
+        return
+    lines = []
+    for s in range(settings.num_shards):
+        a, b = shard_range(start, stop, s, settings.num_shards)
+        n = sum(1 for r in missing_rows if a <= r < b)
+        if n:
+            lines.append(f"  teacher.shard={s} (rows [{a}, {b})): {n} of {b - a} rows unanswered")
+    hint = (" No row has an answer: were the shard jobs run with the same teacher settings "
+            "(model, sampling, stop, num_samples) and cache_dir?" if len(missing_rows) == len(items) else "")
+    raise IncompleteShardsError(
+        f"merge: {len(missing_rows)} of {len(items)} rows of {settings.name}/{settings.split} have no answer "
+        f"in {settings.cache_dir / settings.name}; rerun these shards:\n" + "\n".join(lines) + hint)
+
+
+# --------------------------------------------------------------------------- from Hydra
+def settings_from_config(cfg: DictConfig, benchmark: Benchmark) -> Settings:
+    t = cfg.teacher
+    data_dir = Path(cfg.data.get("data_dir") or cfg.paths.data_dir)
+    return Settings(
+        name=benchmark.name, split=str(cfg.split), data_dir=data_dir,
+        out_dir=Path(cfg.get("out_dir") or data_dir), teacher_name=str(t.name), cache_dir=Path(t.cache_dir),
+        shard=int(t.shard), num_shards=int(t.num_shards), num_samples=int(t.num_samples),
+        offset=int(cfg.offset), limit=None if cfg.limit is None else int(cfg.limit), shard_size=int(cfg.shard_size),
+        filter_gold=bool(cfg.filter_gold), retry_failed=bool(cfg.retry_failed), merge=bool(cfg.merge),
+        strict=bool(cfg.strict), progress=bool(cfg.progress), fsync=bool(t.get("fsync", True)),
+    )
+
+
+def build_backend(teacher_cfg: DictConfig) -> Backend:
+    """The backend from the ``teacher`` group: its ``_target_`` and every key not in RUN_KEYS."""
+    from hydra.utils import instantiate
+
+    backend_cfg = {k: v for k, v in OmegaConf.to_container(teacher_cfg, resolve=True).items() if k not in RUN_KEYS}
+    return instantiate(backend_cfg, _convert_="all")
+
+
+def build_benchmark(data_cfg: DictConfig) -> Benchmark:
+    from hydra.utils import instantiate
+
+    if "benchmark" not in data_cfg:
+        raise ValueError("the data config has no 'benchmark' node (a _target_ naming a Benchmark class)")
+    return instantiate(data_cfg.benchmark, _convert_="all")
+
+
+def run(cfg: DictConfig) -> Report:
+    """``annotate.py``'s body: build, run, report; SystemExit(1) with ``strict=true`` and problems."""
+    benchmark = build_benchmark(cfg.data)
+    backend = build_backend(cfg.teacher)
+    settings = settings_from_config(cfg, benchmark)
+    report = annotate(settings, benchmark, backend)
+    text = report.format()
+    log.info("\n%s", text)
+    if settings.strict and report.problems:
+        raise SystemExit(f"strict=true: {report.failed} failed, {report.parse_failures} unparsed, "
+                         f"{report.out_of_label_space} out of label space")
+    return report

@@ -1,0 +1,167 @@
+"""``teacher=hf``: a local transformers model as the teacher (causal or seq2seq, via Auto classes).
+
+Prompts are generated in batches of ``batch_size``, grouped by length to waste little padding.
+Causal LMs are padded on the left so every row's continuation starts at the same position and
+only the new tokens are decoded; seq2seq models decode their whole output. Stop sequences are
+applied to the decoded text (the completion is cut before the first one), as an
+OpenAI-compatible server would. ``chat: true`` renders chat messages with the tokenizer's chat
+template. Greedy decoding when ``temperature`` is 0; otherwise sampling seeded per batch from
+``seed`` (reproducible for the same batches).
+
+A batch that raises (e.g. out of memory) is retried one prompt at a time; a prompt that still
+raises, or whose completion is empty, is reported as a failed item, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from time import monotonic
+from typing import Any
+
+from distill.teacher.backend import Backend, Events, Request, TeacherConfigError, cut_at_stop
+from distill.teacher.cache import Answer
+
+log = logging.getLogger(__name__)
+
+
+class HFBackend(Backend):
+    kind = "hf"
+
+    def __init__(
+        self,
+        model: str,
+        tokenizer: str | None = None,
+        chat: bool = False,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        max_tokens: int = 256,
+        max_input_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        trust_remote_code: bool = False,
+    ):
+        if not model:
+            raise TeacherConfigError("teacher=hf needs teacher.model (a hub name or a local directory)")
+        self.model = str(model)
+        self.tokenizer_name = str(tokenizer or model)
+        self.chat = bool(chat)
+        self.device_name = device
+        self.dtype_name = dtype
+        self.batch_size = int(batch_size)
+        self.max_tokens = int(max_tokens)
+        self.max_input_tokens = max_input_tokens
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.seed = int(seed)
+        self.stop = None if stop is None else list(stop)
+        self.trust_remote_code = trust_remote_code
+        self._lm = None
+        self._tok = None
+        self.is_seq2seq = False
+        self.requests_sent = 0
+
+    def sampling(self) -> dict[str, Any]:
+        greedy = self.temperature == 0
+        return {"temperature": self.temperature, "top_p": None if greedy else self.top_p,
+                "seed": None if greedy else self.seed, "max_tokens": self.max_tokens,
+                "max_input_tokens": self.max_input_tokens, "tokenizer": self.tokenizer_name}
+
+    # ----------------------------------------------------------------- loading
+    def _load(self) -> None:
+        if self._lm is not None:
+            return
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        device = self.device_name
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = self.dtype_name
+        if dtype == "auto":
+            dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+        try:
+            config = AutoConfig.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            self.is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+            auto = AutoModelForSeq2SeqLM if self.is_seq2seq else AutoModelForCausalLM
+            lm = auto.from_pretrained(self.model, dtype=getattr(torch, dtype),
+                                      trust_remote_code=self.trust_remote_code)
+            tok = AutoTokenizer.from_pretrained(self.tokenizer_name, trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise TeacherConfigError(f"teacher=hf: cannot load {self.model!r}: {e}") from e
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token or tok.sep_token
+        if tok.pad_token is None:
+            raise TeacherConfigError(f"teacher=hf: tokenizer {self.tokenizer_name!r} has no pad, eos or sep token")
+        tok.padding_side = "right" if self.is_seq2seq else "left"
+        if self.chat and not getattr(tok, "chat_template", None):
+            raise TeacherConfigError(f"teacher.chat=true but tokenizer {self.tokenizer_name!r} has no chat template")
+        lm.to(device).eval()
+        self._lm, self._tok, self.device = lm, tok, device
+        log.info("teacher=hf: %s (%s) on %s, %s", self.model, "seq2seq" if self.is_seq2seq else "causal",
+                 device, dtype)
+
+    def _render(self, prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return self._tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    # ----------------------------------------------------------------- generating
+    def generate(self, requests: Sequence[Request], events: Events) -> None:
+        if not requests:
+            return
+        self._load()
+        texts = {r.key: self._render(r.prompt) for r in requests}
+        ordered = sorted(requests, key=lambda r: len(texts[r.key]), reverse=True)
+        for i in range(0, len(ordered), self.batch_size):
+            batch = ordered[i:i + self.batch_size]
+            start = monotonic()
+            try:
+                answers = self._generate_batch(batch, [texts[r.key] for r in batch], seed=self.seed + i)
+            except Exception as e:  # noqa: BLE001 - e.g. OOM on a long batch: fall back to one at a time
+                if len(batch) == 1:
+                    answers = [Answer(None, f"generation failed: {type(e).__name__}: {e}")]
+                else:
+                    log.warning("teacher=hf: batch failed (%s: %s); retrying its prompts one by one",
+                                type(e).__name__, e)
+                    for r in batch:
+                        events.retried(r, f"batch failed: {type(e).__name__}")
+                    answers = []
+                    for j, r in enumerate(batch):
+                        try:
+                            answers += self._generate_batch([r], [texts[r.key]], seed=self.seed + i + j)
+                        except Exception as e1:  # noqa: BLE001
+                            answers.append(Answer(None, f"generation failed: {type(e1).__name__}: {e1}", attempts=2))
+            latency = round((monotonic() - start) / len(batch), 4)
+            for r, a in zip(batch, answers):
+                a.latency_s = latency
+                events.answered(r, a)
+
+    def _generate_batch(self, batch: Sequence[Request], texts: list[str], seed: int) -> list[Answer]:
+        import torch
+
+        tok, lm = self._tok, self._lm
+        self.requests_sent += len(batch)
+        enc = tok(texts, return_tensors="pt", padding=True, truncation=self.max_input_tokens is not None,
+                  max_length=self.max_input_tokens).to(self.device)
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": tok.pad_token_id}
+        if self.temperature > 0:
+            torch.manual_seed(seed)
+            kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+        else:
+            kwargs.update(do_sample=False)
+        with torch.inference_mode():
+            out = lm.generate(**enc, **kwargs)
+        new = out if self.is_seq2seq else out[:, enc["input_ids"].shape[1]:]
+        specials = set(tok.all_special_ids)
+        answers = []
+        for r, row, mask in zip(batch, new.tolist(), enc["attention_mask"].tolist()):
+            n_new = sum(1 for t in row if t not in specials)
+            text = cut_at_stop(tok.decode(row, skip_special_tokens=True), r.stop)
+            error = None if text.strip() else "empty completion"
+            answers.append(Answer(text if error is None else None, error, prompt_tokens=int(sum(mask)),
+                                  completion_tokens=n_new, finish_reason="length" if n_new >= self.max_tokens else "stop"))
+        return answers

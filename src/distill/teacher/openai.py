@@ -1,0 +1,234 @@
+"""``teacher=openai``: any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp, hosted APIs).
+
+Requests go to ``{base_url}/chat/completions`` (``chat: true``) or ``{base_url}/completions``
+(``chat: false``) through one async httpx client. ``max_concurrency`` workers each hold one
+request at a time, so at most that many are in flight (a long Retry-After pause holds its slot:
+back-pressure is what a rate-limited server asks for).
+
+Retried, with exponential backoff and jitter: HTTP 408/429/5xx, timeouts, connection errors,
+malformed JSON, and empty completions. A ``Retry-After`` header (seconds or an HTTP date) is
+honoured: that request waits at least that long, and every worker holds off new requests until
+then. Other 4xx answers (e.g. a prompt longer than the context) fail the item at once; 401, 403
+and 404 stop the run, since they would fail every item.
+
+The API key is read from the environment variable named by ``api_key_env`` when the run starts,
+so neither Hydra's saved config nor any log holds it; it is also scrubbed from recorded errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from distill.teacher.backend import Backend, Events, Request, TeacherConfigError
+from distill.teacher.cache import Answer
+
+log = logging.getLogger(__name__)
+# httpx logs one INFO line per request: far too many for a teacher run
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
+FATAL_STATUS = frozenset({401, 403, 404})
+
+
+class MalformedResponse(ValueError):
+    pass
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def read_completion(payload: Any, chat: bool) -> tuple[str, dict[str, Any], str | None]:
+    """(text, usage, finish_reason) from a response body; MalformedResponse if it is not one."""
+    try:
+        choice = payload["choices"][0]
+        text = choice["message"]["content"] if chat else choice["text"]
+    except (KeyError, IndexError, TypeError) as e:
+        raise MalformedResponse(f"no choices[0].{'message.content' if chat else 'text'} ({e!r})") from None
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise MalformedResponse(f"completion is a {type(text).__name__}, not text")
+    usage = payload.get("usage") if isinstance(payload, Mapping) else None
+    return text, usage if isinstance(usage, Mapping) else {}, choice.get("finish_reason")
+
+
+class OpenAIBackend(Backend):
+    kind = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        chat: bool = True,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        max_concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 6,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        max_retry_after_s: float = 600.0,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_tokens: int = 256,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ):
+        if not base_url or not model:
+            raise TeacherConfigError("teacher=openai needs teacher.base_url and teacher.model")
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
+            raise TeacherConfigError("teacher: max_concurrency >= 1, max_retries >= 0 and timeout_s > 0")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.chat = bool(chat)
+        self.api_key_env = api_key_env
+        self.max_concurrency = int(max_concurrency)
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.backoff_base_s = float(backoff_base_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.max_retry_after_s = float(max_retry_after_s)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_tokens = int(max_tokens)
+        self.seed = seed
+        self.stop = None if stop is None else list(stop)
+        self.extra_body = dict(extra_body or {})
+        self._api_key: str | None = None
+        self._not_before = 0.0  # monotonic time before which no request starts (server-wide Retry-After)
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, chat={self.chat})"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/{'chat/completions' if self.chat else 'completions'}"
+
+    def sampling(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "seed": self.seed, **{f"extra.{k}": v for k, v in sorted(self.extra_body.items())}}
+
+    def body(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "top_p": self.top_p,
+                                "max_tokens": self.max_tokens}
+        body["messages" if self.chat else "prompt"] = request.prompt
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if self.seed is not None:
+            body["seed"] = self.seed
+        body.update(self.extra_body)
+        return body
+
+    # ----------------------------------------------------------------- running
+    def generate(self, requests: Sequence[Request], events: Events) -> None:
+        if not requests:
+            return
+        self._api_key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if self.api_key_env and not self._api_key:
+            log.info("no API key in $%s: sending requests without one", self.api_key_env)
+        try:
+            asyncio.run(self._run(requests, events))
+        finally:
+            self._api_key = None
+
+    async def _run(self, requests: Sequence[Request], events: Events) -> None:
+        n = min(self.max_concurrency, len(requests))
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        pending = iter(requests)
+        async with httpx.AsyncClient(limits=limits, headers=headers, timeout=self.timeout_s) as client:
+
+            async def worker() -> None:
+                for req in pending:  # one shared iterator: each request is taken by one worker
+                    events.answered(req, await self._ask(client, req, events))
+
+            tasks = [asyncio.create_task(worker()) for _ in range(n)]
+            done, rest = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in rest:
+                t.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+            for t in done:
+                t.result()  # re-raise a TeacherConfigError
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: uniform in [cap/2, cap], cap = base * 2^(attempt-1)."""
+        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return cap * random.uniform(0.5, 1.0)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    async def _ask(self, client: httpx.AsyncClient, req: Request, events: Events) -> Answer:
+        start = time.monotonic()
+        body = self.body(req)
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = self._not_before - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            retry_after = None
+            self.requests_sent += 1
+            try:
+                resp = await client.post(self.url, json=body)
+            except httpx.TimeoutException as e:
+                reason = f"timeout after {self.timeout_s:g}s ({type(e).__name__})"
+            except httpx.TransportError as e:
+                reason = f"connection error: {type(e).__name__}: {e}"
+            else:
+                code = resp.status_code
+                if code == 200:
+                    try:
+                        text, usage, finish = read_completion(resp.json(), self.chat)
+                    except (ValueError, MalformedResponse) as e:  # json.JSONDecodeError is a ValueError
+                        reason = f"malformed response: {str(e)[:200]}"
+                    else:
+                        if text.strip():
+                            return Answer(text, None, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                                          round(time.monotonic() - start, 4), attempt, finish)
+                        reason = "empty completion"
+                elif code in FATAL_STATUS:
+                    raise TeacherConfigError(
+                        f"{self.url}: HTTP {code}: {self._scrub(resp.text[:300])} "
+                        "(check teacher.base_url, teacher.model and the API key variable teacher.api_key_env)")
+                elif code in RETRY_STATUS or code >= 500:
+                    reason = f"HTTP {code}"
+                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                else:  # the server refuses this item (e.g. prompt too long): asking again will not help
+                    return Answer(None, f"HTTP {code}: {self._scrub(resp.text[:300])}", latency_s=round(
+                        time.monotonic() - start, 4), attempts=attempt)
+            if attempt > self.max_retries:
+                return Answer(None, f"{reason} (gave up after {attempt} attempts)",
+                              latency_s=round(time.monotonic() - start, 4), attempts=attempt)
+            events.retried(req, reason)
+            if retry_after is not None:
+                delay = min(retry_after, self.max_retry_after_s) * random.uniform(1.0, 1.1)
+                self._not_before = max(self._not_before, time.monotonic() + delay)
+            else:
+                delay = self.backoff(attempt)
+            await asyncio.sleep(delay)

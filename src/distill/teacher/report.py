@@ -1,0 +1,80 @@
+"""The account a teacher run ends with: what was asked, answered, failed and how good it was."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Report:
+    benchmark: str
+    split: str
+    teacher: str
+    backend: str
+    rows: tuple[int, int]  # [start, stop) of the split this account covers
+    items: int = 0
+    samples_per_item: int = 1
+    requests: int = 0  # distinct prompts x samples
+    from_cache: int = 0  # requests already answered (or recorded failed) before this run
+    asked: int = 0  # requests sent to the teacher in this run
+    attempts: int = 0  # HTTP requests / generations in this run, retries included
+    retries: int = 0
+    answered: int = 0  # items with a completion
+    failed: int = 0  # items without one (every sample failed for good): written as ""
+    parse_failures: int = 0  # items whose completion does not parse
+    out_of_label_space: int = 0  # items whose parsed label is not an allowed answer
+    with_gold: int = 0
+    teacher_correct: int = 0
+    filtered: int = 0  # items whose rationale was dropped by filter_gold
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+    generate_s: float = 0.0
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def teacher_accuracy(self) -> float | None:
+        """Teacher label correct / items with gold (failed or unparsed items count as wrong)."""
+        return self.teacher_correct / self.with_gold if self.with_gold else None
+
+    @property
+    def requests_per_s(self) -> float | None:
+        return self.asked / self.generate_s if self.generate_s > 0 and self.asked else None
+
+    @property
+    def problems(self) -> int:
+        return self.failed + self.parse_failures + self.out_of_label_space
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["teacher_accuracy"] = self.teacher_accuracy
+        d["requests_per_s"] = self.requests_per_s
+        return d
+
+    def format(self) -> str:
+        acc = "n/a (no gold)" if self.teacher_accuracy is None else (
+            f"{self.teacher_accuracy:.2%} ({self.teacher_correct}/{self.with_gold}; failed and unparsed count wrong)")
+        rps = "n/a" if self.requests_per_s is None else f"{self.requests_per_s:.2f}"
+        lines = [
+            f"teacher run: {self.benchmark}/{self.split} rows [{self.rows[0]}, {self.rows[1]}) "
+            f"with {self.teacher} ({self.backend})",
+            f"  items               {self.items} x {self.samples_per_item} sample(s) = {self.requests} requests",
+            f"  from cache          {self.from_cache}",
+            f"  asked this run      {self.asked} ({self.attempts} attempts, {self.retries} retries)",
+            f"  answered            {self.answered}",
+            f"  failed              {self.failed}" + (f"  {self.failure_reasons}" if self.failure_reasons else ""),
+            f"  parse failures      {self.parse_failures}",
+            f"  out of label space  {self.out_of_label_space}",
+            f"  teacher accuracy    {acc}",
+            f"  tokens              prompt {self.prompt_tokens}, completion {self.completion_tokens}",
+            f"  wall time           {self.wall_s:.1f}s (teacher {self.generate_s:.1f}s), requests/s {rps}",
+        ]
+        if self.filtered:
+            lines.append(f"  filtered            {self.filtered} rationales dropped (teacher label != gold)")
+        if self.retry_reasons:
+            lines.append(f"  retry reasons       {self.retry_reasons}")
+        lines += [f"  wrote               {f}" for f in self.files]
+        return "\n".join(lines)
