@@ -1,0 +1,583 @@
+"""Turn a sweep's runs into the paper's tables and plots.
+
+    python -m distill.aggregate logs/train/multiruns/2026-01-01_12-00-00 --out experiments/example
+    python -m distill.aggregate my-entity/distill --out results/    # a W&B project (online)
+
+Reads every run of one or more multirun directories (each run's ``results.json`` and
+``.hydra/``) or of a W&B project, groups runs that differ only in their seed, and writes:
+
+- ``results.md``: per benchmark and student, one row per method and one column per training-data
+  fraction, ``mean ± standard error`` over seeds (the paper's layout), then the long table and
+  every run that failed;
+- ``results.csv``: the long table (one row per configuration, with n, mean, standard error);
+- ``runs.csv``: one row per run, failed ones included, with status and reason;
+- ``accuracy_vs_fraction.png``, ``accuracy_vs_model_size.png``, ``accuracy_vs_lambda.png``: one line
+  per method, error bars = standard error (each only when the sweep varies that axis).
+
+Nothing is dropped silently: a run whose ``status`` is not ``ok``, whose ``results.json`` is missing
+or unreadable, or a job of the sweep that never made its directory, is listed with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: the configuration fields that identify a result; runs equal on all but ``seed`` are pooled
+GROUP_KEYS = ("benchmark", "model", "method", "label_source", "fraction", "rationale_weight", "alpha",
+              "max_steps", "global_batch_size")
+METRICS = ("test/acc", "val/acc_best")
+#: the paper's students in size order, for the model-size axis when parameter counts are unknown
+MODEL_ORDER = ("tiny", "minilm", "t5_v1_1_small", "flan_t5_small", "t5_v1_1_base", "flan_t5_base",
+               "t5_v1_1_large", "flan_t5_large", "t5_v1_1_xl", "t5_v1_1_xxl")
+
+
+class AggregateError(RuntimeError):
+    """Nothing usable to aggregate, or a source that cannot be read."""
+
+
+@dataclass
+class Run:
+    """One run of a sweep, successful or not."""
+
+    source: str  # run directory or W&B run path
+    status: str  # "ok", or why it is not usable
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    num_parameters: int | None = None
+    reason: str = ""
+    job: str = ""  # the sweep's job number and overrides, where known
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# ---------------------------------------------------------------------------- reading runs
+def _read_yaml(path: Path) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def _job_label(run_dir: Path) -> tuple[int | None, str]:
+    """The job number and override list Hydra recorded for a run directory, where present."""
+    num, overrides = None, ""
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if hydra_file.is_file():
+        try:
+            hydra_cfg = _read_yaml(hydra_file).get("hydra", {})
+            num = hydra_cfg.get("job", {}).get("num")
+            overrides = " ".join(hydra_cfg.get("overrides", {}).get("task", []) or [])
+        except Exception:  # noqa: BLE001 - a broken hydra.yaml only costs the label
+            pass
+    return (int(num) if isinstance(num, int) or (isinstance(num, str) and num.isdigit()) else None), overrides
+
+
+def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
+    """The identifying fields of a run from its ``.hydra/config.yaml`` (for runs without results)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = _read_yaml(path)
+    except Exception:  # noqa: BLE001
+        return {}
+
+    def get(*keys: str) -> Any:
+        node: Any = cfg
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return None if isinstance(node, str) and "${" in node else node
+
+    return {
+        "benchmark": get("data", "benchmark", "name"), "model": get("model", "short_name"),
+        "method": get("method", "name"), "label_source": get("data", "label_source"),
+        "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
+        "alpha": get("method", "alpha"), "seed": get("seed"),
+    }
+
+
+def read_run(run_dir: Path) -> Run:
+    """One run directory: its ``results.json`` if there is a usable one, else a failed :class:`Run`."""
+    num, overrides = _job_label(run_dir)
+    job = (f"#{num} " if num is not None else "") + overrides
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return Run(str(run_dir), "failed", _config_from_hydra(run_dir), reason="no results.json", job=job)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        return Run(str(run_dir), "failed", _config_from_hydra(run_dir), job=job,
+                   reason=f"{path}:{error.lineno}: invalid JSON ({error.msg})")
+    if not isinstance(data, dict):
+        return Run(str(run_dir), "failed", _config_from_hydra(run_dir), job=job,
+                   reason=f"{path}: expected a JSON object")
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    status = str(data.get("status", "missing status"))
+    if status != "ok":
+        reason = str(data.get("error") or data.get("reason") or f"status {status!r}")
+        return Run(str(run_dir), "failed", config or _config_from_hydra(run_dir), reason=f"{path}: {reason}", job=job)
+    missing = [key for key in ("benchmark", "model", "method", "fraction", "seed") if key not in config]
+    if missing:
+        return Run(str(run_dir), "failed", config, job=job, reason=f"{path}: config lacks {', '.join(missing)}")
+    numbers = {}
+    for key, value in metrics.items():
+        try:
+            numbers[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    if not any(key in numbers and math.isfinite(numbers[key]) for key in METRICS):
+        return Run(str(run_dir), "failed", config, job=job,
+                   reason=f"{path}: none of the metrics {', '.join(METRICS)} is a finite number")
+    num_parameters = data.get("num_parameters")
+    return Run(str(run_dir), "ok", config, numbers,
+               int(num_parameters) if isinstance(num_parameters, (int, float)) else None, job=job)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / "results.json").is_file() or (path / ".hydra" / "config.yaml").is_file()
+
+
+def expected_jobs(sweep_dir: Path) -> list[str] | None:
+    """The override list of every job a Hydra sweep launched (index = job number), from its
+    ``multirun.yaml``; None when the directory is not a basic-sweeper multirun directory."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        hydra_cfg = _read_yaml(path).get("hydra", {})
+        if "basic_sweeper" not in str(hydra_cfg.get("sweeper", {}).get("_target_", "")):
+            return None
+        params = [f"{key}={value}" for key, value in (hydra_cfg.get("sweeper", {}).get("params") or {}).items()]
+        params += list(hydra_cfg.get("overrides", {}).get("task", []) or [])
+        overrides = OverridesParser.create().parse_overrides(params)
+        batches = BasicSweeper.split_arguments(overrides, None)
+        return [" ".join(job) for batch in batches for job in batch]
+    except Exception:  # noqa: BLE001 - an unusual sweep only loses the "never started" check
+        return None
+
+
+def read_directory(root: Path) -> list[Run]:
+    """Every run under ``root`` (a run directory, a multirun directory, or a folder of them),
+    plus one failed :class:`Run` per job a multirun launched that left no directory."""
+    if not root.exists():
+        raise AggregateError(f"{root}: no such directory")
+    if _is_run_dir(root):
+        return [read_run(root)]
+    runs: list[Run] = []
+    run_dirs = sorted({p.parent for p in root.rglob("results.json")} | {p.parent.parent for p in root.rglob(".hydra/config.yaml")})
+    run_dirs = [d for d in run_dirs if ".submitit" not in d.parts]
+    found_jobs: dict[Path, set[int]] = defaultdict(set)
+    for run_dir in run_dirs:
+        run = read_run(run_dir)
+        runs.append(run)
+        num, _ = _job_label(run_dir)
+        if num is not None:
+            found_jobs[run_dir.parent].add(num)
+    for sweep_file in sorted(root.rglob("multirun.yaml")):
+        sweep_dir = sweep_file.parent
+        jobs = expected_jobs(sweep_dir)
+        if jobs is None:
+            continue
+        for num, overrides in enumerate(jobs):
+            if num not in found_jobs.get(sweep_dir, set()):
+                runs.append(Run(str(sweep_dir), "failed", job=f"#{num} {overrides}",
+                                reason="the job never made its output directory (see .submitit/ logs)"))
+    return runs
+
+
+def read_wandb(project: str, api: Any = None) -> list[Run]:
+    """The runs of a W&B project (``entity/project`` or ``project``) through the public API."""
+    if api is None:
+        try:
+            import wandb
+        except ImportError as error:  # pragma: no cover - wandb is a dependency
+            raise AggregateError("reading a W&B project needs the wandb package") from error
+        try:
+            api = wandb.Api(timeout=60)
+        except Exception as error:  # noqa: BLE001 - no login, no network
+            raise AggregateError(f"cannot reach W&B for {project!r}: {error}") from error
+    runs = []
+    for wb_run in api.runs(project):
+        cfg = dict(wb_run.config or {})
+
+        def get(*keys: str, cfg: dict = cfg) -> Any:
+            node: Any = cfg
+            for key in keys:
+                if isinstance(node, dict) and key in node:
+                    node = node[key]
+                elif isinstance(node, dict) and "/".join(keys) in node:  # flattened configs
+                    return node["/".join(keys)]
+                else:
+                    return None
+            return node
+
+        config = {
+            "benchmark": get("data", "benchmark", "name"), "model": get("model", "short_name"),
+            "method": get("method", "name"), "label_source": get("data", "label_source"),
+            "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
+            "alpha": get("method", "alpha"), "seed": get("seed"), "global_batch_size": get("data", "batch_size"),
+            "max_steps": get("trainer", "max_steps"),
+        }
+        summary = dict(getattr(wb_run, "summary", {}) or {})
+        metrics = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        source = "/".join(str(p) for p in getattr(wb_run, "path", [wb_run.id]))
+        state = getattr(wb_run, "state", "unknown")
+        if state != "finished":
+            runs.append(Run(source, "failed", config, metrics, reason=f"W&B state {state!r}"))
+        elif not any(m in metrics for m in METRICS):
+            runs.append(Run(source, "failed", config, metrics, reason=f"no {' or '.join(METRICS)} in the summary"))
+        else:
+            runs.append(Run(source, "ok", config, metrics))
+    return runs
+
+
+def read_source(source: str) -> list[Run]:
+    """A directory when the path exists (or looks like one), else a W&B project."""
+    path = Path(source)
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        return read_directory(path.expanduser())
+    try:
+        return read_wandb(source)
+    except AggregateError as error:
+        raise AggregateError(f"{source}: not a directory here, and as a W&B project: {error}") from None
+
+
+# ---------------------------------------------------------------------------- grouping
+def method_label(method: Any, label_source: Any) -> str:
+    """The paper's name for a method and label source."""
+    gold = label_source in (None, "gold")
+    if method == "standard":
+        return "standard finetuning" if gold else "standard distillation"
+    if method == "step_by_step":
+        return "distilling step-by-step" + ("" if gold else " (teacher labels)")
+    if method == "single_task":
+        return "single-task rationale+label" + ("" if gold else " (teacher labels)")
+    return f"{method} ({label_source})"
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (sample standard deviation / sqrt(n)); None for n < 2."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, statistics.stdev(values) / math.sqrt(len(values))
+
+
+@dataclass
+class Group:
+    """The runs of one configuration over seeds."""
+
+    key: dict[str, Any]
+    runs: list[Run]
+
+    @property
+    def label(self) -> str:
+        return method_label(self.key["method"], self.key["label_source"])
+
+    def values(self, metric: str) -> list[float]:
+        return [r.metrics[metric] for r in self.runs if metric in r.metrics and math.isfinite(r.metrics[metric])]
+
+    def stat(self, metric: str) -> tuple[float, float | None, int] | None:
+        values = self.values(metric)
+        if not values:
+            return None
+        mean, se = mean_se(values)
+        return mean, se, len(values)
+
+    @property
+    def seeds(self) -> list[Any]:
+        return sorted({r.config.get("seed") for r in self.runs}, key=str)
+
+    @property
+    def num_parameters(self) -> int | None:
+        counts = [r.num_parameters for r in self.runs if r.num_parameters]
+        return int(statistics.median(counts)) if counts else None
+
+
+def group_runs(runs: Iterable[Run]) -> list[Group]:
+    """Successful runs pooled by everything but the seed, in a stable order."""
+    groups: dict[tuple, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.ok:
+            groups[tuple(run.config.get(k) for k in GROUP_KEYS)].append(run)
+    out = [Group(dict(zip(GROUP_KEYS, key)), members) for key, members in groups.items()]
+    return sorted(out, key=lambda g: tuple(_sort_key(g.key[k]) for k in GROUP_KEYS))
+
+
+def _sort_key(value: Any) -> tuple:
+    if value is None:
+        return (0, 0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), "")
+    return (2, 0, str(value))
+
+
+def _model_rank(name: Any) -> int:
+    return MODEL_ORDER.index(name) if name in MODEL_ORDER else len(MODEL_ORDER)
+
+
+# ---------------------------------------------------------------------------- formatting
+def fmt_stat(stat: tuple[float, float | None, int] | None, scale: float = 100.0) -> str:
+    if stat is None:
+        return "-"
+    mean, se, n = stat
+    if se is None:
+        return f"{mean * scale:.2f} (n={n})"
+    return f"{mean * scale:.2f} ± {se * scale:.2f}"
+
+
+def fmt_fraction(value: Any) -> str:
+    try:
+        return f"{float(value) * 100:g}%"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _series_label(group: Group, lambdas_vary: bool) -> str:
+    label = group.label
+    if group.key["method"] == "step_by_step" and lambdas_vary:
+        if group.key["alpha"] is not None:
+            label += f", α={group.key['alpha']:g}"
+        else:
+            label += f", λ={group.key['rationale_weight']:g}"
+    return label
+
+
+def paper_tables(groups: list[Group], metric: str) -> list[str]:
+    """Per (benchmark, student): methods x data fractions, mean ± SE over seeds, in percent."""
+    lines: list[str] = []
+    by_panel: dict[tuple, list[Group]] = defaultdict(list)
+    for g in groups:
+        by_panel[(g.key["benchmark"], g.key["model"])].append(g)
+    for (benchmark, model), members in sorted(by_panel.items(), key=lambda kv: (str(kv[0][0]), _model_rank(kv[0][1]), str(kv[0][1]))):
+        fractions = sorted({g.key["fraction"] for g in members}, key=_sort_key)
+        lambdas_vary = len({(g.key["rationale_weight"], g.key["alpha"]) for g in members if g.key["method"] == "step_by_step"}) > 1
+        lines += [f"### {benchmark} · {model} · {metric} (%)", ""]
+        lines.append("| method | " + " | ".join(fmt_fraction(f) for f in fractions) + " |")
+        lines.append("|---|" + "---:|" * len(fractions))
+        rows: dict[str, dict[Any, Group]] = defaultdict(dict)
+        for g in members:
+            rows[_series_label(g, lambdas_vary)][g.key["fraction"]] = g
+        for label in sorted(rows):
+            cells = [fmt_stat(rows[label][f].stat(metric)) if f in rows[label] else "" for f in fractions]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def long_rows(groups: list[Group]) -> list[dict[str, Any]]:
+    rows = []
+    for g in groups:
+        row: dict[str, Any] = {**g.key, "method_label": g.label, "seeds": " ".join(str(s) for s in g.seeds),
+                               "num_parameters": g.num_parameters}
+        for metric in METRICS:
+            stat = g.stat(metric)
+            row[f"{metric}_n"] = stat[2] if stat else 0
+            row[f"{metric}_mean"] = stat[0] if stat else None
+            row[f"{metric}_se"] = stat[1] if stat else None
+        rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(itertools.chain.from_iterable(row.keys() for row in rows)))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def _display(text: str) -> str:
+    """Paths under the working directory shown relative to it (reports get committed)."""
+    cwd = str(Path.cwd()) + "/"
+    return text.replace(cwd, "")
+
+
+def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: Sequence[str]) -> str:
+    ok = [r for r in runs if r.ok]
+    failed = [r for r in runs if not r.ok]
+    lines = [
+        "# Results",
+        "",
+        f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), {len(failed)} failed.",
+        f"Cells: mean ± standard error over seeds of `{metric}` in percent; `(n=1)` where one seed ran.",
+        "",
+    ]
+    lines += paper_tables(groups, metric)
+    lines += ["### All configurations", "",
+              "| benchmark | model | method | labels | fraction | λ | α | steps | seeds | " + " | ".join(METRICS) + " |",
+              "|---|---|---|---|---:|---:|---:|---:|---|" + "---:|" * len(METRICS)]
+    for g in groups:
+        k = g.key
+        cells = [str(k["benchmark"]), str(k["model"]), g.label, str(k["label_source"]), fmt_fraction(k["fraction"]),
+                 "" if k["rationale_weight"] is None or k["method"] != "step_by_step" else f"{k['rationale_weight']:g}",
+                 "" if k["alpha"] is None else f"{k['alpha']:g}", str(k["max_steps"]), " ".join(str(s) for s in g.seeds)]
+        cells += [fmt_stat(g.stat(m)) for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if failed:
+        lines += ["### Failed runs", "", "| run | job | reason |", "|---|---|---|"]
+        for r in failed:
+            lines.append(f"| `{_display(r.source)}` | {r.job.replace('|', '/')} | {_display(r.reason).replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- plots
+def _plot_panels(groups: list[Group], metric: str, panel_keys: tuple[str, ...], x_of: Any, xlabel: str,
+                 path: Path, logx: bool = False, xticks: Any = None) -> bool:
+    """One subplot per panel, one line per method; returns False when no panel has 2+ x values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple, list[Group]] = defaultdict(list)
+    for g in groups:
+        if g.stat(metric) is not None and x_of(g) is not None:
+            panels[tuple(g.key[k] for k in panel_keys)].append(g)
+    panels = {k: v for k, v in panels.items() if len({x_of(g) for g in v}) >= 2}
+    if not panels:
+        return False
+    n = len(panels)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (panel, members) in zip(axes.flat, sorted(panels.items(), key=lambda kv: tuple(map(str, kv[0])))):
+        lambdas_vary = len({(g.key["rationale_weight"], g.key["alpha"]) for g in members if g.key["method"] == "step_by_step"}) > 1
+        series: dict[str, list[Group]] = defaultdict(list)
+        for g in members:
+            series[_series_label(g, lambdas_vary) if x_of is not _lambda_x else g.label].append(g)
+        for label, points in sorted(series.items()):
+            points.sort(key=x_of)
+            xs = [x_of(g) for g in points]
+            stats = [g.stat(metric) for g in points]
+            ys = [s[0] * 100 for s in stats]
+            errs = [(s[1] or 0.0) * 100 for s in stats]
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
+        if logx:
+            ax.set_xscale("log")
+        if xticks:
+            xticks(ax, members)
+        ax.set_title(" · ".join(str(p) for p in panel), fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _lambda_x(g: Group) -> float | None:
+    if g.key["method"] != "step_by_step":
+        return None
+    return g.key["rationale_weight"] if g.key["alpha"] is None else None
+
+
+def write_plots(groups: list[Group], metric: str, out: Path) -> list[Path]:
+    written = []
+
+    def fraction_ticks(ax: Any, members: list[Group]) -> None:
+        fractions = sorted({float(g.key["fraction"]) for g in members})
+        ax.set_xticks(fractions, [fmt_fraction(f) for f in fractions])
+        ax.minorticks_off()
+
+    path = out / "accuracy_vs_fraction.png"
+    if _plot_panels(groups, metric, ("benchmark", "model"), lambda g: float(g.key["fraction"]),
+                    "training data used", path, logx=True, xticks=fraction_ticks):
+        written.append(path)
+
+    sizes_known = all(g.num_parameters for g in groups)
+
+    def size_x(g: Group) -> float:
+        return float(g.num_parameters) if sizes_known else float(_model_rank(g.key["model"]))
+
+    def size_ticks(ax: Any, members: list[Group]) -> None:
+        ticks = sorted({(size_x(g), g.key["model"]) for g in members})
+        ax.set_xticks([t[0] for t in ticks], [f"{t[1]}" + (f"\n{t[0] / 1e6:.0f}M" if sizes_known else "") for t in ticks],
+                      fontsize=7)
+        ax.minorticks_off()
+
+    path = out / "accuracy_vs_model_size.png"
+    if _plot_panels(groups, metric, ("benchmark", "fraction"), size_x,
+                    "student size (parameters)" if sizes_known else "student", path, logx=sizes_known, xticks=size_ticks):
+        written.append(path)
+
+    path = out / "accuracy_vs_lambda.png"
+    if _plot_panels(groups, metric, ("benchmark", "model", "fraction"), _lambda_x, "λ (rationale loss weight)", path):
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------- entry point
+def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> dict[str, Any]:
+    """Read, group, and write every output; returns what was written and the failed runs."""
+    runs: list[Run] = []
+    for source in sources:
+        runs.extend(read_source(source))
+    if not runs:
+        raise AggregateError(f"no runs found under {', '.join(sources)}")
+    groups = group_runs(runs)
+    if not groups:
+        reasons = "; ".join(f"{r.source}: {r.reason}" for r in runs[:10])
+        raise AggregateError(f"none of the {len(runs)} run(s) succeeded: {reasons}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown_report(runs, groups, metric, sources))
+    write_csv(out / "results.csv", long_rows(groups))
+    write_csv(out / "runs.csv", [
+        {"source": r.source, "status": r.status, "reason": r.reason, "job": r.job,
+         **{k: r.config.get(k) for k in (*GROUP_KEYS, "seed")},
+         **{m: r.metrics.get(m) for m in METRICS}, "num_parameters": r.num_parameters}
+        for r in runs
+    ])
+    plots = write_plots(groups, metric, out)
+    return {"runs": runs, "groups": groups, "plots": plots, "failed": [r for r in runs if not r.ok]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill.aggregate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", nargs="+", metavar="DIR_OR_WANDB_PROJECT",
+                        help="multirun directories (or run directories), or a W&B project 'entity/project'")
+    parser.add_argument("--out", required=True, type=Path, help="where the tables and plots go")
+    parser.add_argument("--metric", default="test/acc", choices=METRICS, help="the metric of tables and plots")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any run failed")
+    args = parser.parse_args(argv)
+    try:
+        result = aggregate(args.sources, args.out, args.metric)
+    except AggregateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    ok = len(result["runs"]) - len(result["failed"])
+    print(f"{ok} run(s) in {len(result['groups'])} configuration(s) -> {args.out}/results.md, results.csv, runs.csv")
+    for plot in result["plots"]:
+        print(f"plot: {plot}")
+    for run in result["failed"]:
+        print(f"FAILED {run.source} {run.job}: {run.reason}", file=sys.stderr)
+    return 1 if args.strict and result["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

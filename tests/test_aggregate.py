@@ -1,0 +1,191 @@
+"""distill.aggregate on a synthetic multirun directory: grouping over seeds, mean ± standard error,
+paper-style tables, CSV, PNG plots, failed and never-started runs listed, W&B projects read."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from distill import aggregate as agg
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(sweep: Path, num: int, overrides: list[str], *, method: str, fraction: float, seed: int,
+              acc: float | None, status: str = "ok", model: str = "tiny", label_source: str = "gold",
+              rationale_weight: float = 1.0, params: int = 4_000_000, results: bool = True) -> Path:
+    run = sweep / str(num)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}, "overrides": {"task": overrides}}}))
+    config = {"data": {"benchmark": {"name": "svamp"}, "fraction": fraction, "label_source": label_source},
+              "model": {"short_name": model}, "method": {"name": method, "rationale_weight": rationale_weight, "alpha": None},
+              "seed": seed}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if results:
+        body = {"status": status,
+                "config": {"benchmark": "svamp", "method": method, "model": model, "fraction": fraction,
+                           "label_source": label_source, "rationale_weight": rationale_weight, "alpha": None,
+                           "seed": seed, "global_batch_size": 8, "max_steps": 4},
+                "metrics": {} if acc is None else {"test/acc": acc, "val/acc_best": acc / 2, "train/loss": 1.0},
+                "num_parameters": params}
+        if status != "ok":
+            body["error"] = "CUDA out of memory"
+        (run / "results.json").write_text(json.dumps(body))
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A 2 methods x 2 fractions x 3 seeds sweep (12 jobs) where job 10 failed, job 11 left no
+    results.json, and one more job (12, of a 13-job sweep) never made its directory."""
+    root = tmp_path / "multirun" / "2026-01-01_00-00-00"
+    root.mkdir(parents=True)
+    task = ["method=standard,step_by_step", "data.fraction=0.5,1.0", "seed=0,1,2", "model=tiny"]
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "max_batch_size": None,
+                    "params": {"data.label_source": "gold,teacher"}},
+        "overrides": {"task": task}}}))
+    # 2 label sources x 2 methods x 2 fractions x 3 seeds = 24 jobs in all; we write the gold half
+    # (jobs 0..11 in Hydra's order: the sweeper's params first, then the command line's)
+    accs = {("standard", 0.5): [0.40, 0.50, 0.45], ("standard", 1.0): [0.60, 0.62, 0.64],
+            ("step_by_step", 0.5): [0.55, 0.57, 0.53], ("step_by_step", 1.0): [0.70, 0.74, 0.72]}
+    num = 0
+    for method in ("standard", "step_by_step"):
+        for fraction in (0.5, 1.0):
+            for seed in (0, 1, 2):
+                overrides = [f"data.label_source=gold", f"method={method}", f"data.fraction={fraction}", f"seed={seed}", "model=tiny"]
+                if (method, fraction, seed) == ("step_by_step", 1.0, 1):
+                    write_run(root, num, overrides, method=method, fraction=fraction, seed=seed, acc=None, status="failed")
+                elif (method, fraction, seed) == ("step_by_step", 1.0, 2):
+                    write_run(root, num, overrides, method=method, fraction=fraction, seed=seed, acc=None, results=False)
+                else:
+                    write_run(root, num, overrides, method=method, fraction=fraction, seed=seed,
+                              acc=accs[(method, fraction)][seed])
+                num += 1
+    return root
+
+
+def test_expected_jobs_follow_hydra_order(sweep: Path) -> None:
+    jobs = agg.expected_jobs(sweep)
+    assert jobs is not None and len(jobs) == 24
+    assert jobs[0].split() == ["data.label_source=gold", "method=standard", "data.fraction=0.5", "seed=0", "model=tiny"]
+    assert jobs[12].startswith("data.label_source=teacher")
+
+
+def test_tables_csv_and_plots(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = agg.aggregate([str(sweep)], out)
+
+    # mean ± standard error over seeds (sample sd / sqrt n), in percent
+    values = [0.40, 0.50, 0.45]
+    se = statistics.stdev(values) / math.sqrt(3)
+    md = (out / "results.md").read_text()
+    assert f"{statistics.fmean(values) * 100:.2f} ± {se * 100:.2f}" in md
+    assert "### svamp · tiny · test/acc (%)" in md
+    assert "| method | 50% | 100% |" in md
+    assert "standard finetuning" in md and "distilling step-by-step" in md
+    # the one surviving seed of step_by_step at 100% is marked n=1, never given a fake error bar
+    assert "70.00 (n=1)" in md
+
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    row = next(r for r in rows if r["method"] == "standard" and r["fraction"] == "0.5")
+    assert int(row["test/acc_n"]) == 3
+    assert float(row["test/acc_mean"]) == pytest.approx(0.45)
+    assert float(row["test/acc_se"]) == pytest.approx(se)
+
+    # failures are listed, not dropped: a failed status, a missing results.json, 12 jobs never started
+    failed = result["failed"]
+    reasons = [r.reason for r in failed]
+    assert any("CUDA out of memory" in r for r in reasons)
+    assert any(r == "no results.json" for r in reasons)
+    assert sum("never made its output directory" in r for r in reasons) == 12
+    assert "### Failed runs" in md and "no results.json" in md
+    with (out / "runs.csv").open() as f:
+        statuses = [r["status"] for r in csv.DictReader(f)]
+    assert statuses.count("ok") == 10 and statuses.count("failed") == 14
+
+    plot = out / "accuracy_vs_fraction.png"
+    assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC
+    assert not (out / "accuracy_vs_model_size.png").exists()  # one model: no size axis to plot
+
+
+def test_model_size_plot_uses_parameter_counts(tmp_path: Path) -> None:
+    root = tmp_path / "sizes"
+    num = 0
+    for model, params, acc in (("t5_v1_1_small", 77_000_000, 0.5), ("t5_v1_1_base", 248_000_000, 0.6),
+                               ("t5_v1_1_large", 783_000_000, 0.7)):
+        for method in ("standard", "step_by_step"):
+            write_run(root, num, [f"model={model}"], method=method, fraction=1.0, seed=0, acc=acc, model=model, params=params)
+            num += 1
+    result = agg.aggregate([str(root)], tmp_path / "out")
+    assert tmp_path / "out" / "accuracy_vs_model_size.png" in result["plots"]
+    md = (tmp_path / "out" / "results.md").read_text()
+    # models appear in size order, not alphabetical
+    assert md.index("t5_v1_1_small") < md.index("t5_v1_1_base") < md.index("t5_v1_1_large")
+
+
+def test_lambda_sweep_gets_its_own_lines_and_plot(tmp_path: Path) -> None:
+    root = tmp_path / "lambda"
+    num = 0
+    for weight, acc in ((0.1, 0.5), (0.5, 0.6), (1.0, 0.65), (2.0, 0.55)):
+        write_run(root, num, [f"method.rationale_weight={weight}"], method="step_by_step", fraction=1.0, seed=0,
+                  acc=acc, rationale_weight=weight)
+        num += 1
+    result = agg.aggregate([str(root)], tmp_path / "out")
+    assert tmp_path / "out" / "accuracy_vs_lambda.png" in result["plots"]
+    assert "distilling step-by-step, λ=0.5" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_bad_results_json_names_the_file(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "s", 0, [], method="standard", fraction=1.0, seed=0, acc=0.5)
+    (run / "results.json").write_text('{"status": "ok",\n "config": ')
+    good = write_run(tmp_path / "s", 1, [], method="standard", fraction=1.0, seed=1, acc=0.5)
+    result = agg.aggregate([str(tmp_path / "s")], tmp_path / "out")
+    assert [r.source for r in result["runs"] if r.ok] == [str(good)]
+    (failed,) = result["failed"]
+    assert f"{run / 'results.json'}:2: invalid JSON" in failed.reason
+
+
+def test_nothing_usable_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "s", 0, [], method="standard", fraction=1.0, seed=0, acc=None, results=False)
+    assert agg.main([str(tmp_path / "s"), "--out", str(tmp_path / "out")]) == 1
+    assert "none of the 1 run(s) succeeded" in capsys.readouterr().err
+    assert agg.main([str(tmp_path / "missing" / "dir"), "--out", str(tmp_path / "out")]) == 1
+
+
+def test_cli_strict_flag(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert agg.main([str(sweep), "--out", str(tmp_path / "a")]) == 0
+    assert agg.main([str(sweep), "--out", str(tmp_path / "b"), "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "no results.json" in err
+
+
+def test_reads_a_wandb_project_through_the_api() -> None:
+    def wb_run(run_id: str, seed: int, acc: float | None, state: str = "finished") -> SimpleNamespace:
+        config = {"data": {"benchmark": {"name": "cqa"}, "fraction": 0.25, "label_source": "teacher", "batch_size": 64},
+                  "model": {"short_name": "t5_v1_1_base"}, "method": {"name": "step_by_step", "rationale_weight": 1.0, "alpha": None},
+                  "seed": seed, "trainer": {"max_steps": 10000}}
+        summary = {} if acc is None else {"test/acc": acc, "val/acc_best": acc, "_step": 3}
+        return SimpleNamespace(id=run_id, path=["ent", "proj", run_id], config=config, summary=summary, state=state)
+
+    class FakeApi:
+        def runs(self, path: str) -> list[SimpleNamespace]:
+            assert path == "ent/proj"
+            return [wb_run("a", 0, 0.6), wb_run("b", 1, 0.7), wb_run("c", 2, None, state="crashed")]
+
+    runs = agg.read_wandb("ent/proj", api=FakeApi())
+    assert [r.status for r in runs] == ["ok", "ok", "failed"]
+    assert runs[2].reason == "W&B state 'crashed'"
+    (group,) = agg.group_runs(runs)
+    assert group.label == "distilling step-by-step (teacher labels)"
+    mean, se, n = group.stat("test/acc")
+    assert (mean, n) == (pytest.approx(0.65), 2) and se == pytest.approx(0.05)
