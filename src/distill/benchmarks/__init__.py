@@ -34,6 +34,7 @@ __all__ = [
     "ParsedCompletion",
     "REGISTRY",
     "benchmark_class",
+    "build",
     "get_benchmark",
 ]
 
@@ -62,6 +63,15 @@ def benchmark_class(name: str) -> type[Benchmark]:
         ):
             return value
     raise KeyError(f"module {REGISTRY[name]} defines no Benchmark subclass with name = {name!r}")
+
+
+def build(name: str, **kwargs: Any) -> Benchmark:
+    """Hydra-friendly factory, so a config names its benchmark: ``{_target_:
+    distill.benchmarks.build, name: cqa}`` (and ``${data.benchmark.name}`` reads ``cqa``).
+    The generic jsonl benchmark is configured through its class, whose ``name`` is the task's."""
+    if name == "jsonl":
+        raise ValueError("configure a jsonl task with _target_: distill.benchmarks.JsonlBenchmark and name: <task>")
+    return get_benchmark(name, **kwargs)
 
 
 def get_benchmark(name: str, /, **kwargs: Any) -> Benchmark:

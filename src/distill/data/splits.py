@@ -112,7 +112,8 @@ def missing_file_message(path: Path, data_dir: Path, name: str, logical: str, fi
         for p in directory.glob(f"{name}_*.json")
         if p.is_file()
     )
-    alternatives = [s for s in present if s != file_split]
+    # never suggest the test file for train/val; the official validation file first
+    alternatives = sorted((s for s in present if s not in (file_split, "test")), key=lambda s: s != "valid")
     suggestion = (
         f" Use another file for this split, e.g. data.split_files.{logical}={alternatives[0]}"
         if alternatives

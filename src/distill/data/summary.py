@@ -1,0 +1,165 @@
+"""What a researcher reads before training: files, splits, teacher quality, token lengths.
+
+``format_summary(datamodule)`` is printed at the start of a run and by
+``python -m distill.data summary data=NAME paths.data_dir=DIR``. Three tables:
+
+* files as released: rows, teacher label accuracy against gold, parse failures and teacher
+  labels outside the label space, under the official parsing rules (the release's figures);
+* splits as trained: rows, where they came from, rationales attached, examples dropped, and the
+  same teacher figures for the examples the split holds;
+* token lengths (p50/p90/p99/max, and how many exceed the configured limit) of inputs (with the
+  label-task prefix), labels and rationales, measured with the student's tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from distill.data.encoding import target_text
+from distill.data.splits import SPLITS
+
+if TYPE_CHECKING:
+    from distill.data.datamodule import DistillDataModule
+
+__all__ = ["format_summary", "length_stats", "split_figures"]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> list[str]:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
+def _rate(num: int, den: int) -> str:
+    return f"{num / den:.4f}" if den else "-"
+
+
+def length_stats(lengths: Sequence[int], limit: int | None = None) -> str:
+    """``p50/p90/p99/max`` of token lengths, plus how many exceed ``limit``."""
+    if not lengths:
+        return "-"
+    arr = np.asarray(lengths)
+    p50, p90, p99 = (int(np.percentile(arr, q)) for q in (50, 90, 99))
+    text = f"{p50}/{p90}/{p99}/{int(arr.max())}"
+    if limit is not None:
+        over = int((arr > limit).sum())
+        text += f" ({over} > {limit})" if over else ""
+    return text
+
+
+def split_figures(datamodule: DistillDataModule, split: str) -> dict[str, Any]:
+    """Teacher figures over the examples a split holds (dropped ones count as parse failures)."""
+    benchmark = datamodule.benchmark
+    examples = datamodule.examples(split)
+    dropped = datamodule.splits.dropped.get(split, 0)
+    failures = sum(e.teacher_error is not None for e in examples) + dropped
+    parsed = [e for e in examples if e.teacher_label is not None]
+    correct = sum(e.gold is not None and benchmark.score(e.teacher_label, e.gold) for e in parsed)
+    outside = sum(not benchmark.label_fits(e.teacher_label, e) for e in parsed)
+    has_teacher = bool(parsed) or failures > 0
+    total = len(examples) + dropped
+    return {
+        "rows": len(examples),
+        "rationales": sum(e.rationale is not None for e in examples),
+        "dropped": dropped,
+        "teacher_acc": _rate(correct, total) if has_teacher else "-",
+        "parse_failures": failures if has_teacher else "-",
+        "outside_label_space": outside if has_teacher else "-",
+    }
+
+
+def _token_lengths(tokenizer: Any, texts: list[str], special: bool) -> list[int]:
+    if not texts:
+        return []
+    ids = tokenizer(texts, add_special_tokens=special)["input_ids"]
+    # targets get eos appended by the encoder
+    return [len(x) + (0 if special else 1) for x in ids]
+
+
+def _tokenizer_name(tokenizer: Any) -> str:
+    name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+    path = Path(name)
+    return f"{type(tokenizer).__name__} {path.parent.name}/{path.name}" if path.is_dir() else name
+
+
+def format_summary(datamodule: DistillDataModule) -> str:
+    """A readable report of the data a run will train and evaluate on."""
+    dm = datamodule
+    splits = dm.splits
+    name = dm.benchmark.name
+    lines = [
+        f"Data: {name}  teacher={dm.teacher}  label_source={dm.label_source}  targets={dm.targets}  "
+        f"fraction={dm.fraction:g}  seed={dm.seed}  on_parse_failure={dm.on_parse_failure}",
+        f"  data_dir={dm.data_dir}  global batch={dm.batch_size}  (micro, accumulate)={dm.plan()} "
+        f"on {dm.world_size} process(es)",
+        "",
+        "Files as released (teacher label vs gold, official parsing rules):",
+    ]
+    file_rows = []
+    for stats in splits.files.values():
+        has_teacher = stats.teacher is not None
+        file_rows.append(
+            [
+                f"{name}_{stats.file_split}",
+                stats.rows,
+                stats.teacher or "-",
+                f"{stats.teacher_accuracy:.4f}" if has_teacher and stats.teacher_accuracy is not None else "-",
+                stats.parse_failures if has_teacher else "-",
+                stats.label_space_violations if has_teacher else "-",
+            ]
+        )
+    lines += _table(["file", "rows", "teacher", "teacher_acc", "parse_failures", "outside_label_space"], file_rows)
+
+    lines += ["", "Splits as used:"]
+    split_rows = []
+    for split in SPLITS:
+        fig = split_figures(dm, split)
+        split_rows.append(
+            [
+                split,
+                fig["rows"],
+                fig["teacher_acc"],
+                fig["parse_failures"],
+                fig["outside_label_space"],
+                fig["rationales"],
+                fig["dropped"],
+                splits.sources.get(split, "-"),
+            ]
+        )
+    lines += _table(
+        ["split", "rows", "teacher_acc", "parse_failures", "outside_label_space", "rationales", "dropped", "source"],
+        split_rows,
+    )
+
+    if dm.tokenizer is not None:
+        prefix = dm.task_prefixes["label"]
+        label_limit = dm.max_target_length + (dm.max_rationale_length if dm.targets == "single_task" else 0)
+        lines += [
+            "",
+            f"Token lengths p50/p90/p99/max (tokenizer {_tokenizer_name(dm.tokenizer)}; "
+            f"inputs with prefix {prefix!r}; (n > limit) are truncated):",
+        ]
+        length_rows = []
+        for split in SPLITS:
+            examples = dm.examples(split)
+            source = dm.label_source if split == "train" else "gold"
+            targets = [t for t in (target_text(e, dm.targets, source) for e in examples) if t is not None]
+            rationales = [e.rationale for e in examples if e.rationale is not None]
+            length_rows.append(
+                [
+                    split,
+                    length_stats(_token_lengths(dm.tokenizer, [prefix + e.input for e in examples], True), dm.max_input_length),
+                    length_stats(_token_lengths(dm.tokenizer, targets, False), label_limit),
+                    length_stats(_token_lengths(dm.tokenizer, rationales, False), dm.max_rationale_length),
+                ]
+            )
+        lines += _table(["split", "inputs", "labels", "rationales"], length_rows)
+    failures = [f for stats in splits.files.values() for f in stats.failures]
+    if failures:
+        shown = "; ".join(failures[:3]) + ("; ..." if len(failures) > 3 else "")
+        lines += ["", f"Unparsed teacher completions ({len(failures)}): {shown}"]
+    return "\n".join(lines)
