@@ -4,7 +4,8 @@ It answers ``POST /v1/chat/completions`` and ``POST /v1/completions`` with whate
 ``respond(prompt) -> str`` function says, applies ``stop`` like a real server, reports token
 counts, can add a fixed latency, and can inject faults per attempt (``faults(prompt, attempt)``
 returns one of :data:`FAULTS` or None): 429 with Retry-After, 500, a hang, malformed JSON, an
-empty completion, or a dropped connection. It records every request it receives (path, body,
+empty completion, a dropped connection, or a 400 whose message echoes the request's
+Authorization header (as a careless server might: a client must not store it). It records every request it receives (path, body,
 Authorization header) so tests can check what a client sent and how often.
 
 It runs an aiohttp application on its own event loop in a daemon thread; ``port=0`` picks a free
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -30,7 +32,11 @@ from aiohttp import web
 from distill.benchmarks.base import Benchmark, Example
 from distill.teacher.backend import Prompt, cut_at_stop
 
-FAULTS = ("429", "500", "hang", "malformed", "empty", "disconnect")
+_QUIET = logging.getLogger("distill.teacher.loopback.server")
+_QUIET.setLevel(logging.CRITICAL)
+_QUIET.propagate = False
+
+FAULTS = ("429", "500", "hang", "malformed", "empty", "disconnect", "400")
 
 
 def prompt_key(prompt: Prompt) -> str:
@@ -82,6 +88,8 @@ class LoopbackServer:
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()
         self.port: int | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -104,7 +112,10 @@ class LoopbackServer:
                 app = web.Application(client_max_size=64 * 1024 * 1024)
                 app.router.add_post("/v1/chat/completions", self._chat)
                 app.router.add_post("/v1/completions", self._completion)
-                self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+                # injected faults make aiohttp log tracebacks (a dropped connection, a hang cut short at
+                # shutdown); formatting a traceback in this thread can race the main thread's
+                # ast.parse on CPython 3.11 ("AST constructor recursion depth mismatch"): keep it quiet
+                self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, logger=_QUIET)
                 loop.run_until_complete(self._runner.setup())
                 site = web.TCPSite(self._runner, "127.0.0.1", 0)
                 loop.run_until_complete(site.start())
@@ -145,6 +156,14 @@ class LoopbackServer:
         return await self._handle(request, chat=False)
 
     async def _handle(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        self.in_flight += 1  # one event loop: no lock needed
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request, chat)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request, chat: bool) -> web.StreamResponse:
         try:
             body = json.loads(await request.read())
             prompt = body["messages"] if chat else body["prompt"]
@@ -164,6 +183,9 @@ class LoopbackServer:
                                      headers={"Retry-After": self.retry_after})
         if fault == "500":
             return web.json_response({"error": {"message": "internal error"}}, status=500)
+        if fault == "400":
+            echo = request.headers.get("Authorization")
+            return web.json_response({"error": {"message": f"context too long (request had {echo})"}}, status=400)
         if fault == "hang":
             await asyncio.sleep(self.hang_s)
         if fault == "malformed":

@@ -172,8 +172,9 @@ class OpenAIBackend(Backend):
             for t in rest:
                 t.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
-            for t in done:
-                t.result()  # re-raise a TeacherConfigError
+            errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            if errors:  # a TeacherConfigError: every worker may have hit it; report the first
+                raise errors[0]
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: uniform in [cap/2, cap], cap = base * 2^(attempt-1)."""
