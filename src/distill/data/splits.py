@@ -155,7 +155,10 @@ def load_file(
         try:
             example = benchmark.to_example(record, _uid(benchmark.name, file_split, index))
         except KeyError as err:
-            raise DataError(f"{path}:{line_no}: missing field {err.args[0]!s}") from err
+            detail = err.args[0] if err.args else ""
+            # a bare key (record["label"]) or a benchmark's own sentence
+            message = f"missing field {detail!r}" if isinstance(detail, str) and " " not in detail else str(detail)
+            raise DataError(f"{path}:{line_no}: {message}") from err
         except (ValueError, TypeError) as err:
             raise DataError(f"{path}:{line_no}: {err}") from err
         examples.append(example)
