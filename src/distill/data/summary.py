@@ -43,7 +43,7 @@ def length_stats(lengths: Sequence[int], limit: int | None = None) -> str:
     if not lengths:
         return "-"
     arr = np.asarray(lengths)
-    p50, p90, p99 = (int(np.percentile(arr, q)) for q in (50, 90, 99))
+    p50, p90, p99 = (int(round(float(np.percentile(arr, q)))) for q in (50, 90, 99))
     text = f"{p50}/{p90}/{p99}/{int(arr.max())}"
     if limit is not None:
         over = int((arr > limit).sum())
