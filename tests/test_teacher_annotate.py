@@ -1,0 +1,203 @@
+"""annotate.py end to end: resuming, sharding and merging, self-consistency, the gold filter,
+a kill mid-run, keeping the API key out of every file, and strict exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from teacher_server import REPO, FakeTeacher, read_sidecar, run_annotate, settings, write_svamp_like  # noqa: E402
+
+from distill.benchmarks import get_benchmark  # noqa: E402
+from distill.data.splits import load_file  # noqa: E402
+from distill.teacher.annotator import IncompleteShardsError, annotate, shard_range  # noqa: E402
+from distill.teacher.loopback import LoopbackServer  # noqa: E402
+from distill.teacher.openai import OpenAIBackend  # noqa: E402
+
+FAST = dict(timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=0.05, max_retries=2)
+
+
+def official(tmp: Path, teacher: str = "fake") -> list[str]:
+    out = tmp / "out" / "svamp" / teacher
+    shards = sorted(out.glob("test_CoT_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    return [c for p in shards for c in json.loads(p.read_text())]
+
+
+def test_rerun_asks_only_for_what_is_missing_and_retries_failures(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=10)
+    teacher = FakeTeacher(bench, examples)
+    # row 3 fails for good on the first run (500 on every attempt), then recovers
+    with LoopbackServer(teacher, faults=lambda p, a: "500" if teacher.index.example(p).uid.endswith("/3")
+                        and a <= 3 else None) as server:
+        backend = OpenAIBackend(server.base_url, "m", chat=False, **FAST)
+        first = annotate(settings(tmp_path, limit=6), bench, backend)
+        assert (first.asked, first.failed, first.answered) == (6, 1, 5)
+        assert official(tmp_path)[3] == ""
+        n = len(server.received)
+        second = annotate(settings(tmp_path), bench, backend)  # all 10 rows now
+        assert (second.from_cache, second.asked, second.failed) == (5, 5, 0)  # 4 new rows + the failed one
+        assert len(server.received) == n + 5
+        third = annotate(settings(tmp_path, retry_failed=False), bench, backend)
+        assert (third.from_cache, third.asked) == (10, 0) and len(server.received) == n + 5
+    assert all(official(tmp_path)) and len(official(tmp_path)) == 10
+
+
+def test_shards_then_merge_equal_one_run_and_merge_names_missing_shards(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=11)
+    with LoopbackServer(FakeTeacher(bench, examples)) as server:
+        backend = OpenAIBackend(server.base_url, "m", chat=False, **FAST)
+        whole = annotate(settings(tmp_path / "whole", data_dir=tmp_path / "data", shard_size=4), bench, backend)
+        sharded = dict(data_dir=tmp_path / "data", num_shards=3, shard_size=4)
+        for shard in (0, 2):
+            r = annotate(settings(tmp_path / "sh", shard=shard, **sharded), bench, backend)
+            assert r.rows == shard_range(0, 11, shard, 3) and not list((tmp_path / "sh" / "out").rglob("*_CoT_*"))
+        with pytest.raises(IncompleteShardsError, match=r"teacher\.shard=1 \(rows \[3, 7\)\): 4 of 4 rows") as err:
+            annotate(settings(tmp_path / "sh", merge=True, **sharded), bench, backend)
+        assert "shard=0" not in str(err.value) and "shard=2" not in str(err.value)
+        asked = len(server.received)
+        annotate(settings(tmp_path / "sh", shard=1, **sharded), bench, backend)
+        merged = annotate(settings(tmp_path / "sh", merge=True, **sharded), bench, backend)
+        assert len(server.received) == asked + 4  # the merge asked nothing
+    assert merged.asked == 0 and merged.items == whole.items == 11
+    for name in ("test_CoT_0.json", "test_CoT_1.json", "test_CoT_2.json"):
+        assert (tmp_path / "sh/out/svamp/fake" / name).read_bytes() == (tmp_path / "whole/out/svamp/fake" / name).read_bytes()
+    assert not (tmp_path / "whole/out/svamp/fake/test_CoT_3.json").exists()
+    # a smaller shard_size later: stale higher shards are removed, so readers see the right rows
+    annotate(settings(tmp_path / "whole", data_dir=tmp_path / "data", shard_size=20), bench, backend)
+    assert sorted(p.name for p in (tmp_path / "whole/out/svamp/fake").glob("*_CoT_*")) == ["test_CoT_0.json"]
+
+
+def test_self_consistency_votes_and_keeps_an_agreeing_rationale(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=3)
+
+    def label(row, ex, call):  # the answer to sample (call - 1) of each row
+        wrong = "(1 + 1)"
+        return {0: [wrong, ex.gold, "( 3.0 + 10.0 )"],  # gold twice (by value): gold wins
+                1: [wrong, None, "(2)"],  # unparsable sample does not vote; (1+1) == (2)
+                2: ["(7)", "(8)", "(9)"]}[row][call - 1]  # three-way tie: the first
+
+    teacher = FakeTeacher(bench, examples, label=label)
+    with LoopbackServer(teacher) as server:
+        backend = OpenAIBackend(server.base_url, "m", chat=False, temperature=0.7, max_concurrency=1, **FAST)
+        report = annotate(settings(tmp_path, num_samples=3), bench, backend)
+    side = read_sidecar(tmp_path / "out/svamp/fake/test_annotations.jsonl")
+    assert [r["sample"] for r in side] == [1, 0, 0]
+    assert side[0]["label"] == "( 3.0 + 10.0 )" and side[0]["correct"] and side[0]["votes"][1][1] == 2
+    assert side[1]["votes"] == [["(1 + 1)", 2]] and side[1]["samples"][1]["label"] is None
+    assert side[2]["label"] == "(7)"
+    assert report.requests == 9 and report.teacher_correct == 1
+    assert side[0]["rationale"].startswith("Thinking about row 0")  # the rationale of the voted sample
+
+
+def test_filter_gold_drops_rationales_of_wrong_labels_only(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=4)
+    teacher = FakeTeacher(bench, examples, label=lambda row, ex, call: "(0 + 1)" if row % 2 else ex.gold)
+    with LoopbackServer(teacher) as server:
+        backend = OpenAIBackend(server.base_url, "m", chat=False, **FAST)
+        report = annotate(settings(tmp_path, filter_gold=True, out_dir=tmp_path / "data"), bench, backend)
+    assert report.filtered == 2 and report.teacher_correct == 2
+    read, stats = load_file(bench, tmp_path / "data", "test", teacher="fake")
+    assert [e.rationale is not None for e in read] == [True, False, True, False]
+    assert [e.teacher_label for e in read] == [examples[0].gold, "(0 + 1)", examples[2].gold, "(0 + 1)"]
+    assert stats.parse_failures == 0
+
+
+def _kill_after(proc: subprocess.Popen, cache_file: Path, answers: int, deadline_s: float = 60) -> int:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if cache_file.exists() and cache_file.read_bytes().count(b"\n") >= answers:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return cache_file.read_bytes().count(b"\n")
+        if proc.poll() is not None:
+            raise AssertionError(f"annotate.py ended before the kill: {proc.stderr.read()}")
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError("no answers arrived")
+
+
+def test_killed_mid_run_then_rerun_gives_the_same_files(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=40)
+    # a few failures on the way, so retried requests are part of what a kill interrupts
+    teacher = FakeTeacher(bench, examples)
+    with LoopbackServer(teacher, latency_s=0.03, faults=teacher.fault_by_row({0: [], 1: [], 2: [], 3: ["500"]})) as srv:
+        def args(run):
+            return ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / run}",
+                    f"teacher.cache_dir={tmp_path / run / 'cache'}", f"hydra.run.dir={tmp_path / run / 'hydra'}",
+                    f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake", "teacher.chat=false",
+                    "teacher.max_concurrency=2", "teacher.backoff_base_s=0.01", "shard_size=16", "progress=false"]
+
+        full = run_annotate(args("full"))
+        assert full.returncode == 0, full.stderr
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen([sys.executable, str(REPO / "annotate.py"), *args("killed")], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cache_file = tmp_path / "killed/cache/svamp/test.fake.0-of-1.jsonl"
+        done = _kill_after(proc, cache_file, answers=10)
+        assert proc.returncode == -signal.SIGKILL and 10 <= done < 40
+        assert not (tmp_path / "killed/svamp/fake/test_CoT_0.json").exists()
+        with open(cache_file, "ab") as fh:  # as if the kill had torn a line
+            fh.write(b'{"key": "0123", "text": "torn')
+        rerun = run_annotate(args("killed"))
+        assert rerun.returncode == 0, rerun.stderr
+    report = json.loads((tmp_path / "killed/svamp/fake/test_report.json").read_text())
+    assert report["from_cache"] == done and report["asked"] == 40 - done
+    for name in ("test_CoT_0.json", "test_CoT_1.json", "test_CoT_2.json"):
+        assert (tmp_path / "killed/svamp/fake" / name).read_bytes() == (tmp_path / "full/svamp/fake" / name).read_bytes()
+    volatile = {"latency_s", "attempts"}
+    strip = [{k: v for k, v in r.items() if k not in volatile} for r in
+             read_sidecar(tmp_path / "killed/svamp/fake/test_annotations.jsonl")]
+    assert strip == [{k: v for k, v in r.items() if k not in volatile} for r in
+                     read_sidecar(tmp_path / "full/svamp/fake/test_annotations.jsonl")]
+
+
+def test_api_key_is_used_but_never_stored_or_logged(tmp_path):
+    secret = "sk-fake-SECRET-0123456789abcdef"
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=4)
+    teacher = FakeTeacher(bench, examples)
+    # one item gets a 400 that echoes the Authorization header back
+    with LoopbackServer(teacher, faults=teacher.fault_by_row({0: ["400"], 1: [], 2: [], 3: []})) as srv:
+        result = run_annotate(["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}",
+                               f"out_dir={tmp_path / 'out'}", f"teacher.cache_dir={tmp_path / 'cache'}",
+                               f"hydra.run.dir={tmp_path / 'hydra'}", f"teacher.base_url={srv.base_url}",
+                               "teacher.model=m", "teacher.name=fake", "teacher.api_key_env=MY_TEACHER_KEY",
+                               "hydra.verbose=true"], env={"MY_TEACHER_KEY": secret})
+        auth = {r.authorization for r in srv.received}
+    assert result.returncode == 0, result.stderr
+    assert auth == {f"Bearer {secret}"}  # the key was sent
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in files) and any(p.suffix == ".log" for p in files)
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+    assert secret not in result.stdout and secret not in result.stderr
+    side = read_sidecar(tmp_path / "out/svamp/fake/test_annotations.jsonl")
+    assert side[0]["error"].startswith("HTTP 400") and "Bearer ***" in side[0]["error"]
+
+
+def test_strict_exits_non_zero_only_when_asked(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=3)
+    teacher = FakeTeacher(bench, examples, label=lambda row, ex, call: None if row == 1 else ex.gold)
+    with LoopbackServer(teacher) as srv:
+        common = ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}",
+                  f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+                  f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake"]
+        lenient = run_annotate(common)
+        strict = run_annotate([*common, "strict=true"])
+    assert lenient.returncode == 0, lenient.stderr
+    assert "parse failures      1" in lenient.stdout + lenient.stderr
+    assert strict.returncode == 1 and "strict=true: 0 failed, 1 unparsed" in strict.stderr
