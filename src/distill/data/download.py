@@ -8,9 +8,12 @@ Network errors and timeouts end in :class:`DownloadError` with the manual steps,
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
+import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -34,7 +37,23 @@ def manual_instructions(dest: Path, url: str = RELEASE_URL) -> str:
     )
 
 
+def _resolve(url: str, timeout: float) -> None:
+    """Name resolution is not covered by socket timeouts; bound it so an offline machine
+    without a responding resolver fails in ``timeout`` seconds instead of hanging."""
+    host = urllib.parse.urlsplit(url).hostname
+    if not host:
+        return
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(socket.getaddrinfo, host, 443).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise OSError(f"resolving {host} took longer than {timeout:g} s (offline?)") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
 def _fetch(url: str, target: Path, timeout: float) -> None:
+    _resolve(url, timeout)
     request = urllib.request.Request(url, headers={"User-Agent": "distill-data"})
     with urllib.request.urlopen(request, timeout=timeout) as response, target.open("wb") as out:
         total = int(response.headers.get("Content-Length") or 0)
