@@ -31,6 +31,8 @@ def test_svamp_scores_by_numeric_value():
     assert svamp.score("(0.1 + 0.2)", "(0.3)")  # float rounding is not a different answer
     assert not svamp.score("(84 / 3)", "(84 / 2)")
     assert not svamp.score("", "(84 / 2)")
+    # what the offline MiniLM decodes "( 84.0 / 2.0 )" to
+    assert svamp.score("( 84. 0 / 2. 0 )", "(84 / 2)")
 
 
 def test_svamp_scoring_never_executes_text(tmp_path: Path):

@@ -23,6 +23,7 @@ __all__ = ["SVAMP"]
 
 ANSWER_MARKER = "The answer is"
 _EQUATION = re.compile(r"\(.*\)")
+_SPLIT_DECIMAL = re.compile(r"(\d)\s*\.\s+(\d)")
 
 
 class SVAMP(Benchmark):
@@ -112,11 +113,18 @@ class SVAMP(Benchmark):
             equation = f"({equation})"
         return f"{rationale} {ANSWER_MARKER} {equation}."
 
+    def normalize(self, label: str) -> str:
+        """Trimmed, with decimals that a WordPiece decode split apart joined again
+        (MiniLM decodes ``84.0`` as ``84. 0``)."""
+        return _SPLIT_DECIMAL.sub(r"\1.\2", label.strip())
+
     def score(self, prediction: str, gold: str) -> bool:
         """Equal numeric values (``( 84.0 / 2.0 )`` == ``(84 / 2)``); text that is not plain
         arithmetic is wrong. Nothing is executed."""
-        return same_value(prediction, gold)
+        if prediction is None or gold is None:
+            return False
+        return same_value(self.normalize(prediction), self.normalize(gold))
 
     def in_label_space(self, label: str) -> bool:
         """A label is in SVAMP's (free-text) space when it is an arithmetic expression."""
-        return evaluate(label) is not None
+        return evaluate(self.normalize(label)) is not None
