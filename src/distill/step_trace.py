@@ -8,7 +8,8 @@ same examples at every optimizer step and follow the same loss curve. Enable it 
 
 Each line of ``<trainer.default_root_dir>/step_trace.jsonl`` (written by global rank 0)::
 
-    {"step": 1, "uids": [...sorted...], "loss": 2.31, "micro_batches": 2, "world_size": 2}
+    {"step": 1, "uids": [...sorted...], "loss": 2.31, "micro_batches": 2, "world_size": 2,
+     "environment": "SLURMEnvironment", "auto_requeue": false}
 
 ``loss`` is the mean of the micro-batch losses of that step over all ranks; ``micro_batches`` counts
 the micro-batches of all ranks that made up the step.
@@ -67,6 +68,7 @@ class StepTrace(pl.Callback):
             parts = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(parts, local)
         if trainer.is_global_zero and self._file is not None:
+            environment = trainer._accelerator_connector.cluster_environment
             losses = [x for part in parts for x in part["losses"]]
             record = {
                 "step": trainer.global_step,
@@ -74,6 +76,9 @@ class StepTrace(pl.Callback):
                 "loss": sum(losses) / len(losses) if losses else None,
                 "micro_batches": sum(part["micro"] for part in parts),
                 "world_size": trainer.world_size,
+                # who started the processes: SLURMEnvironment under srun, LightningEnvironment otherwise
+                "environment": type(environment).__name__,
+                "auto_requeue": getattr(environment, "auto_requeue", None),
             }
             with self._file.open("a") as f:
                 f.write(json.dumps(record) + "\n")
