@@ -107,13 +107,14 @@ def test_retry_after_is_honoured(tmp_path):
 
 def test_concurrency_is_bounded(tmp_path):
     bench = get_benchmark("svamp")
-    examples = write_svamp_like(tmp_path / "data", n=24)
-    with LoopbackServer(FakeTeacher(bench, examples), latency_s=0.05) as server:
-        backend = OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=4, **FAST)
-        rec = Recorder()
-        backend.generate([Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
-        assert server.max_in_flight == 4
-    assert len(rec.answers) == 24 and all(len(v) == 1 for v in rec.answers.values())
+    examples = write_svamp_like(tmp_path / "data", n=60)
+    for limit in (4, 20):  # 20: three connection pools (7 + 7 + 6) share the load
+        with LoopbackServer(FakeTeacher(bench, examples), latency_s=0.1) as server:
+            backend = OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=limit, **FAST)
+            rec = Recorder()
+            backend.generate([Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
+            assert server.max_in_flight == limit
+        assert len(rec.answers) == 60 and all(len(v) == 1 and v[0].ok for v in rec.answers.values())
 
 
 def test_refused_credentials_stop_the_run_and_bad_items_fail_alone(tmp_path, monkeypatch):
