@@ -201,3 +201,30 @@ def test_strict_exits_non_zero_only_when_asked(tmp_path):
     assert lenient.returncode == 0, lenient.stderr
     assert "parse failures      1" in lenient.stdout + lenient.stderr
     assert strict.returncode == 1 and "strict=true: 0 failed, 1 unparsed" in strict.stderr
+
+
+def test_a_jsonl_task_is_prompted_from_its_prompt_file(tmp_path):
+    from distill.benchmarks import JsonlBenchmark
+
+    prompt = tmp_path / "prompt.yaml"
+    prompt.write_text("- {input: 'Is ice cold?', rationale: Ice is frozen water., label: 'yes'}\n"
+                      "- {input: 'Is fire cold?', rationale: Fire burns and is hot., label: 'no'}\n")
+    data = tmp_path / "data" / "yesno"
+    data.mkdir(parents=True)
+    rows = [{"question": f"Is {x} wet?", "answer": a} for x, a in [("rain", "yes"), ("sand", "no"), ("sea", "yes")]]
+    (data / "yesno_test.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = dict(name="yesno", label_field="answer", input_fields=["question"], label_space=["yes", "no"])
+    bench = JsonlBenchmark(**spec, prompt_file=str(prompt))
+    examples = load_file(bench, tmp_path / "data", "test", teacher=None)[0]
+    with LoopbackServer(FakeTeacher(bench, examples)) as srv:
+        result = run_annotate([
+            "data=jsonl", "data.benchmark.name=yesno", "data.benchmark.input_fields=[question]",
+            "data.benchmark.label_field=answer", "data.benchmark.label_space=[yes,no]",
+            f"data.benchmark.prompt_file={prompt}", "split=test", f"paths.data_dir={tmp_path / 'data'}",
+            f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+            f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake", "strict=true"])
+        sent = srv.received[0].body["messages"]
+    assert result.returncode == 0, result.stderr
+    assert sent[1]["content"] == "Q: Is ice cold?" and sent[2]["content"] == "Ice is frozen water. So the answer is yes."
+    read, stats = load_file(bench, tmp_path / "data", "test", teacher="fake")
+    assert [e.teacher_label for e in read] == ["yes", "no", "yes"] and stats.teacher_correct == 3
