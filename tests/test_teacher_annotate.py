@@ -108,6 +108,9 @@ def test_filter_gold_drops_rationales_of_wrong_labels_only(tmp_path):
         backend = OpenAIBackend(server.base_url, "m", chat=False, **FAST)
         report = annotate(settings(tmp_path, filter_gold=True, out_dir=tmp_path / "data"), bench, backend)
     assert report.filtered == 2 and report.teacher_correct == 2
+    side = read_sidecar(tmp_path / "data/svamp/fake/test_annotations.jsonl")
+    assert [r.get("filtered", False) for r in side] == [False, True, False, True]
+    assert side[1]["completion"] == "The answer is (0 + 1)." and "Thinking about row 1" in side[1]["unfiltered"]
     read, stats = load_file(bench, tmp_path / "data", "test", teacher="fake")
     assert [e.rationale is not None for e in read] == [True, False, True, False]
     assert [e.teacher_label for e in read] == [examples[0].gold, "(0 + 1)", examples[2].gold, "(0 + 1)"]

@@ -22,6 +22,12 @@ the data layer's parser reports as a parse failure, so it is counted, never sile
 empty label) with the error in the sidecar; unparsable and out-of-label-space answers are
 written as the teacher wrote them and counted. The exit status is non-zero only with
 ``strict=true`` and some such item.
+
+``filter_gold=true`` keeps a rationale only where the teacher's label scores right against gold:
+elsewhere the shard holds the label alone (``format_answer`` with an empty rationale, which the
+data layer reads as "label, no rationale"; a label outside the label space is dropped too, as
+""), and the sidecar keeps what the teacher wrote under ``unfiltered``. The cache is untouched,
+so the same run without the filter rewrites the full texts without asking again.
 """
 
 from __future__ import annotations
@@ -131,6 +137,15 @@ def build_requests(benchmark: Benchmark, backend: Backend, rows: Sequence[tuple[
     return items, requests
 
 
+def _label_only(benchmark: Benchmark, example: Example, label: str) -> str:
+    """An answer with the label and no rationale, as the parser reads it ("" if it cannot be written)."""
+    try:
+        text = benchmark.format_exemplar(Exemplar(benchmark.prompt_input(example), "", label)).strip()
+    except ValueError:
+        return ""
+    return text if benchmark.parse_completion(text).label == label else ""
+
+
 def assemble(benchmark: Benchmark, items: Sequence[Item], answers: Mapping[str, Answer], settings: Settings,
              report: Report) -> tuple[list[str], list[dict[str, Any]]]:
     """The official-layout completion and the sidecar record of every item, counting into ``report``."""
@@ -170,9 +185,9 @@ def assemble(benchmark: Benchmark, items: Sequence[Item], answers: Mapping[str, 
             report.teacher_correct += correct
         rec["correct"] = correct
         if settings.filter_gold and correct is False and p.ok:
-            # keep the teacher's label, drop its rationale: the answer alone, as the parser reads it
-            text = benchmark.format_exemplar(Exemplar(benchmark.prompt_input(ex), "", p.label)).strip()
-            rec["filtered"] = True
+            rec["filtered"], rec["unfiltered"] = True, text
+            text = _label_only(benchmark, ex, p.label) if fits else ""
+            rec["completion"], rec["rationale"] = text, benchmark.parse_completion(text).rationale
             report.filtered += 1
         if settings.num_samples > 1:
             rec["sample"] = chosen

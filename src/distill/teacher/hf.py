@@ -97,6 +97,7 @@ class HFBackend(Backend):
         if tok.pad_token is None:
             raise TeacherConfigError(f"teacher=hf: tokenizer {self.tokenizer_name!r} has no pad, eos or sep token")
         tok.padding_side = "right" if self.is_seq2seq else "left"
+        tok.truncation_side = "left"  # over max_input_tokens: the first exemplars go, the query stays
         if self.chat and not getattr(tok, "chat_template", None):
             raise TeacherConfigError(f"teacher.chat=true but tokenizer {self.tokenizer_name!r} has no chat template")
         lm.to(device).eval()
