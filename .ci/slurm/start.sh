@@ -112,7 +112,14 @@ $node_line State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# a pid file names a live daemon only if that pid still runs that program (pids are reused after a kill)
+pid_alive() {
+  local pid
+  [[ -f "$1" ]] || return 1
+  pid="$(cat "$1" 2>/dev/null)"
+  [[ "$pid" =~ ^[0-9]+$ ]] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$(basename "$1" .pid)" ]] \
+    && ! grep -qE '^State:[[:space:]]+[ZX]' "/proc/$pid/status" 2>/dev/null   # a killed daemon may linger as a zombie
+}
 
 conf_changed=1
 if [[ -f "$CONF" ]] && cmp -s "$new_conf" "$CONF"; then conf_changed=0; fi
@@ -141,6 +148,7 @@ deadline=$((SECONDS + TIMEOUT))
 state=""
 resumed=0
 while ((SECONDS < deadline)); do
+  for d in slurmctld slurmd; do pid_alive "$RUN_DIR/$d.pid" || die "$d exited"; done
   state="$(sinfo -h -n "$host" -o '%T' 2>/dev/null | head -n 1 || true)"
   case "$state" in
     idle|mixed|allocated|completing) log "node $host is $state; SLURM is up ($(sinfo -V))"; exit 0 ;;

@@ -4,7 +4,8 @@ set -uo pipefail
 RUN_DIR=/run/slurm
 for d in slurmd slurmctld; do
   pidfile="$RUN_DIR/$d.pid"
-  if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if [[ -f "$pidfile" ]] && [[ "$(cat "/proc/$(cat "$pidfile")/comm" 2>/dev/null)" == "$d" ]] \
+    && ! grep -qE '^State:[[:space:]]+[ZX]' "/proc/$(cat "$pidfile")/status" 2>/dev/null; then
     pid="$(cat "$pidfile")"
     kill "$pid"
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
