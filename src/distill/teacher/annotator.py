@@ -244,7 +244,7 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
             report.retries = progress.retries
             report.retry_reasons = dict(progress.retry_reasons.most_common())
             report.attempts = getattr(backend, "requests_sent", report.asked)
-            missing = [r.key for r in pending if r.key not in answers]
+            missing = [r.key for r in pending if r.key not in progress.done]
             if missing:  # a backend must answer every request; this is a bug, not bad data
                 raise RuntimeError(f"backend {backend.describe()} left {len(missing)} requests unanswered")
 

@@ -21,6 +21,7 @@ class Progress:
                  enabled: bool = True, desc: str = "teacher"):
         self.cache = cache
         self.answers = answers
+        self.done: set[str] = set()  # keys answered (or failed for good) in this run
         self.failed = 0
         self.retries = 0
         self.retry_reasons: Counter[str] = Counter()
@@ -30,6 +31,7 @@ class Progress:
     def answered(self, request: Request, answer: Answer) -> None:
         self.cache.put(request.key, answer, sample=request.sample)
         self.answers[request.key] = answer
+        self.done.add(request.key)
         if not answer.ok:
             self.failed += 1
             self._postfix()
