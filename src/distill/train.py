@@ -15,23 +15,28 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from distill.data.batching import plan_batches
+from distill.data.summary import format_summary
 from distill.models.module import DistillModule
 from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
 
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg: DictConfig, output_dir: str | None = None) -> DistillModule:
+def build_module(cfg: DictConfig, datamodule: Any, student: Any = None, output_dir: str | None = None) -> DistillModule:
+    """The LightningModule; prefixes come from the data module (step_by_step alone uses them)."""
+    prefixes = datamodule.task_prefixes
     return DistillModule(
         model=cfg.model,
+        student=student,
         method=cfg.method.name,
         rationale_weight=cfg.method.rationale_weight,
         alpha=cfg.method.alpha,
         optimizer=cfg.optimizer,
-        label_prefix=cfg.data.label_prefix,
-        rationale_prefix=cfg.data.rationale_prefix,
+        label_prefix=prefixes["label"],
+        rationale_prefix=prefixes["rationale"],
         max_input_length=cfg.data.max_input_length,
-        label_max_new_tokens=cfg.data.max_target_length,
+        label_max_new_tokens=cfg.data.max_target_length
+        + (cfg.data.max_rationale_length if cfg.method.name == "single_task" else 0),
         rationale_max_new_tokens=cfg.data.max_rationale_length,
         predictions_dir=output_dir if cfg.predictions.write else None,
         with_rationale=cfg.predictions.with_rationale,
@@ -39,7 +44,7 @@ def build_module(cfg: DictConfig, output_dir: str | None = None) -> DistillModul
 
 
 def build_datamodule(cfg: DictConfig, tokenizer: Any) -> pl.LightningDataModule:
-    return hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, _recursive_=True)
+    return hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, _recursive_=False)
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
@@ -133,10 +138,14 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    module = build_module(cfg, str(output_dir))
-    datamodule = build_datamodule(cfg, module.tokenizer)
+    student = hydra.utils.instantiate(cfg.model)
+    datamodule = build_datamodule(cfg, student.tokenizer)
+    module = build_module(cfg, datamodule, student, str(output_dir))
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, callbacks=build_callbacks(cfg), logger=loggers or False)
+    if trainer.is_global_zero:
+        datamodule.world_size = trainer.world_size  # the summary reports the per-device plan of this run
+        print(format_summary(datamodule), flush=True)
     plain_cfg = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
     for logger in loggers:
         logger.log_hyperparams(plain_cfg)

@@ -136,14 +136,20 @@ class GlobalBatchSampler(Sampler[list[int]]):
 class EvalBatchSampler(Sampler[list[int]]):
     """Fixed batches for evaluation: longest first (so memory trouble shows at once), no shuffle.
 
-    Not sharded across ranks: each rank evaluates the whole split, so metrics need no gather.
+    With several ranks, rank r takes batches r, r + world_size, ...: every example is generated
+    once, and the module gathers the predictions of all ranks before scoring.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, sort_by_length: bool = True) -> None:
+    def __init__(
+        self, lengths: Sequence[int], batch_size: int, sort_by_length: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"eval batch size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i]) if sort_by_length else list(range(len(lengths)))
-        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        self.batches = batches[rank::world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)

@@ -330,7 +330,7 @@ class DistillDataModule(pl.LightningDataModule):
 
     def _eval_dataloader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
-        sampler = EvalBatchSampler(dataset["length"], self.eval_batch_size)
+        sampler = EvalBatchSampler(dataset["length"], self.eval_batch_size, rank=self.rank, world_size=self.world_size)
         columns = ["uid", "input", "gold", "label_input_ids", "label_ids"]
         collator = Collator(self.tokenizer.pad_token_id, train=False)
         return self._loader(dataset.select_columns(columns), sampler, collator)

@@ -81,6 +81,7 @@ class DistillModule(pl.LightningModule):
         spec = {k: v for k, v in model.items() if k != "_target_"}
         self.student = student or load_student(**spec)
         self.model = self.student.model
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
         self.tokenizer = self.student.tokenizer
         self.method = method
         self.rationale_weight = rationale_weight

@@ -84,10 +84,34 @@ def load_auto(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTra
     return model, tokenizer
 
 
-def load_minilm(name_or_path: str | None = None, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def copy_self_attention_into_cross_attention(model: EncoderDecoderModel) -> int:
+    """Start each decoder layer's (new) cross-attention as a copy of its pretrained self-attention.
+
+    A BERT checkpoint has no cross-attention; random weights leave the decoder ignoring the
+    encoder for many steps. Copying the layer's own attention gives it working query/key/value
+    projections from step one. Returns the number of layers initialised."""
+    copied = 0
+    for module in model.decoder.modules():
+        own, cross = getattr(module, "attention", None), getattr(module, "crossattention", None)
+        if own is not None and cross is not None:
+            cross.load_state_dict(own.state_dict())
+            copied += 1
+    return copied
+
+
+def load_minilm(
+    name_or_path: str | None = None, cross_attention_init: str = "copy_self", **kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``cross_attention_init``: ``copy_self`` (see :func:`copy_self_attention_into_cross_attention`)
+    or ``random`` (transformers' default)."""
     path = str(name_or_path or bundled_minilm_path())
     tokenizer = load_bert_tokenizer(path)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **kwargs)
+    if cross_attention_init == "copy_self":
+        if not copy_self_attention_into_cross_attention(model):
+            raise ValueError(f"{path}: found no decoder layer with both self- and cross-attention to copy")
+    elif cross_attention_init != "random":
+        raise ValueError(f"model.cross_attention_init={cross_attention_init!r}: expected 'copy_self' or 'random'")
     _set_special_tokens(
         model, start=tokenizer.cls_token_id, eos=tokenizer.sep_token_id, pad=tokenizer.pad_token_id
     )
@@ -112,7 +136,7 @@ def load_tiny(
         num_decoder_layers=num_layers,
         num_heads=num_heads,
         feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
+        tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.sep_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
