@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from distill.models.module import DistillModule
 from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
 
 log = logging.getLogger(__name__)
+
+# The train sampler resumes mid-epoch by itself (GlobalBatchSampler.resume_at, from the restored
+# global step), which Lightning cannot see: its warning about non-resumable loaders does not apply.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def build_module(cfg: DictConfig, datamodule: Any, student: Any = None, output_dir: str | None = None) -> DistillModule:

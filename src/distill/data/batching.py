@@ -98,9 +98,17 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.world_size, self.rank = world_size, rank
         self.group_by_length, self.drop_last = group_by_length, drop_last
         self.sampler = EpochPermutation(len(self.lengths), seed, shuffle)
+        self._skip_steps = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    def resume_at(self, global_step: int) -> None:
+        """Continue where a run stopped: every epoch is exactly ``steps_per_epoch`` optimizer steps,
+        so ``global_step`` fixes the epoch and how many of its global batches were already used.
+        The next iteration skips those; later ones start from the top."""
+        self.set_epoch(global_step // self.steps_per_epoch)
+        self._skip_steps = global_step % self.steps_per_epoch
 
     @property
     def steps_per_epoch(self) -> int:
@@ -124,12 +132,14 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return [global_batch[i : i + m] for i in range(0, len(global_batch), m)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for global_batch in self.global_batches():
+        skip, self._skip_steps = self._skip_steps, 0
+        for global_batch in self.global_batches()[skip:]:
             micro = self.micro_batches(global_batch)
             # interleave: rank r takes micro-batches r, r + W, ... (balances lengths across ranks)
             yield from micro[self.rank :: self.world_size]
 
     def __len__(self) -> int:
+        # the full epoch, also while resuming: Lightning counts the resumed epoch's batches from its checkpoint
         return self.steps_per_epoch * self.accumulate
 
 

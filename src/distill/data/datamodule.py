@@ -326,7 +326,11 @@ class DistillDataModule(pl.LightningDataModule):
         if self.targets == "step_by_step":
             columns += ["rationale_input_ids", "rationale_ids"]
         collator = Collator(self.tokenizer.pad_token_id, train=True, rationale_task=self.targets == "step_by_step")
-        return self._loader(dataset.select_columns(columns), self.train_sampler(), collator)
+        sampler = self.train_sampler()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.global_step > 0:
+            sampler.resume_at(trainer.global_step)  # a resumed run: skip the global batches already trained on
+        return self._loader(dataset.select_columns(columns), sampler, collator)
 
     def _eval_dataloader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
