@@ -37,14 +37,14 @@ def benchmark_overrides(name: str, shared_data: Path, cache_dir: Path) -> list[s
 @pytest.mark.shared
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["standard", "step_by_step", "single_task"])
-@pytest.mark.parametrize("benchmark", ["esnli", "anli1", "cqa", "svamp"])
-def test_each_method_on_each_benchmark(benchmark, method, shared_data, cache_dir, tmp_path):
-    cfg = compose_train([*QUICK, f"method={method}", *benchmark_overrides(benchmark, shared_data, cache_dir)], tmp_path)
+@pytest.mark.parametrize("task", ["esnli", "anli1", "cqa", "svamp"])
+def test_each_method_on_each_benchmark(task, method, shared_data, cache_dir, tmp_path):
+    cfg = compose_train([*QUICK, f"method={method}", *benchmark_overrides(task, shared_data, cache_dir)], tmp_path)
     train(cfg)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "ok"
     assert results["global_step"] == 4
-    assert results["config"]["benchmark"] == benchmark and results["config"]["method"] == method
+    assert results["config"]["benchmark"] == task and results["config"]["method"] == method
     metrics = results["metrics"]
     assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["val/acc_best"] <= 1.0
     steps = pd.read_csv(tmp_path / "csv" / "metrics.csv")

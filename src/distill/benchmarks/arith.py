@@ -67,8 +67,6 @@ OPERANDS: dict[str, Callable[[random.Random], tuple[int, int, int]]] = {
     "/": lambda rng: (lambda b, r: (b * r, b, r))(rng.randint(2, 12), rng.randint(2, 15)),
 }
 
-SPLIT_SIZES = {"train": 2000, "val": 200, "test": 300}
-SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 
 
 class Arith(SVAMP):
@@ -76,8 +74,12 @@ class Arith(SVAMP):
 
     name = "arith"
 
-    def __init__(self, seed: int = 0, train_size: int = 2000, val_size: int = 200, test_size: int = 300) -> None:
+    def __init__(
+        self, seed: int = 0, train_size: int = 2000, val_size: int = 200, test_size: int = 300, name: str = "arith"
+    ) -> None:
         super().__init__()
+        if name != self.name:
+            raise ValueError(f"Arith is the benchmark 'arith', not {name!r}")
         self.seed = seed
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
 
