@@ -170,3 +170,18 @@ def test_multirun_sweep_over_method_and_fraction(tmp_path):
     combos = {(r["config"]["method"], r["config"]["fraction"]) for r in results}
     assert combos == {("standard", 0.5), ("standard", 1.0), ("step_by_step", 0.5), ("step_by_step", 1.0)}
     assert all(r["status"] == "ok" and r["global_step"] == 2 for r in results)
+
+
+def test_any_local_seq2seq_directory_trains_with_model_hf(trained_run, tmp_path):
+    """model=hf takes a hub name or a local directory through the Auto classes: here a student
+    exported by distill.export (a T5 with a BERT tokenizer) trains on."""
+    exported = export_student(load_module(trained_run / "checkpoints" / "last.ckpt"), tmp_path / "export")
+    cfg = compose_train(
+        [*QUICK, "model=hf", f"model.name_or_path={exported}", "data.benchmark.train_size=32",
+         "data.benchmark.test_size=8", "trainer.max_steps=2"],
+        tmp_path / "run",
+    )
+    train(cfg)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "ok" and results["global_step"] == 2
+    assert results["config"]["model"] == str(exported)
