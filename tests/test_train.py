@@ -185,3 +185,14 @@ def test_any_local_seq2seq_directory_trains_with_model_hf(trained_run, tmp_path)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "ok" and results["global_step"] == 2
     assert results["config"]["model"] == str(exported)
+
+
+def test_predictions_carry_generated_rationales_when_asked(tmp_path):
+    cfg = compose_train(
+        [*QUICK, "predictions.with_rationale=true", "data.benchmark.train_size=32", "data.benchmark.test_size=8",
+         "trainer.max_steps=2"],
+        tmp_path,
+    )
+    train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "predictions_test.jsonl").read_text().splitlines()]
+    assert len(records) == 8 and all(isinstance(r.get("rationale"), str) for r in records)
