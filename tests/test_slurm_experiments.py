@@ -1,0 +1,95 @@
+"""The paper recipes (conf/experiment/*.yaml) are valid sweeps: each composes, every job of its
+sweep composes with the SLURM launcher, and experiments/README.md states their sizes truly."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+import distill  # noqa: F401  (the resolvers the configs use)
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def compose_train(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+
+
+def sweep_jobs(name: str) -> list[list[str]]:
+    cfg = compose_train([f"experiment={name}"])
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+    return [job for batch in batches for job in batch]
+
+
+def test_there_are_recipes() -> None:
+    assert {"model_size", "lambda_sweep", "label_source", "single_vs_multi_task", "seeds", "example"} <= set(RECIPES)
+    for kind in ("finetune", "distill"):
+        for benchmark in ("esnli", "anli1", "cqa", "svamp"):
+            assert f"fraction_{kind}_{benchmark}" in RECIPES
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_composes_and_every_job_is_valid(name: str) -> None:
+    text = (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_\n")
+    assert f"experiment={name}" in text, "the recipe's header shows its command"
+    cfg = compose_train([f"experiment={name}", "hydra/launcher=slurm"])
+    assert cfg.experiment_name
+    jobs = sweep_jobs(name)
+    assert len(jobs) >= 2
+    # the first and the last job of the sweep compose, so no sweep key or value is misspelt
+    for job in (jobs[0], jobs[-1]):
+        job_cfg = compose_train([f"experiment={name}", "hydra/launcher=slurm", *job])
+        for override in job:
+            key, value = override.split("=", 1)
+            if key in ("data", "model", "method"):
+                continue  # group choices
+            node = job_cfg
+            for part in key.split("."):
+                node = node[part]
+            assert str(node) == value or float(node) == float(value), f"{name}: {override} not applied"
+        assert job_cfg.hydra.launcher.tasks_per_node >= 1
+
+
+def test_paper_recipes_use_the_paper_setup() -> None:
+    for name in RECIPES:
+        if name == "example":
+            continue
+        cfg = compose_train([f"experiment={name}"])
+        assert cfg.data.batch_size == 64 and cfg.optimizer.lr == 5e-5
+        assert cfg.trainer.max_steps == 10000 and cfg.trainer.val_check_interval == 250
+        assert cfg.model.short_name.startswith("t5_v1_1_")
+    assert compose_train(["experiment=model_size_xxl"]).trainer.strategy._target_.endswith("FSDPStrategy")
+
+
+def test_readme_run_counts_match_the_sweeps() -> None:
+    readme = (REPO / "experiments" / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \|[^|]*\| (\d+)(?: each)? \|$", readme, flags=re.M)
+    assert rows, "the recipe table of experiments/README.md was not found"
+    named = set()
+    for pattern, runs in rows:
+        match = re.fullmatch(r"(.*)\{(.*)\}(.*)", pattern)
+        names = [f"{match[1]}{part}{match[3]}" for part in match[2].split(",")] if match else [pattern]
+        for name in names:
+            assert name in RECIPES, f"README names {name}, which is not in conf/experiment/"
+            assert len(sweep_jobs(name)) == int(runs), f"README says {runs} runs for {name}"
+            named.add(name)
+    assert named == set(RECIPES) - {"example"}, "every paper recipe is in the README table"
+
+
+def test_committed_example_is_complete() -> None:
+    example = REPO / "experiments" / "example"
+    md = (example / "results.md").read_text()
+    assert "| method | 25% | 50% | 100% |" in md and "standard finetuning" in md and "distilling step-by-step" in md
+    assert (example / "accuracy_vs_fraction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (example / "results.csv").read_text().count("\n") >= 7  # header + 6 configurations
