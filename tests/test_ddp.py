@@ -1,13 +1,13 @@
 """The global batch means the same on 1 process and on 2: a 2-process CPU DDP run (gloo), started
-once by Lightning and once as a 2-task SLURM job through srun, consumes exactly the examples of the
-1-process run at every optimizer step, and its loss curve matches.
+by Lightning, as a 2-task SLURM job through srun, and as a 2-task submitit local job, consumes
+exactly the examples of the 1-process run at every optimizer step, and its loss curve matches.
 
 Tolerance (stated): at every step the 2-process mean training loss is within 5% (relative) of the
 1-process one. Why not exact: the tiny T5 keeps dropout (0.1), whose masks depend on how examples
 are split over processes, and the 1-process run averages token losses over the 8-example batch
 while each of the 2 processes averages over its 4 (the measured gap is 2.5% at step 1, under 1.5%
 after). Both curves must also fall by at least 10%, so the comparison is not between two flat lines.
-The two 2-process runs (Lightning-started and srun-started) see the same ranks and seeds, so their
+The 2-process runs (started by Lightning, srun or submitit) see the same ranks and seeds, so their
 curves agree to 1e-4.
 """
 
@@ -139,3 +139,17 @@ def test_two_task_slurm_job_through_srun_sees_the_same_global_batches(
         assert slurm["loss"] == pytest.approx(direct["loss"], rel=1e-4, abs=1e-4)
     results = json.loads((sweep / "0" / "results.json").read_text())
     assert results["config"]["world_size"] == 2 and results["config"]["global_batch_size"] == 8
+
+
+def test_two_task_submitit_local_job_sees_the_same_global_batches(
+    one_process: list[dict], two_processes_direct: list[dict], tmp_path: Path
+) -> None:
+    """hydra/launcher=local: submitit starts one process per device, as srun does under SLURM."""
+    sweep = tmp_path / "sweep"
+    run_train(["-m", *COMMON, "hydra/launcher=local", "trainer=ddp_cpu", "hydra.launcher.timeout_min=10",
+               f"hydra.sweep.dir={sweep}"], tmp_path / "local.log")
+    trace = read_trace(sweep / "0")
+    assert_same_batches_and_close_losses(one_process, trace, world_size=2)
+    assert {r["environment"] for r in trace} == {"SubmititLocalEnvironment"}
+    for direct, local in zip(two_processes_direct, trace):
+        assert local["loss"] == pytest.approx(direct["loss"], rel=1e-4, abs=1e-4)

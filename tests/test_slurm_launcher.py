@@ -23,6 +23,14 @@ SLURM_VARS = {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE"
               "SLURM_NODELIST": "node1"}
 
 
+@pytest.fixture(autouse=True)
+def _clean_hydra():
+    """compose_train sets Hydra's global state (for ${hydra:...}); leave none behind."""
+    yield
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+
+
 def compose_train(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -59,6 +67,27 @@ def test_local_launcher_is_sized_the_same_way() -> None:
     cfg = compose_train(["hydra/launcher=local", "model=tiny", "trainer=ddp_cpu"])
     assert cfg.hydra.launcher._target_.endswith("LocalLauncher")
     assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (2, None)
+    cfg = compose_train(["hydra/launcher=local", "model=tiny", "trainer=ddp", "trainer.devices=2"])
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node) == (2, 2)
+
+
+def test_submitit_local_tasks_are_lightning_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill.submitit_local import SubmititLocalEnvironment
+
+    for key in list(SLURM_VARS) + ["TORCHELASTIC_RUN_ID", "MASTER_PORT"]:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    for key, value in {"SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1",
+                       "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+                       "SUBMITIT_LOCAL_JOB_ID": "4242"}.items():
+        monkeypatch.setenv(key, value)
+    env = cluster.cluster_environment()
+    assert isinstance(env, SubmititLocalEnvironment) and env.creates_processes_externally
+    assert (env.world_size(), env.global_rank(), env.local_rank(), env.node_rank()) == (2, 1, 1, 0)
+    assert env.main_port == 24242
+    env.validate_settings(num_devices=2, num_nodes=1)
+    with pytest.raises(ValueError, match="trainer.devices=4 but the submitit local job has 2 tasks"):
+        env.validate_settings(num_devices=4, num_nodes=1)
 
 
 def test_gpu_count_must_be_known_when_the_job_is_sized() -> None:

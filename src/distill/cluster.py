@@ -115,8 +115,10 @@ def cluster_environment() -> Any:
     """The cluster environment Lightning would pick, with SLURM auto-requeue off.
 
     Mirrors Lightning's own detection order (torchelastic, SLURM, LSF, MPI, else a plain local
-    environment), changing one thing: under SLURM it returns ``SLURMEnvironment(auto_requeue=False)``
-    because submitit owns requeueing (see the module doc). Used from the trainer configs as
+    environment), changing two things: under SLURM it returns ``SLURMEnvironment(auto_requeue=False)``
+    because submitit owns requeueing (see the module doc), and in a submitit *local* job
+    (``hydra/launcher=local``) it returns :class:`distill.submitit_local.SubmititLocalEnvironment`,
+    whose ranks are submitit's tasks. Used from the trainer configs as
     ``plugins: [{_target_: distill.cluster.cluster_environment}]``.
     """
     from pytorch_lightning.plugins.environments import (
@@ -131,6 +133,10 @@ def cluster_environment() -> Any:
         return TorchElasticEnvironment()
     if SLURMEnvironment.detect():
         return SLURMEnvironment(auto_requeue=False)
+    from distill.submitit_local import SubmititLocalEnvironment
+
+    if SubmititLocalEnvironment.detect():  # hydra/launcher=local: submitit started one task per device
+        return SubmititLocalEnvironment()
     for env_type in (LSFEnvironment, MPIEnvironment):
         if env_type.detect():
             return env_type()
