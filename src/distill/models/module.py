@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from distill.models.inference import InferenceSettings, generate_from_ids, gener
 from distill.models.student import Student, load_student
 
 METHODS = ("standard", "step_by_step", "single_task")
+
+# EncoderDecoderModel warns on every use of `labels` that versions before 4.12 computed the loss
+# elsewhere; it concerns checkpoints trained with those versions, not ours.
+warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way to train encoder-decoder")
 
 
 def combine_losses(
