@@ -328,7 +328,7 @@ class DistillDataModule(pl.LightningDataModule):
         collator = Collator(self.tokenizer.pad_token_id, train=True, rationale_task=self.targets == "step_by_step")
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.global_step > 0:
+        if trainer is not None and getattr(trainer, "global_step", 0) > 0:
             sampler.resume_at(trainer.global_step)  # a resumed run: skip the global batches already trained on
         return self._loader(dataset.select_columns(columns), sampler, collator)
 
