@@ -14,13 +14,13 @@ curves agree to 1e-4.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from train_utils import subprocess_env as train_env
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -34,12 +34,6 @@ COMMON = [
 pytestmark = pytest.mark.slow
 
 
-def train_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false",
-               WANDB_MODE="offline", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
-    return env
 
 
 def run_train(args: list[str], log: Path, timeout: int = 600) -> None:

@@ -11,7 +11,6 @@ environment has auto-requeue off, so it never requeues on its own.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from train_utils import subprocess_env as env
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 80
@@ -27,12 +27,6 @@ EVERY = 20
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false",
-               WANDB_MODE="offline", HF_HUB_OFFLINE="1")
-    out["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [out.get("PYTHONPATH")])])
-    return out
 
 
 def tail(path: Path, n: int = 40) -> str:

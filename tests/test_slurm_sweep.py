@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from train_utils import subprocess_env as env
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,12 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
-def env() -> dict[str, str]:
-    out = dict(os.environ)
-    out.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false",
-               WANDB_MODE="offline", HF_HUB_OFFLINE="1")
-    out["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [out.get("PYTHONPATH")])])
-    return out
 
 
 def run(cmd: list[str], log: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -4,7 +4,6 @@ eval/predict/export of the saved checkpoint, and a multirun sweep."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from distill.checkpoints import export_student, load_module
 from distill.models.inference import InferenceSettings, predict
 from distill.train import train
-from train_utils import QUICK, REPO, compose_train
+from train_utils import QUICK, REPO, compose_train, subprocess_env
 
 NO_TRAIN_FILE = {"esnli", "anli1"}  # ../shared/datasets has no train file for these: valid serves as train
 
@@ -128,10 +127,6 @@ def test_export_loads_with_plain_transformers_and_predicts_the_same(trained_run,
     assert all("rationale" in g for g in got)
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
-    return env
 
 
 def test_eval_and_predict_commands_on_the_saved_checkpoint(trained_run, tmp_path):
@@ -140,7 +135,7 @@ def test_eval_and_predict_commands_on_the_saved_checkpoint(trained_run, tmp_path
         [sys.executable, "eval.py", f"ckpt_path={ckpt}", "split=test", "model=tiny",
          "data.benchmark.train_size=64", "data.benchmark.test_size=16", f"hydra.run.dir={tmp_path / 'eval'}",
          "trainer.limit_test_batches=1", "data.eval_batch_size=8"],
-        cwd=REPO, env=_env(), check=True, capture_output=True, timeout=300,
+        cwd=REPO, env=subprocess_env(), check=True, capture_output=True, timeout=300,
     )
     evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
     run_acc = json.loads((trained_run / "results.json").read_text())["metrics"]["test/acc"]
@@ -149,7 +144,7 @@ def test_eval_and_predict_commands_on_the_saved_checkpoint(trained_run, tmp_path
 
     inputs = _inputs(trained_run)[:2]
     out = subprocess.run(
-        [sys.executable, "-m", "distill.predict", ckpt, *inputs], cwd=REPO, env=_env(), check=True,
+        [sys.executable, "-m", "distill.predict", ckpt, *inputs], cwd=REPO, env=subprocess_env(), check=True,
         capture_output=True, text=True, timeout=300,
     ).stdout
     lines = [json.loads(line) for line in out.splitlines()]
@@ -163,7 +158,7 @@ def test_multirun_sweep_over_method_and_fraction(tmp_path):
         [sys.executable, "train.py", "-m", "method=standard,step_by_step", "data.fraction=0.5,1.0", *QUICK,
          "data.benchmark.train_size=64", "data.benchmark.test_size=16", "trainer.max_steps=2",
          f"hydra.sweep.dir={sweep_dir}"],
-        cwd=REPO, env=_env(), check=True, capture_output=True, timeout=600,
+        cwd=REPO, env=subprocess_env(), check=True, capture_output=True, timeout=600,
     )
     results = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/results.json"))]
     assert len(results) == 4

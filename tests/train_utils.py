@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -30,3 +31,14 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name=config_name, overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a ``train.py``/``python -m distill...`` subprocess: one quiet thread,
+    offline W&B and hub, this checkout's ``src`` first on the path."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false",
+               WANDB_MODE="offline", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    env.update(extra)
+    return env
