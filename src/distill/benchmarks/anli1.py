@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from distill.benchmarks.base import Exemplar, ParsedCompletion
+from distill.benchmarks.base import Exemplar, ParsedCompletion, cut_at_answer
 from distill.benchmarks.nli import NLIBenchmark
 
 __all__ = ["ANLI1"]
@@ -77,16 +77,11 @@ class ANLI1(NLIBenchmark):
     )
 
     def parse_completion(self, text: str) -> ParsedCompletion:
-        head = text.split("Premise:")[0].rstrip()
-        parts = head.split(ANSWER_MARKER)
-        if len(parts) != 2:
-            return ParsedCompletion(
-                head.rstrip() if len(parts) == 1 else None,
-                None,
-                f"expected one {ANSWER_MARKER!r} before 'Premise:', found {len(parts) - 1}",
-            )
-        rationale = parts[0].rstrip()
-        label = parts[1].lstrip()[:-1]
+        cut = cut_at_answer(text, ANSWER_MARKER, "Premise:")
+        if isinstance(cut, ParsedCompletion):
+            return cut
+        rationale, tail = cut
+        label = tail.lstrip()[:-1]
         if not label:
             return ParsedCompletion(rationale, None, f"no label after {ANSWER_MARKER!r}")
         return ParsedCompletion(rationale, label)

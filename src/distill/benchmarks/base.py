@@ -35,6 +35,21 @@ class ParsedCompletion:
         return self.error is None
 
 
+def cut_at_answer(text: str, marker: str, next_exemplar: str) -> tuple[str, str] | ParsedCompletion:
+    """The official rule CQA, SVAMP and ANLI share: drop the made-up next exemplar (everything from
+    ``next_exemplar`` on), then split once at the answer ``marker``. Returns ``(rationale, rest)``,
+    or the failed :class:`ParsedCompletion` when the marker is not there exactly once."""
+    head = text.split(next_exemplar)[0].rstrip()
+    parts = head.split(marker)
+    if len(parts) != 2:
+        return ParsedCompletion(
+            head if len(parts) == 1 else None,
+            None,
+            f"expected one {marker!r} before {next_exemplar!r}, found {len(parts) - 1}",
+        )
+    return parts[0].rstrip(), parts[1]
+
+
 @dataclass
 class Example:
     """One benchmark item as the student sees it (before task prefixes and tokenization)."""

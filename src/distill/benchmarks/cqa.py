@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion
+from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion, cut_at_answer
 
 __all__ = ["CQA", "format_cqa_input"]
 
@@ -112,15 +112,10 @@ class CQA(Benchmark):
         return self.normalize(label) in example.record.get("choices", ())
 
     def parse_completion(self, text: str) -> ParsedCompletion:
-        head = text.split("Q:")[0].rstrip()
-        parts = head.split(ANSWER_MARKER)
-        if len(parts) != 2:
-            return ParsedCompletion(
-                head if len(parts) == 1 else None,
-                None,
-                f"expected one {ANSWER_MARKER!r} before 'Q:', found {len(parts) - 1}",
-            )
-        rationale, tail = parts[0].rstrip(), parts[1]
+        cut = cut_at_answer(text, ANSWER_MARKER, "Q:")
+        if isinstance(cut, ParsedCompletion):
+            return cut
+        rationale, tail = cut
         pieces = _CHOICE_MARKER.split(tail)
         if len(pieces) < 2:
             return ParsedCompletion(rationale, None, f"no lettered choice '(x)' after {ANSWER_MARKER!r}")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from distill.benchmarks.arithmetic import evaluate, same_value
-from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion
+from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion, cut_at_answer
 
 __all__ = ["SVAMP"]
 
@@ -93,16 +93,11 @@ class SVAMP(Benchmark):
         return Example(uid=uid, input=text, gold=label, record=record)
 
     def parse_completion(self, text: str) -> ParsedCompletion:
-        head = text.split("Q:")[0].rstrip()
-        parts = head.split(ANSWER_MARKER)
-        if len(parts) != 2:
-            return ParsedCompletion(
-                head if len(parts) == 1 else None,
-                None,
-                f"expected one {ANSWER_MARKER!r} before 'Q:', found {len(parts) - 1}",
-            )
-        rationale = parts[0].rstrip()
-        match = _EQUATION.search(parts[1])
+        cut = cut_at_answer(text, ANSWER_MARKER, "Q:")
+        if isinstance(cut, ParsedCompletion):
+            return cut
+        rationale, tail = cut
+        match = _EQUATION.search(tail)
         if match is None:
             return ParsedCompletion(rationale, None, f"no parenthesised equation after {ANSWER_MARKER!r}")
         return ParsedCompletion(rationale, match.group(0))
