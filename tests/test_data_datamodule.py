@@ -58,8 +58,12 @@ def test_train_batch_layout_and_padding(svamp_files, tokenizer, tmp_path):
         assert set(batch) <= {"label", "rationale", "uid"} and {"label", "uid"} <= set(batch)
         for task in [k for k in ("label", "rationale") if k in batch]:
             t = batch[task]
-            assert set(t) == {"input_ids", "attention_mask", "labels"}
+            assert set(t) == {"input_ids", "attention_mask", "labels", "target_positions", "target_ids"}
             assert t["input_ids"].shape == t["attention_mask"].shape and t["input_ids"].shape[0] == 4
+            # where the targets are, row-major, computed on the host for the loss
+            rows, cols = t["target_positions"].unbind(1)
+            assert torch.equal(t["labels"][rows, cols], t["target_ids"])
+            assert int((t["labels"] != -100).sum()) == len(t["target_ids"])
             lengths = t["attention_mask"].sum(1)
             # dynamic padding: as wide as the longest row of this micro-batch, not max_input_length
             assert t["input_ids"].shape[1] == int(lengths.max()) < dm.max_input_length
@@ -243,3 +247,15 @@ def test_bad_settings_fail_at_construction(svamp_files, tokenizer):
         DistillDataModule("svamp", svamp_files, tokenizer=tokenizer, targets="both")
     with pytest.raises(ValueError, match="micro_batch_size"):
         DistillDataModule("svamp", svamp_files, tokenizer=tokenizer, batch_size=64, micro_batch_size=48)
+
+
+def test_collator_rounds_widths_up_to_a_multiple():
+    from distill.data.collate import Collator
+
+    rows = [{"uid": "a", "label_input_ids": [5, 6, 7], "label_ids": [8, 9]},
+            {"uid": "b", "label_input_ids": [5], "label_ids": [8, 9, 10, 11, 12]}]
+    batch = Collator(pad_token_id=0, train=True, pad_to_multiple_of=8)(rows)["label"]
+    assert batch["input_ids"].shape == (2, 8) and batch["labels"].shape == (2, 8)
+    assert batch["attention_mask"].sum().item() == 4
+    assert batch["target_ids"].tolist() == [8, 9, 8, 9, 10, 11, 12]
+    assert batch["target_positions"].tolist() == [[0, 0], [0, 1], [1, 0], [1, 1], [1, 2], [1, 3], [1, 4]]

@@ -1,19 +1,27 @@
-"""Throughput yardstick: ``python -m distill.bench [train.py overrides ...] [bench.steps=N]``.
+"""Throughput yardstick: ``python -m distill.bench [train.py overrides ...] [bench.KEY=VALUE ...]``.
 
-Builds exactly what ``train.py`` would (same config, same overrides), trains ``bench.steps``
-optimizer steps after ``bench.warmup`` untimed ones, then generates labels for ``bench.eval_batches``
-validation batches, and prints:
+Builds exactly what ``train.py`` would (same config, same overrides) once with every speed lever
+off (``speed=plain``) and once as configured (``speed=fast`` by default), each in a fresh process
+so neither inherits the other's memory peak or warm caches, and prints them side by side with
+their ratio. Each run trains ``bench.steps`` optimizer steps after ``bench.warmup`` untimed ones,
+then generates labels for ``bench.eval_batches`` validation batches:
 
-    train examples/s, train tokens/s (non-pad input + target tokens, both tasks), s/step,
-    eval examples/s (label generation), peak memory (CUDA allocator, or the process RSS on CPU)
+    train examples/s; train tokens/s (non-pad input and target tokens, both tasks); s/step;
+    eval examples/s (label generation); peak memory (CUDA allocator, or the process's RSS on CPU);
+    MFU: model FLOPs (6 x non-embedding parameters x the non-pad tokens each side of the model
+    sees, encoder and decoder counted apart) per second, over a matmul peak measured here
 
-Nothing is written besides Lightning's scratch directory in a temporary folder.
+``speed=...`` among the overrides runs that one configuration alone; ``bench.modes=fast`` or
+``bench.modes=plain,fast`` choose; ``bench.repeats=N`` alternates the modes N times and keeps each
+mode's best run. Nothing is written besides Lightning's scratch files in a temporary folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,30 +35,46 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
-BENCH_DEFAULTS = {"steps": 20, "warmup": 3, "eval_batches": 4}
+BENCH_DEFAULTS: dict[str, Any] = {"steps": 20, "warmup": 3, "eval_batches": 4, "modes": "plain,fast", "repeats": 1}
+RESULT_MARKER = "distill-bench-result: "
+
+#: what the table shows, with units; higher is better except where marked
+FIGURES = {
+    "train_examples_per_s": "examples/s",
+    "train_tokens_per_s": "tokens/s",
+    "seconds_per_step": "s (lower is better)",
+    "eval_examples_per_s": "examples/s",
+    "peak_memory_mb": "MiB (lower is better)",
+    "mfu_percent": "% of the measured peak",
+}
 
 
 class ThroughputMeter(pl.Callback):
-    """Wall time, examples and non-pad tokens of every optimizer step after ``warmup`` steps."""
+    """Wall time, examples and non-pad tokens of every optimizer step after ``warmup`` steps.
+    Token counts accumulate on the device and are read once at the end: no per-step sync."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
-        self.examples = self.tokens = 0
+        self.examples = 0
+        self.tokens: dict[str, Any] = {"encoder": 0, "decoder": 0}
         self.seconds = 0.0
         self.steps = 0
         self._start: float | None = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.global_step >= self.warmup and self._start is None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._start is None:
             return
         self.examples += batch["label"]["input_ids"].shape[0]
-        for task in ("label", "rationale"):
-            if task in batch:
-                self.tokens += int(batch[task]["attention_mask"].sum()) + int((batch[task]["labels"] != -100).sum())
+        tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
+        for task in tasks:
+            self.tokens["encoder"] = self.tokens["encoder"] + batch[task]["attention_mask"].sum()
+            self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._start is not None:
@@ -58,6 +82,7 @@ class ThroughputMeter(pl.Callback):
                 torch.cuda.synchronize()
             self.seconds = time.perf_counter() - self._start
             self.steps = trainer.global_step - self.warmup
+            self.tokens = {side: int(count) for side, count in self.tokens.items()}
 
 
 def peak_memory_mb() -> float:
@@ -66,15 +91,53 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
-def compose_config(argv: list[str]) -> tuple[Any, dict[str, int]]:
+def matmul_peak_flops(dtype: torch.dtype, device: str) -> float:
+    """The best FLOP/s of a large square matmul in ``dtype`` on ``device``, measured now."""
+    n = 8192 if device == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(5 if device == "cuda" else 3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(10 if device == "cuda" else 1):
+            torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - started) / (10 if device == "cuda" else 1))
+    return 2 * n**3 / best
+
+
+def non_embedding_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters outside embedding tables (and the output projection tied to them), split into the
+    encoder's and the rest (decoder)."""
+    embedding = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    head = model.get_output_embeddings()
+    if head is not None:
+        embedding |= {id(p) for p in head.parameters()}
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
+    in_encoder = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    counts = {"encoder": 0, "decoder": 0}
+    seen: set[int] = set()
+    for p in model.parameters():
+        if id(p) in seen or id(p) in embedding:
+            continue
+        seen.add(id(p))
+        counts["encoder" if id(p) in in_encoder else "decoder"] += p.numel()
+    return counts
+
+
+def compose_config(argv: list[str]) -> tuple[Any, dict[str, Any]]:
     bench = dict(BENCH_DEFAULTS)
     overrides = []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key.startswith("bench."):
-            if key[len("bench."):] not in bench:
+            name = key[len("bench."):]
+            if name not in bench:
                 raise SystemExit(f"unknown option {key}; bench options: {', '.join('bench.' + k for k in bench)}")
-            bench[key[len("bench."):]] = int(value)
+            bench[name] = value if isinstance(bench[name], str) else int(value)
         else:
             overrides.append(arg)
     import distill  # noqa: F401  (registers the resolvers conf/ uses)
@@ -84,34 +147,34 @@ def compose_config(argv: list[str]) -> tuple[Any, dict[str, int]]:
     return cfg, bench
 
 
-def run(argv: list[str]) -> dict[str, float]:
+def run(argv: list[str]) -> dict[str, Any]:
+    """One configuration, measured in this process."""
     import hydra
 
     from distill.runtime import configure_threads
-    from distill.train import build_datamodule, build_module
+    from distill.train import build_datamodule, build_module, build_speed, build_trainer, runs_on_cuda
 
     cfg, bench = compose_config(argv)
     configure_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed)
+    speed = build_speed(cfg)
     with tempfile.TemporaryDirectory() as scratch:
         cfg.paths.output_dir = scratch
         student = hydra.utils.instantiate(cfg.model)
-        datamodule = build_datamodule(cfg, student.tokenizer)
-        module = build_module(cfg, datamodule, student)
+        datamodule = build_datamodule(cfg, student.tokenizer, speed)
+        module = build_module(cfg, datamodule, student, speed=speed)
         module.predictions_dir = None
         meter = ThroughputMeter(bench["warmup"])
-        from distill.train import build_trainer
-
         trainer = build_trainer(
-            cfg, callbacks=[meter], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            cfg, speed, callbacks=[meter], logger=False, enable_checkpointing=False, enable_progress_bar=False,
             max_steps=bench["warmup"] + bench["steps"], val_check_interval=None, check_val_every_n_epoch=None,
             limit_val_batches=0, default_root_dir=scratch,
         )
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer.fit(module, datamodule=datamodule)
-        eval_trainer = hydra.utils.instantiate(
-            cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False,
+        eval_trainer = build_trainer(
+            cfg, speed, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False,
             limit_val_batches=bench["eval_batches"], default_root_dir=scratch,
         )
         module.best_val_acc = float("-inf")
@@ -119,18 +182,59 @@ def run(argv: list[str]) -> dict[str, float]:
         eval_trainer.validate(module, datamodule=datamodule, verbose=False)
         eval_seconds = time.perf_counter() - started
         eval_examples = min(bench["eval_batches"] * datamodule.eval_batch_size, len(datamodule.examples("val")))
+        precision = str(trainer.precision)
+    device = "cuda" if runs_on_cuda(cfg) else "cpu"
+    low_precision = "bf16" in precision
+    peak = matmul_peak_flops(torch.bfloat16 if low_precision else torch.float32, device)
+    params = non_embedding_parameters(module.model)
+    model_flops = 6 * (params["encoder"] * meter.tokens["encoder"] + params["decoder"] * meter.tokens["decoder"])
+    seconds = max(meter.seconds, 1e-9)
     return {
-        "train_examples_per_s": meter.examples / meter.seconds,
-        "train_tokens_per_s": meter.tokens / meter.seconds,
-        "seconds_per_step": meter.seconds / max(meter.steps, 1),
+        "train_examples_per_s": meter.examples / seconds,
+        "train_tokens_per_s": (meter.tokens["encoder"] + meter.tokens["decoder"]) / seconds,
+        "seconds_per_step": seconds / max(meter.steps, 1),
         "eval_examples_per_s": eval_examples / eval_seconds,
         "peak_memory_mb": peak_memory_mb(),
-        "global_batch": cfg.data.batch_size,
+        "mfu_percent": 100 * model_flops / seconds / peak,
+        "matmul_peak_tflops": peak / 1e12,
+        "precision": precision,
+        "speed": speed.describe(),
+        "global_batch": int(cfg.data.batch_size),
         "timed_steps": meter.steps,
         "threads": torch.get_num_threads(),
-        "device": "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": "cuda:" + torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "label": f"{cfg.data.benchmark.name} / {cfg.model.short_name} / {cfg.method.name}",
     }
+
+
+def run_in_subprocess(argv: list[str]) -> dict[str, Any]:
+    """One configuration in a fresh interpreter (its own memory peak, its own caches)."""
+    command = [sys.executable, "-m", "distill.bench", "--one", *argv]
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    raise RuntimeError(f"bench run failed ({' '.join(argv)}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    modes = list(results)
+    first = results[modes[0]]
+    lines = [f"distill bench: {first['label']}  ({first['device']}, {first['threads']} threads, "
+             f"global batch {first['global_batch']}, {first['timed_steps']} timed steps)"]
+    for mode in modes:
+        r = results[mode]
+        lines.append(f"  {mode}: {r['speed']}; precision {r['precision']}; matmul peak {r['matmul_peak_tflops']:.3f} TFLOP/s")
+    ratio = len(modes) == 2
+    header = f"  {'':<22}" + "".join(f"{m:>14}" for m in modes) + (f"{modes[1] + '/' + modes[0]:>16}" if ratio else "")
+    lines.append(header)
+    for key, unit in FIGURES.items():
+        row = f"  {key:<22}" + "".join(f"{results[m][key]:>14,.2f}" for m in modes)
+        if ratio:
+            base = results[modes[0]][key]
+            row += f"{results[modes[1]][key] / base:>15.2f}x" if base else f"{'-':>16}"
+        lines.append(row + f"  {unit}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,14 +242,22 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    figures = run(argv)
-    print(f"\ndistill bench: {figures.pop('label')}  ({figures.pop('device')}, {figures.pop('threads')} threads)")
-    units = {"train_examples_per_s": "examples/s", "train_tokens_per_s": "tokens/s", "seconds_per_step": "s",
-             "eval_examples_per_s": "examples/s", "peak_memory_mb": "MiB", "global_batch": "", "timed_steps": ""}
-    for key, unit in units.items():
-        value = figures[key]
-        shown = f"{value:,.2f}" if isinstance(value, float) else f"{value}"
-        print(f"  {key:<22} {shown:>12} {unit}")
+    if argv and argv[0] == "--one":
+        print(RESULT_MARKER + json.dumps(run(argv[1:])), flush=True)
+        return 0
+    _, bench = compose_config(argv)
+    passed = [a for a in argv if not a.startswith(("bench.modes=", "bench.repeats="))]
+    chosen = [a.partition("=")[2] for a in passed if a.startswith("speed=")]
+    modes = chosen or [m.strip() for m in str(bench["modes"]).split(",") if m.strip()]
+    passed = [a for a in passed if not a.startswith("speed=")]
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(max(1, int(bench["repeats"]))):
+        for mode in modes:
+            result = run_in_subprocess([*passed, f"speed={mode}"])
+            best = results.get(mode)
+            if best is None or result["train_examples_per_s"] > best["train_examples_per_s"]:
+                results[mode] = result
+    print("\n" + format_table(results))
     return 0
 
 

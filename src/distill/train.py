@@ -19,6 +19,7 @@ from distill.data.batching import plan_batches
 from distill.data.summary import format_summary
 from distill.models.module import DistillModule
 from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
+from distill.speed import PLAIN, Speed, resolve_speed
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,24 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
-def build_module(cfg: DictConfig, datamodule: Any, student: Any = None, output_dir: str | None = None) -> DistillModule:
+def runs_on_cuda(cfg: DictConfig) -> bool:
+    """Whether the configured trainer will put the student on a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available() and str(cfg.trainer.accelerator).lower() in ("auto", "gpu", "cuda")
+
+
+def build_speed(cfg: DictConfig) -> Speed:
+    """``cfg.speed`` (``conf/speed/``) settled for this machine."""
+    speed_cfg = cfg.get("speed")
+    if speed_cfg is None:
+        return PLAIN
+    return resolve_speed(OmegaConf.to_container(speed_cfg, resolve=True), runs_on_cuda(cfg))
+
+
+def build_module(
+    cfg: DictConfig, datamodule: Any, student: Any = None, output_dir: str | None = None, speed: Speed = PLAIN
+) -> DistillModule:
     """The LightningModule; prefixes come from the data module (step_by_step alone uses them)."""
     prefixes = datamodule.task_prefixes
     return DistillModule(
@@ -45,11 +63,18 @@ def build_module(cfg: DictConfig, datamodule: Any, student: Any = None, output_d
         rationale_max_new_tokens=cfg.data.max_rationale_length,
         predictions_dir=output_dir if cfg.predictions.write else None,
         with_rationale=cfg.predictions.with_rationale,
+        speed=speed.as_dict(),
     )
 
 
-def build_datamodule(cfg: DictConfig, tokenizer: Any) -> pl.LightningDataModule:
-    return hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, _recursive_=False)
+def build_datamodule(cfg: DictConfig, tokenizer: Any, speed: Speed = PLAIN) -> pl.LightningDataModule:
+    return hydra.utils.instantiate(
+        cfg.data,
+        tokenizer=tokenizer,
+        pad_to_multiple_of=speed.pad_to_multiple_of,
+        pin_memory=speed.pin_memory,
+        _recursive_=False,
+    )
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
@@ -74,8 +99,12 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     ]
 
 
-def build_trainer(cfg: DictConfig, **kwargs: Any) -> pl.Trainer:
-    """The Trainer from ``cfg.trainer``, with gradient accumulation derived from the global batch."""
+def build_trainer(cfg: DictConfig, speed: Speed = PLAIN, **kwargs: Any) -> pl.Trainer:
+    """The Trainer from ``cfg.trainer``, with gradient accumulation derived from the global batch;
+    a full-precision CPU run takes bf16 autocast where ``speed.cpu_bf16`` says the CPU is faster so."""
+    if speed.cpu_bf16 and "precision" not in kwargs and str(cfg.trainer.precision) in ("32-true", "32"):
+        log.info("speed: bf16 autocast on this CPU (its bf16 matmul beats fp32)")
+        kwargs["precision"] = "bf16-mixed"
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, **kwargs)
     _, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
     trainer.accumulate_grad_batches = accumulate
@@ -143,11 +172,12 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    speed = build_speed(cfg)
     student = hydra.utils.instantiate(cfg.model)
-    datamodule = build_datamodule(cfg, student.tokenizer)
-    module = build_module(cfg, datamodule, student, str(output_dir))
+    datamodule = build_datamodule(cfg, student.tokenizer, speed)
+    module = build_module(cfg, datamodule, student, str(output_dir), speed)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, callbacks=build_callbacks(cfg), logger=loggers or False)
+    trainer = build_trainer(cfg, speed, callbacks=build_callbacks(cfg), logger=loggers or False)
     if trainer.is_global_zero:
         datamodule.world_size = trainer.world_size  # the summary reports the per-device plan of this run
         print(format_summary(datamodule), flush=True)

@@ -102,6 +102,8 @@ class DistillDataModule(pl.LightningDataModule):
         drop_last: bool = False,
         num_workers: int = 0,
         cache_dir: str | Path | None = None,
+        pad_to_multiple_of: int = 1,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         if targets not in TARGETS:
@@ -129,6 +131,8 @@ class DistillDataModule(pl.LightningDataModule):
         self.drop_last = drop_last
         self.num_workers = int(num_workers)
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.pad_to_multiple_of = int(pad_to_multiple_of)
+        self.pin_memory = bool(pin_memory)
         self.world_size, self.rank = 1, 0
         self.tokenizer = None
         self._splits: Splits | None = None
@@ -304,6 +308,7 @@ class DistillDataModule(pl.LightningDataModule):
             collate_fn=collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def train_sampler(self) -> GlobalBatchSampler:
@@ -325,7 +330,12 @@ class DistillDataModule(pl.LightningDataModule):
         columns = ["uid", "label_input_ids", "label_ids"]
         if self.targets == "step_by_step":
             columns += ["rationale_input_ids", "rationale_ids"]
-        collator = Collator(self.tokenizer.pad_token_id, train=True, rationale_task=self.targets == "step_by_step")
+        collator = Collator(
+            self.tokenizer.pad_token_id,
+            train=True,
+            rationale_task=self.targets == "step_by_step",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
         if trainer is not None and getattr(trainer, "global_step", 0) > 0:
@@ -336,7 +346,7 @@ class DistillDataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         sampler = EvalBatchSampler(dataset["length"], self.eval_batch_size, rank=self.rank, world_size=self.world_size)
         columns = ["uid", "input", "gold", "label_input_ids", "label_ids"]
-        collator = Collator(self.tokenizer.pad_token_id, train=False)
+        collator = Collator(self.tokenizer.pad_token_id, train=False, pad_to_multiple_of=self.pad_to_multiple_of)
         return self._loader(dataset.select_columns(columns), sampler, collator)
 
     def val_dataloader(self) -> DataLoader:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +16,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from distill.models.inference import InferenceSettings, generate_from_ids, generate_from_texts, labels_from_outputs
+from distill.models.losses import combine_losses, fast_losses_agree, plain_task_loss, task_losses
 from distill.models.student import Student, load_student
+from distill.speed import PLAIN, Speed
+
+__all__ = ["METHODS", "DistillModule", "combine_losses"]
+
+log = logging.getLogger(__name__)
 
 METHODS = ("standard", "step_by_step", "single_task")
 
 # EncoderDecoderModel warns on every use of `labels` that versions before 4.12 computed the loss
 # elsewhere; it concerns checkpoints trained with those versions, not ours.
 warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way to train encoder-decoder")
-
-
-def combine_losses(
-    label_loss: torch.Tensor,
-    rationale_loss: torch.Tensor | None,
-    rationale_weight: float = 1.0,
-    alpha: float | None = None,
-) -> torch.Tensor:
-    """``L_label + lambda * L_rationale`` (the paper), or ``alpha * L_label + (1 - alpha) * L_rationale``
-    (the official code) when ``alpha`` is given. Without a rationale loss: ``L_label`` (scaled by alpha)."""
-    if alpha is not None:
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"method.alpha={alpha} must lie in [0, 1]")
-        return alpha * label_loss + ((1.0 - alpha) * rationale_loss if rationale_loss is not None else 0.0)
-    if rationale_loss is None:
-        return label_loss
-    return label_loss + rationale_weight * rationale_loss
 
 
 def _plain(cfg: Any) -> Any:
@@ -59,6 +50,7 @@ class DistillModule(pl.LightningModule):
         rationale_max_new_tokens: generation budget for a rationale when rationales are asked for.
         predictions_dir: where ``predictions_{split}.jsonl`` go (None: not written).
         with_rationale: also generate and write the rationale for each prediction.
+        speed: the resolved speed levers (:class:`distill.speed.Speed` fields); none: the plain path.
     """
 
     def __init__(
@@ -75,6 +67,7 @@ class DistillModule(pl.LightningModule):
         rationale_max_new_tokens: int = 128,
         predictions_dir: str | None = None,
         with_rationale: bool = False,
+        speed: Mapping[str, Any] | None = None,
         student: Student | None = None,
     ) -> None:
         super().__init__()
@@ -102,31 +95,49 @@ class DistillModule(pl.LightningModule):
         )
         self.predictions_dir = predictions_dir
         self.with_rationale = with_rationale
+        self.speed = Speed(**_plain(speed)) if speed else PLAIN
+        self._fast_losses_checked = False
         self.best_val_acc = float("-inf")
         self._eval_records: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ training
-    def task_loss(self, task_batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(
-            input_ids=task_batch["input_ids"],
-            attention_mask=task_batch["attention_mask"],
-            labels=task_batch["labels"],
-        ).loss
-
     def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        label_loss = self.task_loss(batch["label"])
-        rationale_loss = None
+        tasks = {"label": batch["label"]}
         if self.method == "step_by_step" and "rationale" in batch:
-            rationale_loss = self.task_loss(batch["rationale"])
+            tasks["rationale"] = batch["rationale"]
+        if self.speed.stack_tasks or self.speed.target_only_logits:
+            per_task = task_losses(
+                self.model, tasks, self.tokenizer.pad_token_id, self.speed.stack_tasks, self.speed.target_only_logits
+            )
+        else:
+            per_task = {name: plain_task_loss(self.model, task) for name, task in tasks.items()}
         losses = {
-            "loss": combine_losses(label_loss, rationale_loss, self.rationale_weight, self.alpha),
-            "loss_label": label_loss,
+            "loss": combine_losses(per_task["label"], per_task.get("rationale"), self.rationale_weight, self.alpha),
+            "loss_label": per_task["label"],
         }
-        if rationale_loss is not None:
-            losses["loss_rationale"] = rationale_loss
+        if "rationale" in per_task:
+            losses["loss_rationale"] = per_task["rationale"]
         return losses
 
+    def _check_fast_losses(self, batch: Mapping[str, Any]) -> None:
+        """Once per fit, on its first batch: the fast path must give the model's own losses."""
+        tasks = {name: batch[name] for name in ("label", "rationale") if name in batch}
+        problem = fast_losses_agree(
+            self.model, tasks, self.tokenizer.pad_token_id, self.speed.stack_tasks, self.speed.target_only_logits
+        )
+        if problem:
+            log.warning("speed: target-only/stacked losses disagree with the student's own (%s); "
+                        "computing losses the plain way", problem)
+            self.speed = replace(self.speed, target_only_logits=False, stack_tasks=False)
+
+    def on_fit_start(self) -> None:
+        self._fast_losses_checked = False
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        if not self._fast_losses_checked:
+            if self.speed.stack_tasks or self.speed.target_only_logits:
+                self._check_fast_losses(batch)
+            self._fast_losses_checked = True
         losses = self.compute_losses(batch)
         size = batch["label"]["input_ids"].shape[0]
         for name, value in losses.items():
@@ -234,6 +245,8 @@ class DistillModule(pl.LightningModule):
             lr=cfg.get("lr", 5e-5),
             betas=tuple(cfg.get("betas", (0.9, 0.999))),
             eps=cfg.get("eps", 1e-8),
+            # one kernel for all parameters; None leaves torch's default (a per-tensor loop on CPU)
+            fused=True if self.speed.fused_optimizer else None,
         )
         total = max(int(self.trainer.max_steps), 1) if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         if total is None:

@@ -1,0 +1,170 @@
+"""The two task losses of a training step, and how they combine.
+
+Each task's loss is the mean token cross-entropy over its target tokens, which is what a Hugging
+Face model's own ``loss`` is. The plain path asks the model for that loss, one forward per task.
+The fast path computes the same numbers with less work (``conf/speed/``):
+
+* **target-only logits**: the vocabulary projection (for a small student, as costly as the whole
+  decoder) runs only on positions that hold a target token, never on padding. The positions and
+  target ids come from the collator as index tensors, so nothing here waits on the device.
+* **stacked tasks**: the label rows and the rationale rows go through the model as one batch
+  (padded to a common width), so each step launches every kernel once instead of twice; each
+  task's mean is then taken over its own tokens. Encoder attention masks and the causal decoder
+  keep padding from changing any real position's output.
+
+Both are exact: the losses equal the plain path's to float rounding (``tests/test_losses.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from distill.data.collate import IGNORE_INDEX
+
+__all__ = [
+    "MODEL_INPUTS",
+    "combine_losses",
+    "head_sees_only",
+    "plain_task_loss",
+    "stack_task_batches",
+    "target_logits",
+    "task_losses",
+    "fast_losses_agree",
+]
+
+#: the keys of a task batch that the model itself takes (the rest index the targets)
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+
+
+def combine_losses(
+    label_loss: torch.Tensor,
+    rationale_loss: torch.Tensor | None,
+    rationale_weight: float = 1.0,
+    alpha: float | None = None,
+) -> torch.Tensor:
+    """``L_label + lambda * L_rationale`` (the paper), or ``alpha * L_label + (1 - alpha) * L_rationale``
+    (the official code) when ``alpha`` is given. Without a rationale loss: ``L_label`` (scaled by alpha)."""
+    if alpha is not None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"method.alpha={alpha} must lie in [0, 1]")
+        return alpha * label_loss + ((1.0 - alpha) * rationale_loss if rationale_loss is not None else 0.0)
+    if rationale_loss is None:
+        return label_loss
+    return label_loss + rationale_weight * rationale_loss
+
+
+def plain_task_loss(model: torch.nn.Module, task: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own loss for one task batch: today's eager path, and the yardstick of the fast one."""
+    return model(**{key: task[key] for key in MODEL_INPUTS}).loss
+
+
+@contextmanager
+def head_sees_only(model: torch.nn.Module, flat_positions: torch.Tensor) -> Iterator[None]:
+    """Inside, the model's output projection receives only the hidden states at ``flat_positions``
+    (indices into rows x length) and so returns ``(len(flat_positions), vocab)`` logits."""
+
+    def gather(_module: torch.nn.Module, args: tuple) -> tuple:
+        hidden = args[0]
+        return (hidden.reshape(-1, hidden.shape[-1]).index_select(0, flat_positions), *args[1:])
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(gather)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def target_logits(
+    model: torch.nn.Module, task: Mapping[str, torch.Tensor], target_only: bool = True
+) -> torch.Tensor:
+    """Logits at the target positions of a seq2seq task batch, ``(targets, vocab)``, in
+    ``target_ids`` order. The decoder reads the labels shifted right, as when the model is given
+    ``labels`` itself. ``target_only``: the output projection computes nothing else."""
+    labels = task["labels"]
+    rows, cols = task["target_positions"].unbind(1)
+    flat_positions = rows * labels.shape[1] + cols
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    with head_sees_only(model, flat_positions) if target_only else nullcontext():
+        logits = model(
+            input_ids=task["input_ids"], attention_mask=task["attention_mask"], decoder_input_ids=decoder_input_ids
+        ).logits
+    return logits if target_only else logits.reshape(-1, logits.shape[-1]).index_select(0, flat_positions)
+
+
+def _pad_width(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    return F.pad(tensor, (0, width - tensor.shape[1]), value=value) if tensor.shape[1] < width else tensor
+
+
+def stack_task_batches(tasks: Sequence[Mapping[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Several task batches as one: rows concatenated, each tensor right-padded to the widest,
+    target positions shifted to their rows in the stack. Shapes come from tensor sizes alone, so
+    stacking never waits on the device."""
+    input_width = max(task["input_ids"].shape[1] for task in tasks)
+    label_width = max(task["labels"].shape[1] for task in tasks)
+    offsets, row = [], 0
+    for task in tasks:
+        offsets.append(row)
+        row += task["input_ids"].shape[0]
+    positions = [
+        task["target_positions"] + torch.tensor([offset, 0], device=task["target_positions"].device)
+        for task, offset in zip(tasks, offsets)
+    ]
+    return {
+        "input_ids": torch.cat([_pad_width(t["input_ids"], input_width, pad_token_id) for t in tasks]),
+        "attention_mask": torch.cat([_pad_width(t["attention_mask"], input_width, 0) for t in tasks]),
+        "labels": torch.cat([_pad_width(t["labels"], label_width, IGNORE_INDEX) for t in tasks]),
+        "target_positions": torch.cat(positions),
+        "target_ids": torch.cat([t["target_ids"] for t in tasks]),
+    }
+
+
+def task_losses(
+    model: torch.nn.Module,
+    tasks: Mapping[str, Mapping[str, torch.Tensor]],
+    pad_token_id: int,
+    stack: bool = True,
+    target_only: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Mean target-token cross-entropy of each task; with ``stack``, all tasks in one forward
+    pass; with ``target_only``, the output projection runs on target positions alone."""
+    groups = [list(tasks)] if stack else [[name] for name in tasks]
+    losses: dict[str, torch.Tensor] = {}
+    for group in groups:
+        parts = [tasks[name] for name in group]
+        batch = stack_task_batches(parts, pad_token_id) if len(parts) > 1 else parts[0]
+        token_losses = F.cross_entropy(target_logits(model, batch, target_only).float(), batch["target_ids"], reduction="none")
+        sizes = [part["target_ids"].shape[0] for part in parts]
+        for name, part_losses in zip(group, token_losses.split(sizes)):
+            losses[name] = part_losses.mean()
+    return losses
+
+
+def fast_losses_agree(
+    model: torch.nn.Module,
+    tasks: Mapping[str, Mapping[str, torch.Tensor]],
+    pad_token_id: int,
+    stack: bool,
+    target_only: bool,
+    rtol: float = 1e-3,
+) -> str | None:
+    """Check the fast path against the model's own loss on one batch (eval mode, no gradient):
+    None when they agree, else why not. A model that transforms logits after its output
+    projection (or has none) cannot take target-only logits; the caller falls back to plain."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            fast = task_losses(model, tasks, pad_token_id, stack, target_only)
+            for name, task in tasks.items():
+                plain = plain_task_loss(model, task)
+                if not torch.allclose(fast[name].float(), plain.float(), rtol=rtol, atol=1e-5):
+                    return f"{name} loss {float(fast[name]):.6f} on the fast path, {float(plain):.6f} from the model"
+    except Exception as err:  # noqa: BLE001 - any failure means: use the plain path
+        return f"{type(err).__name__}: {err}"
+    finally:
+        model.train(was_training)
+    return None
