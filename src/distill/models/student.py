@@ -32,6 +32,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from distill.local_paths import check_local_path
+
 
 @dataclass
 class Student:
@@ -165,6 +167,8 @@ def load_student(
         raise ValueError(f"model.kind={kind!r}: expected one of {sorted(LOADERS)}")
     if kind == "auto" and not name_or_path:
         raise ValueError("model.kind=auto needs model.name_or_path (a hub name or a local directory)")
+    if name_or_path:
+        check_local_path(name_or_path, "model.name_or_path")
     model, tokenizer = LOADERS[kind](name_or_path, **kwargs)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
