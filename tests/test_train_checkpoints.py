@@ -1,0 +1,60 @@
+"""Checkpoints of train.py: every run ends validated, with a best checkpoint and last.ckpt, whatever
+the validation interval; last.ckpt also every N steps between validations."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.train import train
+from train_utils import QUICK, REPO, Killed, compose_train, subprocess_env
+
+ARITH = ["data.benchmark.train_size=64", "data.benchmark.test_size=16"]
+
+
+def overrides(*extra: str) -> list[str]:
+    """QUICK with ``extra`` replacing the keys they name."""
+    keys = {e.split("=")[0] for e in extra}
+    return [o for o in QUICK if o.split("=")[0] not in keys] + list(extra)
+
+
+def step_of(ckpt: Path) -> int:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_a_run_shorter_than_the_validation_interval_keeps_its_checkpoints(tmp_path, caplog):
+    """30 steps with the default interval of 250: validated at step 30, best and last written, and
+    eval.py scores the best checkpoint as the run's own test did."""
+    run = tmp_path / "run"
+    train(compose_train(overrides(*ARITH, "trainer.max_steps=30", "trainer.val_check_interval=250"), run))
+    results = json.loads((run / "results.json").read_text())
+    assert results["global_step"] == 30 and "val/acc" in results["metrics"]
+    best = Path(results["best_checkpoint"])
+    assert best.is_file() and best.name.startswith("best-step000030") and step_of(best) == 30
+    assert step_of(run / "checkpoints" / "last.ckpt") == 30
+    assert "no best checkpoint" not in caplog.text
+
+    subprocess.run(
+        [sys.executable, "eval.py", f"ckpt_path={best}", "split=test", "model=tiny", *ARITH,
+         f"hydra.run.dir={tmp_path / 'eval'}", "trainer.limit_test_batches=1", "data.eval_batch_size=8"],
+        cwd=REPO, env=subprocess_env(), check=True, capture_output=True, timeout=300,
+    )
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
+
+
+def test_last_checkpoint_every_n_steps_between_validations(tmp_path):
+    """Validation only every 100 steps, last.ckpt every 3: killed during step 8, the run has
+    last.ckpt of step 6 (at most 3 steps lost)."""
+    cfg = compose_train(overrides(*ARITH, "trainer.max_steps=20", "trainer.val_check_interval=100",
+                                  "callbacks.last_checkpoint_every_n_steps.every_n_train_steps=3",
+                                  "+callbacks.kill._target_=train_utils.KillAtStep", "+callbacks.kill.step=8"),
+                        tmp_path)
+    with pytest.raises(Killed):
+        train(cfg)
+    assert step_of(tmp_path / "checkpoints" / "last.ckpt") == 6
