@@ -1,5 +1,6 @@
 """Checkpoints of train.py: every run ends validated, with a best checkpoint and last.ckpt, whatever
-the validation interval; last.ckpt also every N steps between validations."""
+the validation interval; last.ckpt also every N steps between validations; and a run killed and
+resumed from last.ckpt, dropout on, is exactly the run that would have happened."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from distill.step_trace import read_step_trace
 from distill.train import train
 from train_utils import QUICK, REPO, Killed, compose_train, subprocess_env
 
@@ -58,3 +60,42 @@ def test_last_checkpoint_every_n_steps_between_validations(tmp_path):
     with pytest.raises(Killed):
         train(cfg)
     assert step_of(tmp_path / "checkpoints" / "last.ckpt") == 6
+
+
+# 16 train examples in batches of 4: an epoch is 4 steps; validation every 2 steps, last.ckpt every 3
+RESUME = overrides("data.benchmark.train_size=16", "data.benchmark.test_size=8", "trainer.max_steps=8",
+                   "callbacks.last_checkpoint_every_n_steps.every_n_train_steps=3", "model.dropout_rate=0.1",
+                   "+callbacks.step_trace._target_=distill.step_trace.StepTrace")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("uninterrupted")
+    train(compose_train(RESUME, run))
+    return run
+
+
+@pytest.mark.parametrize("saved_at", [3, 4])  # 3: mid-epoch between validations; 4: an epoch's end, validated
+def test_a_resumed_run_with_dropout_is_the_uninterrupted_run(uninterrupted, tmp_path, saved_at):
+    """Killed after step ``saved_at`` (last.ckpt of that step), resumed to step 8: the same examples,
+    the same losses and the same final weights as the uninterrupted run, bit for bit, although the
+    tiny T5 trains with dropout (whose masks come from the restored random states)."""
+    killed = compose_train([*RESUME, "+callbacks.kill._target_=train_utils.KillAtStep",
+                            f"+callbacks.kill.step={saved_at + 1}"], tmp_path / "killed")
+    with pytest.raises(Killed):
+        train(killed)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert step_of(last) == saved_at
+    train(compose_train([*RESUME, f"ckpt_path={last}"], tmp_path / "resumed"))
+
+    straight = {t["step"]: t for t in read_step_trace(uninterrupted / "step_trace.jsonl")}
+    resumed = {t["step"]: t for t in read_step_trace(tmp_path / "resumed" / "step_trace.jsonl")}
+    assert sorted(resumed) == list(range(saved_at + 1, 9))
+    for step, trace in resumed.items():
+        assert trace["uids"] == straight[step]["uids"], f"step {step}: other examples"
+        assert trace["loss"] == straight[step]["loss"], f"step {step}: loss {trace['loss']} != {straight[step]['loss']}"
+    final = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    expected = torch.load(uninterrupted / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert final["global_step"] == expected["global_step"] == 8
+    assert final["state_dict"].keys() == expected["state_dict"].keys()
+    assert all(torch.equal(final["state_dict"][k], expected["state_dict"][k]) for k in expected["state_dict"])

@@ -127,6 +127,7 @@ def load_tiny(
     num_layers: int = 2,
     num_heads: int = 2,
     seed: int = 0,
+    dropout_rate: float = 0.1,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     tokenizer = load_bert_tokenizer(name_or_path)
     config = T5Config(
@@ -138,6 +139,7 @@ def load_tiny(
         num_decoder_layers=num_layers,
         num_heads=num_heads,
         feed_forward_proj="gated-gelu",
+        dropout_rate=dropout_rate,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.sep_token_id,
