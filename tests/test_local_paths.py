@@ -10,7 +10,7 @@ import pytest
 
 from distill.local_paths import looks_local
 from distill.models.student import load_student
-from train_utils import REPO, subprocess_env
+from train_utils import subprocess_env
 
 
 @pytest.mark.parametrize("name, local", [
