@@ -7,6 +7,7 @@ import pytest
 
 from distill.benchmarks import get_benchmark
 from distill.benchmarks.base import DataError
+from distill.data import DistillDataModule
 from distill.data.splits import build_splits, holdout, nested_subset, training_label
 
 
@@ -134,12 +135,12 @@ def test_only_the_splits_training_reads_need_a_teacher(release):
     release.svamp("test", 5)  # the release's own teacher (llm) only
     release.shards("svamp", "train", completions, teacher="mymodel")
     for targets, label_source in [("step_by_step", "gold"), ("single_task", "gold"), ("standard", "teacher")]:
-        s = build_splits(svamp, release.root, teacher="mymodel", targets=targets, label_source=label_source)
+        s = DistillDataModule(svamp, release.root, teacher="mymodel", targets=targets, label_source=label_source).splits
         assert s.files["train"].teacher == "mymodel" and s.files["test"].teacher is None
         assert all(e.teacher_label is None and e.rationale is None for e in s.test) and len(s.test) == 5
         assert any(e.rationale for e in s.train)
     # a split with shards keeps its teacher figures (the release's test accuracy)
-    assert build_splits(svamp, release.root, teacher="llm", targets="step_by_step").files["test"].teacher == "llm"
+    assert DistillDataModule(svamp, release.root, teacher="llm").splits.files["test"].teacher == "llm"
 
     release.nli("esnli", "train", 20)
     release.nli("esnli", "valid", 10)
@@ -147,7 +148,7 @@ def test_only_the_splits_training_reads_need_a_teacher(release):
     for split in ("valid", "test"):
         for shard in (release.root / "esnli" / "llm").glob(f"{split}_CoT_*.json"):
             shard.unlink()
-    s = build_splits(get_benchmark("esnli"), release.root, split_files={"val": "valid"}, targets="step_by_step")
+    s = DistillDataModule("esnli", release.root, split_files={"val": "valid"}, targets="step_by_step").splits
     assert s.files["valid"].teacher is None and s.files["test"].teacher is None and s.files["train"].teacher == "llm"
 
 
@@ -158,20 +159,19 @@ def test_a_missing_train_teacher_names_the_annotate_command(release):
     for targets, label_source, why in [("step_by_step", "gold", "method step_by_step"),
                                        ("standard", "teacher", "data.label_source=teacher")]:
         with pytest.raises(DataError) as err:
-            build_splits(svamp, release.root, teacher="mymodel", targets=targets, label_source=label_source)
+            DistillDataModule(svamp, release.root, teacher="mymodel", targets=targets, label_source=label_source).splits
         message = str(err.value)
         assert str(release.root / "svamp" / "mymodel" / "train_CoT_0.json") in message and why in message
         assert (f"python annotate.py data=svamp split=train paths.data_dir={release.root} teacher=openai "
                 "teacher.base_url=URL teacher.model=MODEL teacher.name=mymodel") in message
     # standard finetuning on gold labels reads no teacher: train without one
-    s = build_splits(svamp, release.root, teacher="mymodel", targets="standard", label_source="gold")
+    s = DistillDataModule(svamp, release.root, teacher="mymodel", targets="standard", label_source="gold").splits
     assert s.files["train"].teacher is None and s.files["test"].teacher is None
     # the train file is another file split: the command annotates that one
     release.nli("anli1", "valid", 20)
     release.nli("anli1", "test", 5)
     with pytest.raises(DataError, match="python annotate.py data=anli1 split=valid "):
-        build_splits(get_benchmark("anli1"), release.root, teacher="mymodel", split_files={"train": "valid"},
-                     targets="step_by_step")
+        DistillDataModule("anli1", release.root, teacher="mymodel", split_files={"train": "valid"}).splits
 
 
 def test_step_by_step_needs_a_rationale_on_some_train_example(release):
@@ -179,7 +179,7 @@ def test_step_by_step_needs_a_rationale_on_some_train_example(release):
     release.svamp("train", 20, failures=list(range(20)))  # not one completion parses
     release.svamp("test", 5)
     with pytest.raises(DataError, match=r"method=step_by_step .* none of the 18 train examples .* has a rationale"):
-        build_splits(svamp, release.root, targets="step_by_step")
+        DistillDataModule(svamp, release.root, targets="step_by_step").splits
     with pytest.raises(DataError, match="none of the 18 train examples"):
-        build_splits(svamp, release.root, teacher=None, targets="step_by_step")
-    assert len(build_splits(svamp, release.root, targets="standard").train) == 18  # the label task alone: fine
+        DistillDataModule(svamp, release.root, teacher=None, targets="step_by_step").splits
+    assert len(DistillDataModule(svamp, release.root, targets="standard").examples("train")) == 18  # label task alone

@@ -15,7 +15,7 @@ from teacher_server import FakeTeacher, read_sidecar, row_of, settings, write_sv
 
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.teacher.annotator import annotate  # noqa: E402
-from distill.teacher.backend import Request, TeacherConfigError, TeacherUnreachable  # noqa: E402
+from distill.teacher.backend import Request, TeacherConfigError  # noqa: E402
 from distill.teacher.cache import Answer  # noqa: E402
 from distill.teacher.loopback import LoopbackServer  # noqa: E402
 from distill.teacher.openai import OpenAIBackend  # noqa: E402
@@ -163,7 +163,7 @@ def test_a_teacher_that_is_not_there_stops_the_run_at_once(tmp_path):
     url = closed_port_url()
     rec = Recorder()
     started = time.monotonic()
-    with pytest.raises(TeacherUnreachable) as err:
+    with pytest.raises(TeacherConfigError) as err:
         OpenAIBackend(url, "m", chat=False, max_retries=6, backoff_base_s=1.0).generate(
             [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
     assert time.monotonic() - started < 5.0
@@ -177,7 +177,7 @@ def test_first_requests_failing_the_same_way_stop_the_run(tmp_path):
     for fault in ("500", "400"):
         with LoopbackServer(FakeTeacher(bench, examples), faults=lambda p, a: fault) as server:
             rec = Recorder()
-            with pytest.raises(TeacherUnreachable, match=rf"the first 8 request\(s\) all failed the same way \(HTTP {fault}"):
+            with pytest.raises(TeacherConfigError, match=rf"the first 8 request\(s\) all failed the same way \(HTTP {fault}"):
                 OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=4, **FAST).generate(
                     [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
             assert 8 <= len(rec.answers) < 40 and len({r.body["prompt"] for r in server.received}) < 40
