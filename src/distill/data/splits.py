@@ -193,9 +193,10 @@ def load_file(
     """Read one file split: records -> examples, teacher completions parsed and attached.
 
     ``needed_by`` says why this file needs ``teacher``'s completions, in words for the error when
-    there are none ("method step_by_step trains on the teacher's rationales"); None means they are optional: attached when the teacher has shards of this file, else
-    the file has no teacher. Completions that agree with gold at chance level are an error, or a
-    warning in ``FileStats.warnings`` with ``on_misaligned_teacher="warn"``.
+    there are none ("method step_by_step trains on the teacher's rationales"); None means they are
+    optional: attached when the teacher has shards of this file, else the file has no teacher.
+    Completions that agree with gold at chance level are an error, or a warning in
+    ``FileStats.warnings`` with ``on_misaligned_teacher="warn"``.
     Benchmarks made in code return their examples from ``generate`` (teacher already attached).
     """
     if on_misaligned_teacher not in MISALIGNED_TEACHER_POLICIES:

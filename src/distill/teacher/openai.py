@@ -6,12 +6,12 @@ request at a time, so at most that many are in flight (a long Retry-After pause 
 back-pressure is what a rate-limited server asks for).
 
 Retried, with exponential backoff and jitter: HTTP 408/429/5xx, timeouts, connection errors,
-malformed JSON, and empty completions. A teacher that is not there stops the run early
-(:class:`~distill.teacher.backend.FailFast`, ``fail_fast`` requests): the first attempts all
-failing to connect, or the first requests all failing for good for the same reason. A ``Retry-After`` header (seconds or an HTTP date) is
+malformed JSON, and empty completions. A ``Retry-After`` header (seconds or an HTTP date) is
 honoured: that request waits at least that long, and every worker holds off new requests until
 then. Other 4xx answers (e.g. a prompt longer than the context) fail the item at once; 401, 403
-and 404 stop the run, since they would fail every item.
+and 404 stop the run, since they would fail every item. So does a teacher that is not there
+(:class:`~distill.teacher.backend.FailFast`, ``fail_fast`` requests): the first attempts all
+failing to connect, or the first requests all failing for good for the same reason.
 
 The API key is read from the environment variable named by ``api_key_env`` when the run starts,
 so neither Hydra's saved config nor any log holds it; it is also scrubbed from recorded errors.
