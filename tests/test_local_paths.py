@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from distill.checkpoints import load_module, load_student_for_inference
 from distill.local_paths import looks_local
 from distill.models.student import load_student
 from train_utils import subprocess_env
@@ -35,6 +36,11 @@ def test_predict_with_a_missing_checkpoint(tmp_path):
     assert result.returncode != 0
     assert f"{tmp_path / 'missing.ckpt'}: no such file or directory" in result.stderr
     assert "Repo id" not in result.stderr and "Traceback" not in result.stderr
-    relative = subprocess.run([sys.executable, "-m", "distill.predict", "missing.ckpt", "x"], cwd=tmp_path,
-                              env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert relative.returncode != 0 and "missing.ckpt: no such file or directory" in relative.stderr
+
+
+def test_a_relative_checkpoint_path_that_is_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^missing.ckpt: no such file or directory"):
+        load_student_for_inference("missing.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"^missing.ckpt: no such file or directory"):
+        load_module("missing.ckpt")
