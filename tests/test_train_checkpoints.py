@@ -62,6 +62,24 @@ def test_last_checkpoint_every_n_steps_between_validations(tmp_path):
     assert step_of(tmp_path / "checkpoints" / "last.ckpt") == 6
 
 
+def test_last_checkpoint_is_written_once_per_step(tmp_path, monkeypatch):
+    """Validation every 2 steps, last.ckpt every 3, 7 steps: last.ckpt is written after steps 2, 3, 4,
+    6 (validations and the periodic step 3; step 6 is left to its validation) and 7 (the last step)."""
+    import pytorch_lightning as pl
+
+    written: list[tuple[str, int]] = []
+    save = pl.Trainer.save_checkpoint
+
+    def spy(trainer, filepath, *args, **kwargs):
+        written.append((Path(filepath).name, trainer.global_step))
+        return save(trainer, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", spy)
+    train(compose_train(overrides(*ARITH, "trainer.max_steps=7",
+                                  "callbacks.last_checkpoint_every_n_steps.every_n_train_steps=3"), tmp_path))
+    assert [step for name, step in written if name == "last.ckpt"] == [2, 3, 4, 6, 7]
+
+
 # 16 train examples in batches of 4: an epoch is 4 steps; validation every 2 steps, last.ckpt every 3
 RESUME = overrides("data.benchmark.train_size=16", "data.benchmark.test_size=8", "trainer.max_steps=8",
                    "callbacks.last_checkpoint_every_n_steps.every_n_train_steps=3", "model.dropout_rate=0.1",
