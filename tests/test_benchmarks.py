@@ -111,6 +111,27 @@ def test_svamp_parsing_follows_the_release():
     assert not svamp.parse_completion("The answer is (1). The answer is (2).").ok
 
 
+def test_svamp_parsing_and_scoring_are_linear_in_the_text():
+    """A completion of 100,000 '(' with no ')' made the official regex backtrack for seconds
+    (quadratic); parsing and scoring now take one pass over the text."""
+    import re
+    import time
+
+    svamp = SVAMP()
+    hostile = ["The answer is " + "(" * 100_000, "The answer is " + "(1 + " * 50_000, "The answer is (" + " " * 100_000]
+    started = time.perf_counter()
+    for text in hostile:
+        assert not svamp.parse_completion(text).ok
+        assert not svamp.score(text, "(1 + 2)")
+    assert time.perf_counter() - started < 1.0
+    # the same label as the official regex (first '(' to last ')' on the first line that has both)
+    official = re.compile(r"\(.*\)")
+    for tail in [" (1 + 2).", " 3) (1 + 2) x", " ((\n(4 - 1))", " )(\n (2)", " (\n)\n(5 / 5) and (1)", " none\n"]:
+        parsed = svamp.parse_completion("r." + " The answer is" + tail)
+        match = official.search(tail)
+        assert parsed.label == (match.group(0) if match else None), tail
+
+
 def test_esnli_parsing_follows_the_release():
     esnli = ESNLI()
     parsed = esnli.parse_completion("A dog is an animal.\nAnswer: entailment\n\nPremise: next\nHypothesis: x")

@@ -88,10 +88,12 @@ def test_train_batch_layout_and_padding(svamp_files, tokenizer, tmp_path):
 
 
 def test_rationale_key_absent_when_no_row_has_one(release, tokenizer, tmp_path):
-    release.svamp("train", 24, failures=list(range(24)))
+    release.svamp("train", 24, failures=list(range(1, 24)))  # only row 0 has a rationale
     release.svamp("test", 4)
-    dm = make(release.root, tokenizer, tmp_path)
-    assert all("rationale" not in b for b in dm.train_dataloader())
+    dm = make(release.root, tokenizer, tmp_path, micro_batch_size=1)
+    batches = list(dm.train_dataloader())
+    assert all(("rationale" in b) == (b["uid"] == ["svamp/train/0"]) for b in batches)
+    assert any("rationale" in b for b in batches) or "svamp/train/0" not in {e.uid for e in dm.examples("train")}
     standard = make(release.root, tokenizer, tmp_path, targets="standard")
     assert all("rationale" not in b for b in standard.train_dataloader())
     # standard finetuning uses no prefix, as the official standard model

@@ -7,6 +7,7 @@ import pytest
 
 from distill.benchmarks import get_benchmark
 from distill.benchmarks.base import DataError
+from distill.data import DistillDataModule
 from distill.data.splits import build_splits, holdout, nested_subset, training_label
 
 
@@ -124,3 +125,61 @@ def test_without_a_teacher(release):
     assert s.files["train"].teacher is None
     with pytest.raises(DataError, match="data.teacher"):
         build_splits(get_benchmark("svamp"), release.root, teacher=None, label_source="teacher")
+
+
+def test_only_the_splits_training_reads_need_a_teacher(release):
+    """Test, and val from its own file, are scored on gold: a file without shards of the teacher
+    gets none. Train needs the teacher when the method or the label source uses it."""
+    svamp = get_benchmark("svamp")
+    _, completions = release.svamp("train", 20)
+    release.svamp("test", 5)  # the release's own teacher (llm) only
+    release.shards("svamp", "train", completions, teacher="mymodel")
+    for targets, label_source in [("step_by_step", "gold"), ("single_task", "gold"), ("standard", "teacher")]:
+        s = DistillDataModule(svamp, release.root, teacher="mymodel", targets=targets, label_source=label_source).splits
+        assert s.files["train"].teacher == "mymodel" and s.files["test"].teacher is None
+        assert all(e.teacher_label is None and e.rationale is None for e in s.test) and len(s.test) == 5
+        assert any(e.rationale for e in s.train)
+    # a split with shards keeps its teacher figures (the release's test accuracy)
+    assert DistillDataModule(svamp, release.root, teacher="llm").splits.files["test"].teacher == "llm"
+
+    release.nli("esnli", "train", 20)
+    release.nli("esnli", "valid", 10)
+    release.nli("esnli", "test", 10)
+    for split in ("valid", "test"):
+        for shard in (release.root / "esnli" / "llm").glob(f"{split}_CoT_*.json"):
+            shard.unlink()
+    s = DistillDataModule("esnli", release.root, split_files={"val": "valid"}, targets="step_by_step").splits
+    assert s.files["valid"].teacher is None and s.files["test"].teacher is None and s.files["train"].teacher == "llm"
+
+
+def test_a_missing_train_teacher_names_the_annotate_command(release):
+    svamp = get_benchmark("svamp")
+    release.svamp("train", 20)
+    release.svamp("test", 5)
+    for targets, label_source, why in [("step_by_step", "gold", "method step_by_step"),
+                                       ("standard", "teacher", "data.label_source=teacher")]:
+        with pytest.raises(DataError) as err:
+            DistillDataModule(svamp, release.root, teacher="mymodel", targets=targets, label_source=label_source).splits
+        message = str(err.value)
+        assert str(release.root / "svamp" / "mymodel" / "train_CoT_0.json") in message and why in message
+        assert (f"python annotate.py data=svamp split=train paths.data_dir={release.root} teacher=openai "
+                "teacher.base_url=URL teacher.model=MODEL teacher.name=mymodel") in message
+    # standard finetuning on gold labels reads no teacher: train without one
+    s = DistillDataModule(svamp, release.root, teacher="mymodel", targets="standard", label_source="gold").splits
+    assert s.files["train"].teacher is None and s.files["test"].teacher is None
+    # the train file is another file split: the command annotates that one
+    release.nli("anli1", "valid", 20)
+    release.nli("anli1", "test", 5)
+    with pytest.raises(DataError, match="python annotate.py data=anli1 split=valid "):
+        DistillDataModule("anli1", release.root, teacher="mymodel", split_files={"train": "valid"}).splits
+
+
+def test_step_by_step_needs_a_rationale_on_some_train_example(release):
+    svamp = get_benchmark("svamp")
+    release.svamp("train", 20, failures=list(range(20)))  # not one completion parses
+    release.svamp("test", 5)
+    with pytest.raises(DataError, match=r"method=step_by_step .* none of the 18 train examples .* has a rationale"):
+        DistillDataModule(svamp, release.root, targets="step_by_step").splits
+    with pytest.raises(DataError, match="none of the 18 train examples"):
+        DistillDataModule(svamp, release.root, teacher=None, targets="step_by_step").splits
+    assert len(DistillDataModule(svamp, release.root, targets="standard").examples("train")) == 18  # label task alone

@@ -143,3 +143,34 @@ def test_unpack_drops_the_datasets_folder_and_refuses_escapes(tmp_path):
     with pytest.raises(DownloadError, match="outside"):
         unpack(evil, tmp_path / "out2")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_summary_of_a_teacher_with_train_shards_only(release, tmp_path, capsys):
+    """The README recipe: annotate.py wrote mymodel's train shards; test has none and is scored on gold."""
+    _, completions = release.svamp("train", 30, failures=[0, 7])
+    release.svamp("test", 12)
+    release.shards("svamp", "train", completions, teacher="mymodel")
+    for extra in ([], ["data.label_source=teacher"], ["method=standard"]):
+        assert main(["summary", "data=svamp", "data.teacher=mymodel", f"paths.data_dir={release.root}",
+                     f"paths.cache_dir={tmp_path}", *extra]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith("svamp_")}
+        assert rows["svamp_train"][1:3] == ["30", "mymodel"] and rows["svamp_train"][4] == "2"
+        assert rows["svamp_test"][1:] == ["12", "-", "-", "-", "-"]
+        test_split = next(line.split() for line in out.splitlines() if line.strip().startswith("test "))
+        assert test_split[1:5] == ["12", "-", "-", "-"]
+
+
+def test_summary_warns_of_few_rationales_and_misaligned_shards(release, tokenizer):
+    release.svamp("train", 90, failures=list(range(0, 90, 3)) + list(range(1, 90, 3)))
+    release.svamp("test", 12)
+    dm = DistillDataModule("svamp", release.root, tokenizer=tokenizer, seed=0, targets="step_by_step")
+    assert re.search(r"WARNING: only \d+ of 81 train examples \(3\d%\) have a rationale", format_summary(dm))
+    assert "WARNING" not in format_summary(DistillDataModule("svamp", release.root, tokenizer=tokenizer,
+                                                             targets="standard"))
+    _, completions = release.svamp("train", 90)
+    release.shards("svamp", "train", completions[1:] + completions[:1])  # every completion one row off
+    misaligned = DistillDataModule("svamp", release.root, tokenizer=tokenizer, targets="standard",
+                                   on_misaligned_teacher="warn")
+    text = format_summary(misaligned)
+    assert "WARNING: train_CoT_0.json: the teacher's labels score right" in text and "chance" in text

@@ -14,6 +14,7 @@ curves agree to 1e-4.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -147,3 +148,29 @@ def test_two_task_submitit_local_job_sees_the_same_global_batches(
     assert {r["environment"] for r in trace} == {"SubmititLocalEnvironment"}
     for direct, local in zip(two_processes_direct, trace):
         assert local["loss"] == pytest.approx(direct["loss"], rel=1e-4, abs=1e-4)
+
+
+def test_a_two_process_run_killed_and_resumed_is_the_uninterrupted_run(
+    two_processes_direct: list[dict], tmp_path: Path
+) -> None:
+    """Each rank's random states go into last.ckpt and come back to that rank: killed as step 5
+    started (last.ckpt of step 4) and resumed, the 2-process run (dropout on, masks drawn per rank)
+    trains steps 5-8 on the same examples with the same mean loss, bit for bit, as without the kill."""
+    env = train_env()
+    env["PYTHONPATH"] += os.pathsep + str(REPO / "tests")  # the KillAtStep callback
+    every_4 = "callbacks.last_checkpoint_every_n_steps.every_n_train_steps=4"
+    killed = tmp_path / "killed"
+    with (tmp_path / "killed.log").open("w") as log:
+        proc = subprocess.run([sys.executable, "train.py", *COMMON, "trainer=ddp_cpu", every_4, f"hydra.run.dir={killed}",
+                               "+callbacks.kill._target_=train_utils.KillAtStep", "+callbacks.kill.step=5"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    assert proc.returncode != 0 and "killed as step 5 started" in (tmp_path / "killed.log").read_text()
+    resumed = tmp_path / "resumed"
+    run_train([*COMMON, "trainer=ddp_cpu", every_4, f"hydra.run.dir={resumed}",
+               f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}"], tmp_path / "resumed.log")
+    straight = {r["step"]: r for r in two_processes_direct}
+    trace = read_trace(resumed)
+    assert [r["step"] for r in trace] == [5, 6, 7, 8]
+    for record in trace:
+        assert record["uids"] == straight[record["step"]]["uids"]
+        assert record["loss"] == straight[record["step"]]["loss"], f"step {record['step']}"

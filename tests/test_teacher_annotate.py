@@ -180,7 +180,7 @@ def test_api_key_is_used_but_never_stored_or_logged(tmp_path):
                                "teacher.model=m", "teacher.name=fake", "teacher.api_key_env=MY_TEACHER_KEY",
                                "hydra.verbose=true"], env={"MY_TEACHER_KEY": secret})
         auth = {r.authorization for r in srv.received}
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "1 of 4 item(s) failed" in result.stderr, result.stderr  # the 400
     assert auth == {f"Bearer {secret}"}  # the key was sent
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "config.yaml" for p in files) and any(p.suffix == ".log" for p in files)
@@ -231,3 +231,51 @@ def test_a_jsonl_task_is_prompted_from_its_prompt_file(tmp_path):
     assert sent[1]["content"] == "Q: Is ice cold?" and sent[2]["content"] == "Ice is frozen water. So the answer is yes."
     read, stats = load_file(bench, tmp_path / "data", "test", teacher="fake")
     assert [e.teacher_label for e in read] == ["yes", "no", "yes"] and stats.teacher_correct == 3
+
+
+def _common(tmp_path: Path, url: str, out: str = "out") -> list[str]:
+    return ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / out}",
+            f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+            f"teacher.base_url={url}", "teacher.model=m", "teacher.name=fake", "progress=false"]
+
+
+def test_a_failed_item_exits_non_zero_and_the_report_names_its_placeholder(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=3)
+    teacher = FakeTeacher(bench, examples)
+    with LoopbackServer(teacher, faults=teacher.fault_by_row({0: [], 1: ["400"] * 9, 2: []})) as srv:
+        result = run_annotate(_common(tmp_path, srv.base_url))
+    assert result.returncode == 1
+    assert "1 of 3 item(s) failed ({'HTTP 400': 1})" in result.stderr and "rows 1 " in result.stderr
+    out = tmp_path / "out" / "svamp" / "fake"
+    assert json.loads((out / "test_CoT_0.json").read_text())[1] == ""  # the placeholder keeps rows aligned
+    assert [r["placeholder"] for r in read_sidecar(out / "test_annotations.jsonl")] == [False, True, False]
+    report = json.loads((out / "test_report.json").read_text())
+    assert report["placeholder_rows"] == [1] and report["failed"] == 1
+
+
+def test_a_teacher_that_is_not_there_stops_early_and_keeps_the_cache(tmp_path):
+    """teacher.base_url where nothing listens: a non-zero exit within seconds that names the URL,
+    nothing written, the answers of an earlier run kept; with the teacher back, a rerun asks only
+    for what is missing."""
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=24)
+    with LoopbackServer(FakeTeacher(bench, examples)) as srv:
+        first = run_annotate([*_common(tmp_path, srv.base_url), "limit=4"])
+        url = srv.base_url
+    assert first.returncode == 0, first.stderr
+    shard = tmp_path / "out" / "svamp" / "fake" / "test_CoT_0.json"
+    written = shard.read_bytes()
+    started = time.monotonic()
+    gone = run_annotate([*_common(tmp_path, url), "teacher.max_retries=2", "teacher.backoff_base_s=0.5"])
+    assert gone.returncode == 1 and time.monotonic() - started < 30
+    assert f"teacher run stopped: {url}/chat/completions: the first 8 request(s) all failed to connect" in gone.stderr
+    assert "Stopped after 0 of 20 request(s); nothing was written" in gone.stderr
+    assert shard.read_bytes() == written  # nothing written
+    with LoopbackServer(FakeTeacher(bench, examples)) as srv:
+        rerun = run_annotate(_common(tmp_path, srv.base_url))
+        asked = len(srv.received)
+    assert rerun.returncode == 0, rerun.stderr
+    assert asked == 20  # the 4 cached answers were kept
+    report = json.loads((tmp_path / "out" / "svamp" / "fake" / "test_report.json").read_text())
+    assert (report["from_cache"], report["asked"], report["failed"]) == (4, 20, 0)

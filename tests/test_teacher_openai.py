@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -146,17 +147,63 @@ def test_refused_credentials_stop_the_run_and_bad_items_fail_alone(tmp_path, mon
             backend.generate([Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], Recorder())
 
 
-def test_connection_refused_is_retried_then_recorded(tmp_path):
-    bench = get_benchmark("svamp")
-    examples = write_svamp_like(tmp_path / "data", n=1)
-    server = LoopbackServer(FakeTeacher(bench, examples)).start()
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens any more."""
+    server = LoopbackServer(lambda prompt: "").start()
     url = server.base_url
-    server.stop()  # nothing listens there any more
+    server.stop()
+    return url
+
+
+def test_a_teacher_that_is_not_there_stops_the_run_at_once(tmp_path):
+    """Nothing listens: the first attempts all fail to connect, and the run stops in well under a
+    second, naming the URL, instead of retrying every item with backoff (47 s for 4 items)."""
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=20)
+    url = closed_port_url()
     rec = Recorder()
-    OpenAIBackend(url, "m", chat=False, **FAST).generate([Request("k", bench.build_prompt(examples[0]))], rec)
-    (answer,) = rec.answers["k"]
-    assert answer.error.startswith("connection error") and answer.attempts == 4
-    assert rec.retries == {"connection error": 3}
+    started = time.monotonic()
+    with pytest.raises(TeacherConfigError) as err:
+        OpenAIBackend(url, "m", chat=False, max_retries=6, backoff_base_s=1.0).generate(
+            [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
+    assert time.monotonic() - started < 5.0
+    assert f"{url}/completions: the first 8 request(s) all failed to connect" in str(err.value)
+    assert rec.answers == {} and sum(rec.retries.values()) < 8  # nothing recorded; no retry waited for
+
+
+def test_first_requests_failing_the_same_way_stop_the_run(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=40)
+    for fault in ("500", "400"):
+        with LoopbackServer(FakeTeacher(bench, examples), faults=lambda p, a: fault) as server:
+            rec = Recorder()
+            with pytest.raises(TeacherConfigError, match=rf"the first 8 request\(s\) all failed the same way \(HTTP {fault}"):
+                OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=4, **FAST).generate(
+                    [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
+            assert 8 <= len(rec.answers) < 40 and len({r.body["prompt"] for r in server.received}) < 40
+    # teacher.fail_fast=0: every item is asked whatever happens
+    with LoopbackServer(FakeTeacher(bench, examples), faults=lambda p, a: "400") as server:
+        rec = Recorder()
+        OpenAIBackend(server.base_url, "m", chat=False, fail_fast=0, **FAST).generate(
+            [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
+    assert len(rec.answers) == 40 and not any(a[0].ok for a in rec.answers.values())
+
+
+def test_connection_errors_after_an_answer_are_retried_then_recorded(tmp_path):
+    """Once the teacher has answered, a lost connection belongs to its item: retried, then recorded."""
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=3)
+    teacher = FakeTeacher(bench, examples)
+    with LoopbackServer(teacher, faults=lambda p, a: None if teacher.index.example(p).uid.endswith("/0")
+                        else "disconnect") as server:
+        rec = Recorder()
+        OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=1, **FAST).generate(
+            [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
+    assert rec.answers["k0"][0].ok
+    for key in ("k1", "k2"):
+        (answer,) = rec.answers[key]
+        assert answer.error.startswith("connection error") and answer.attempts == 4
+    assert rec.retries == {"connection error": 6}
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap():

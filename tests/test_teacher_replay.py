@@ -1,10 +1,13 @@
 """Replay: a loopback teacher that answers each prompt with the release's PaLM completion for
-that input makes annotate.py write the release's files again, and the DataModule gives the same
-batches from the replayed files as from the release's."""
+that input makes annotate.py write the release's files again, the DataModule gives the same
+batches from the replayed files as from the release's, and the README's teacher recipe runs
+end to end on data without the release's shards."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,9 +16,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from teacher_server import run_annotate  # noqa: E402
+from train_utils import QUICK, REPO, subprocess_env  # noqa: E402
 
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.benchmarks.io import read_teacher_completions, records_path  # noqa: E402
+from distill.data.__main__ import main as summary_main  # noqa: E402
 from distill.data.splits import load_file  # noqa: E402
 from distill.teacher.loopback import LoopbackServer, PromptIndex  # noqa: E402
 
@@ -81,3 +86,52 @@ def test_replay_reproduces_the_release_and_its_batches(shared_data, tokenizer, t
                 if task in a:
                     for k in a[task]:
                         assert torch.equal(a[task][k], b[task][k])
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_the_readme_teacher_recipe_on_data_without_llm(shared_data, tmp_path, monkeypatch, capsys):
+    """README "Teacher rationales for your data", verbatim, on a copy of svamp without the release's
+    llm/ shards (as a user's own data): a loopback teacher replays PaLM's answers; annotate.py writes
+    the train shards, the summary gives the release's train figures (0.7325, 13 unparsed) and no
+    teacher for test, train.py trains and tests, eval.py scores the run's checkpoint on test."""
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        source = records_path(shared_data, "svamp", split)
+        records_path(data, "svamp", split).parent.mkdir(parents=True, exist_ok=True)
+        records_path(data, "svamp", split).write_bytes(source.read_bytes())
+    assert not (data / "svamp" / "llm").exists()
+    bench = get_benchmark("svamp")
+    examples = load_file(bench, data, "train", teacher=None)[0]
+    palm = dict(zip((e.uid for e in examples), read_teacher_completions(shared_data, "svamp", "llm", "train")[0]))
+    index = PromptIndex(bench, examples)
+    # paths by environment (conf/paths/default.yaml), so the commands stay the README's
+    env = subprocess_env(DISTILL_DATA_DIR=str(data), DISTILL_CACHE_DIR=str(tmp_path / "cache"),
+                         PROJECT_ROOT=str(tmp_path))
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    with LoopbackServer(lambda prompt: palm[index.example(prompt).uid]) as server:
+        command("annotate.py", "data=svamp", "split=train", "teacher=openai", f"teacher.base_url={server.base_url}",
+                "teacher.model=palm-replay", "teacher.name=mymodel")
+    assert sorted(p.name for p in (data / "svamp" / "mymodel").glob("*_CoT_*.json")) == ["train_CoT_0.json"]
+
+    # python -m distill.data summary data=svamp data.teacher=mymodel, in this process (same code, no start-up)
+    for name in ("DISTILL_DATA_DIR", "DISTILL_CACHE_DIR", "PROJECT_ROOT"):
+        monkeypatch.setenv(name, env[name])
+    assert summary_main(["summary", "data=svamp", "data.teacher=mymodel"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith("svamp_")}
+    assert rows["svamp_train"][1:5] == ["800", "mymodel", "0.7325", "13"], out
+    assert rows["svamp_test"][1:] == ["200", "-", "-", "-", "-"], out
+
+    command("train.py", "data=svamp", "data.teacher=mymodel", *QUICK)
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    results = json.loads((run / "results.json").read_text())
+    assert results["status"] == "ok" and 0.0 <= results["metrics"]["test/acc"] <= 1.0
+    evaluated = command("eval.py", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "split=test",
+                        "trainer.limit_test_batches=1")
+    assert re.search(r'"test/acc": [0-9.]+', evaluated.stdout)

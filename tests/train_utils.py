@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -42,3 +43,20 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
     env.update(extra)
     return env
+
+
+
+class Killed(RuntimeError):
+    """What :class:`KillAtStep` raises: the run died there."""
+
+
+class KillAtStep(pl.Callback):
+    """Kills the run as optimizer step ``step`` starts (the steps before it are done), as a
+    pre-emption would: ``+callbacks.kill._target_=train_utils.KillAtStep +callbacks.kill.step=N``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step + 1 >= self.step:
+            raise Killed(f"killed as step {self.step} started")

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from distill.local_paths import check_local_path
 from distill.models.inference import InferenceSettings
 from distill.models.module import DistillModule
 
@@ -14,8 +15,10 @@ from distill.models.module import DistillModule
 def load_module(ckpt_path: str | Path) -> DistillModule:
     """A DistillModule from a Lightning checkpoint: the student rebuilds from the spec saved in it."""
     path = Path(ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory (a checkpoint written by train.py)")
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"{path}: is a directory, not a checkpoint file")
     return DistillModule.load_from_checkpoint(str(path), map_location="cpu")
 
 
@@ -39,6 +42,7 @@ def load_student_for_inference(
     path: str | Path,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, InferenceSettings]:
     """From a ``.ckpt`` file or an exported directory."""
+    check_local_path(path, "a checkpoint or a directory written by distill.export")
     path = Path(path)
     if path.is_file():
         module = load_module(path)

@@ -23,7 +23,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from distill.checkpoints import export_student, load_module
 
-    out = export_student(load_module(args.checkpoint), args.out_dir)
+    try:
+        module = load_module(args.checkpoint)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = export_student(module, args.out_dir)
     print(f"exported to {out}  (load with transformers.AutoModelForSeq2SeqLM.from_pretrained({str(out)!r}))")
     return 0
 

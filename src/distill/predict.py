@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
             inputs += [line.rstrip("\n") for line in stream if line.strip()]
     if not inputs:
         parser.error("no inputs: give texts as arguments or --file")
-    model, tokenizer, settings = load_student_for_inference(args.student)
+    try:
+        model, tokenizer, settings = load_student_for_inference(args.student)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for record in predict(model, tokenizer, settings, inputs, args.rationale, args.batch_size):
         print(json.dumps(record, ensure_ascii=False))
     return 0

@@ -111,6 +111,12 @@ class Benchmark(ABC):
         """Turn one raw record into an :class:`Example`. Raise ``KeyError``/``ValueError``
         on a malformed record; the reader re-raises it as :class:`DataError` with file and line."""
 
+    def configured_fields(self) -> dict[str, str]:
+        """Optional record fields this benchmark was configured to read, by setting name
+        (``{"rationale_field": "why"}``). A field that no train record has is a typo: the data
+        layer refuses it, naming the fields the records do have."""
+        return {}
+
     def generate(self, split: str) -> list[Example] | None:
         """Benchmarks made in code (no files) return a split's examples here, rationale and
         teacher label already attached; benchmarks read from files return None."""

@@ -7,7 +7,9 @@ Layout (the ``datasets.zip`` of google-research/distilling-step-by-step)::
 
 The completions of shard 0, 1, 2, ... (numeric order: ``_CoT_10`` after ``_CoT_9``) line up
 one-to-one with the lines of the split's JSON Lines file. A count mismatch would silently
-attach every rationale to the wrong input, so it is an error, never a truncation.
+attach every rationale to the wrong input, so it is an error, never a truncation. So are shards
+whose total is right but whose sizes are not the layout's (every shard ``shard_size`` long but the
+last, which may be shorter): one short shard and a long last one shift every completion in between.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "teacher_dir",
     "shard_paths",
     "read_teacher_completions",
+    "check_shard_sizes",
 ]
 
 
@@ -122,8 +125,9 @@ def read_teacher_completions(
 
     Returns ``(completions, origins)`` where ``origins[i] = (shard_path, index_in_shard)``
     says where completion ``i`` came from (for error messages and parse-failure reports).
-    Raises :class:`DataError` when no shard exists, or when ``expected_rows`` is given and
-    the total differs (naming the shards, the records file and both counts).
+    Raises :class:`DataError` when no shard exists, when ``expected_rows`` is given and the
+    total differs (naming the shards, the records file and both counts), or when the shards are
+    not all of one size but the last, which may be shorter (naming each shard and its count).
     """
     paths = shard_paths(data_dir, name, teacher, split)
     if not paths:
@@ -133,18 +137,37 @@ def read_teacher_completions(
         )
     completions: list[str] = []
     origins: list[tuple[Path, int]] = []
-    counts: list[str] = []
+    sizes: list[int] = []
     for path in paths:
         shard = read_shard(path)
         completions.extend(shard)
         origins.extend((path, i) for i in range(len(shard)))
-        counts.append(f"{path} ({len(shard)})")
+        sizes.append(len(shard))
     if expected_rows is not None and len(completions) != expected_rows:
-        shards = ", ".join(counts)
+        shards = ", ".join(f"{path} ({n})" for path, n in zip(paths, sizes))
         where = f" in {records_file}" if records_file is not None else ""
         raise DataError(
             f"teacher shards hold {len(completions)} completions but there are {expected_rows} rows{where}; "
             f"shards: {shards}"
         )
+    check_shard_sizes(paths, sizes, split)
     return completions, origins
+
+
+def check_shard_sizes(paths: list[Path], sizes: list[int], split: str) -> None:
+    """The layout's shards all hold ``shard_size`` completions but the last, which may hold fewer.
+    Anything else (even with the right total) moves the completions after the odd shard onto
+    other rows, so it is a :class:`DataError` naming every shard and its count."""
+    if len(sizes) < 2:
+        return
+    full = sizes[0]
+    if all(n == full for n in sizes[:-1]) and sizes[-1] <= full:
+        return
+    found = ", ".join(f"{path.name} ({n})" for path, n in zip(paths, sizes))
+    raise DataError(
+        f"{paths[0].parent}: the teacher shards of split {split!r} do not line up with its rows: every shard but "
+        f"the last must hold the same number of completions ({paths[0].name} holds {full}) and the last no more; "
+        f"found {found}. A shard of another size shifts every later completion onto the wrong row: rewrite the "
+        f"shards (annotate.py writes shard_size per file)"
+    )
 

@@ -33,6 +33,10 @@ from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompleti
 __all__ = ["JsonlBenchmark"]
 
 
+def _fields(record: Mapping[str, Any]) -> str:
+    return f"(its fields: {', '.join(sorted(map(str, record))) or 'none'})"
+
+
 class JsonlBenchmark(Benchmark):
     """A task configured entirely by field names, a template and an optional label space."""
 
@@ -82,16 +86,20 @@ class JsonlBenchmark(Benchmark):
         self.stop_sequences = self.stop
 
     # ----------------------------------------------------------------- records
+    def configured_fields(self) -> dict[str, str]:
+        optional = {"rationale_field": self.rationale_field, "teacher_label_field": self.teacher_label_field}
+        return {setting: name for setting, name in optional.items() if name is not None}
+
     def _input(self, record: Mapping[str, Any]) -> str:
         if self.template is not None:
             try:
                 return self.template.format_map(record)
             except KeyError as err:
-                raise KeyError(f"template field {err.args[0]!r} is not in the record") from None
+                raise KeyError(f"template field {err.args[0]!r} is not in the record {_fields(record)}") from None
         parts = []
         for field in self.input_fields or ():
             if field not in record:
-                raise KeyError(f"input field {field!r} is not in the record")
+                raise KeyError(f"input field {field!r} is not in the record {_fields(record)}")
             parts.append(str(record[field]))
         return self.input_separator.join(parts)
 
@@ -107,7 +115,7 @@ class JsonlBenchmark(Benchmark):
 
     def to_example(self, record: Mapping[str, Any], uid: str) -> Example:
         if self.label_field not in record:
-            raise KeyError(f"label field {self.label_field!r} is not in the record")
+            raise KeyError(f"label field {self.label_field!r} is not in the record {_fields(record)}")
         gold = self._label(record[self.label_field])
         if not self.in_label_space(gold):
             raise ValueError(f"label {gold!r} is outside the label space {list(self.label_space or ())}")

@@ -6,7 +6,8 @@ usually ``\\n\\nQ: ...``.
 
 Parsing follows the official release: cut at the first ``Q:``, right-trim, split on
 ``The answer is`` (exactly one occurrence); the label is the first ``(`` to the last ``)`` on the
-same line after it. Scoring compares numeric values through the safe evaluator of
+same line after it (the official regex ``\(.*\)``, found in one pass: the regex backtracks
+quadratically on a line of ``(`` without a ``)``). Scoring compares numeric values through the safe evaluator of
 :mod:`distill.benchmarks.arithmetic` (the official code uses ``eval``; this never executes text).
 """
 
@@ -22,8 +23,19 @@ from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompleti
 __all__ = ["SVAMP"]
 
 ANSWER_MARKER = "The answer is"
-_EQUATION = re.compile(r"\(.*\)")
 _SPLIT_DECIMAL = re.compile(r"(\d)\s*\.\s+(\d)")
+
+
+def first_parenthesised(text: str) -> str | None:
+    """What ``re.search(r"\(.*\)", text)`` matches, in time linear in ``text``: on the first line
+    holding a ``(`` with a ``)`` after it, from that ``(`` to the line's last ``)``."""
+    for line in text.split("\n"):
+        start = line.find("(")
+        if start >= 0:
+            end = line.rfind(")")
+            if end > start:
+                return line[start : end + 1]
+    return None
 
 
 class SVAMP(Benchmark):
@@ -97,10 +109,10 @@ class SVAMP(Benchmark):
         if isinstance(cut, ParsedCompletion):
             return cut
         rationale, tail = cut
-        match = _EQUATION.search(tail)
-        if match is None:
+        equation = first_parenthesised(tail)
+        if equation is None:
             return ParsedCompletion(rationale, None, f"no parenthesised equation after {ANSWER_MARKER!r}")
-        return ParsedCompletion(rationale, match.group(0))
+        return ParsedCompletion(rationale, equation)
 
     def format_answer(self, rationale: str, label: str) -> str:
         equation = label.strip()

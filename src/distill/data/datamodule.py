@@ -89,6 +89,7 @@ class DistillDataModule(pl.LightningDataModule):
         holdout_fraction: float = 0.1,
         holdout_seed: int = 0,
         on_parse_failure: str = "drop_rationale",
+        on_misaligned_teacher: str = "error",
         targets: str = "step_by_step",
         batch_size: int = 64,
         micro_batch_size: int | None = None,
@@ -118,6 +119,7 @@ class DistillDataModule(pl.LightningDataModule):
         self.holdout_fraction = float(holdout_fraction)
         self.holdout_seed = int(holdout_seed)
         self.on_parse_failure = on_parse_failure
+        self.on_misaligned_teacher = on_misaligned_teacher
         self.targets = targets
         self.batch_size = int(batch_size)
         self.micro_batch_size = micro_batch_size
@@ -170,6 +172,8 @@ class DistillDataModule(pl.LightningDataModule):
                 holdout_fraction=self.holdout_fraction,
                 holdout_seed=self.holdout_seed,
                 on_parse_failure=self.on_parse_failure,
+                targets=self.targets,
+                on_misaligned_teacher=self.on_misaligned_teacher,
             )
         return self._splits
 

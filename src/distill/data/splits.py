@@ -12,6 +12,18 @@
 * Test is read whole: never subsampled, filtered or used for any choice.
 * ``label_source``: ``gold`` trains on gold labels, ``teacher`` on the teacher's parsed labels
   (val/test always keep gold labels for evaluation).
+* Which files need the teacher (``data.teacher``): the train file, when the method learns from
+  rationales (``targets`` step_by_step or single_task) or ``label_source=teacher``; its missing
+  shards are an error that names the ``annotate.py`` command writing them. Every other file (test,
+  val from its own file; train for standard finetuning on gold) gets the teacher's completions when
+  there are shards, and no teacher otherwise: those splits are scored on gold labels.
+* Completions must belong to their rows: shards of the wrong sizes are refused
+  (:func:`distill.benchmarks.io.read_teacher_completions`), and so are teacher labels that agree
+  with gold at chance level (:mod:`distill.data.alignment`), or with ``on_misaligned_teacher=warn``
+  they are a warning shown by the summary.
+* ``targets=step_by_step`` with no rationale on any train example is an error (it would train the
+  label task alone without saying so); a jsonl ``rationale_field``/``teacher_label_field`` that no
+  train record has is an error naming the fields the records do have.
 * A teacher completion that cannot be parsed has no rationale. ``on_parse_failure``:
   ``drop_rationale`` (default) keeps the example's label task and drops its rationale task;
   ``drop_example`` drops the example from train; ``error`` raises. With ``label_source=teacher``
@@ -21,6 +33,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +42,22 @@ from typing import Any
 import numpy as np
 
 from distill.benchmarks.base import Benchmark, DataError, Example
-from distill.benchmarks.io import read_jsonl_numbered, read_teacher_completions, records_path
+from distill.benchmarks.io import (
+    read_jsonl_numbered,
+    read_teacher_completions,
+    records_path,
+    shard_paths,
+    teacher_dir,
+)
+from distill.data.alignment import misaligned_parts
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SPLITS",
     "LABEL_SOURCES",
     "PARSE_FAILURE_POLICIES",
+    "MISALIGNED_TEACHER_POLICIES",
     "DEFAULT_SPLIT_FILES",
     "FileStats",
     "Splits",
@@ -48,6 +71,9 @@ __all__ = [
 SPLITS = ("train", "val", "test")
 LABEL_SOURCES = ("gold", "teacher")
 PARSE_FAILURE_POLICIES = ("drop_rationale", "drop_example", "error")
+MISALIGNED_TEACHER_POLICIES = ("error", "warn")
+#: methods (data targets) whose train examples learn from the teacher's rationales
+RATIONALE_TARGETS = ("step_by_step", "single_task")
 DEFAULT_SPLIT_FILES: dict[str, str | None] = {"train": "train", "val": None, "test": "test"}
 
 
@@ -64,6 +90,7 @@ class FileStats:
     label_space_violations: int = 0  # parsed teacher labels outside the (item's) label space
     teacher_correct: int = 0  # teacher labels that score correct against gold
     failures: list[str] = field(default_factory=list)  # "shard#index: why", for reports
+    warnings: list[str] = field(default_factory=list)  # what the summary must show (e.g. misaligned shards)
 
     @property
     def teacher_accuracy(self) -> float | None:
@@ -127,17 +154,55 @@ def missing_file_message(path: Path, data_dir: Path, name: str, logical: str, fi
     )
 
 
+def annotate_command(benchmark: Benchmark, data_dir: Path, file_split: str, teacher: str) -> str:
+    """The ``annotate.py`` command that writes ``teacher``'s shards of ``file_split``."""
+    from distill.benchmarks import REGISTRY
+
+    data = (
+        f"data={benchmark.name}"
+        if benchmark.name in REGISTRY
+        else f"data=jsonl data.benchmark.name={benchmark.name} <your data.benchmark settings>"
+    )
+    return (
+        f"python annotate.py {data} split={file_split} paths.data_dir={data_dir} teacher=openai "
+        f"teacher.base_url=URL teacher.model=MODEL teacher.name={teacher}"
+    )
+
+
+def missing_teacher_message(
+    benchmark: Benchmark, data_dir: Path, file_split: str, teacher: str, needed_by: str
+) -> str:
+    first = teacher_dir(data_dir, benchmark.name, teacher) / f"{file_split}_CoT_0.json"
+    return (
+        f"{first}: no completions of teacher {teacher!r} (data.teacher={teacher}) for file split {file_split!r}, "
+        f"and {needed_by}. Write them with\n  {annotate_command(benchmark, data_dir, file_split, teacher)}\n"
+        f"(or teacher=hf teacher.model=PATH), point data.teacher at a teacher that has them, or train on gold "
+        f"labels without rationales: method=standard data.label_source=gold"
+    )
+
+
 def load_file(
     benchmark: Benchmark,
     data_dir: str | Path,
     file_split: str,
     teacher: str | None = "llm",
     logical: str = "train",
+    needed_by: str | None = "they were asked for",
+    on_misaligned_teacher: str = "error",
 ) -> tuple[list[Example], FileStats]:
     """Read one file split: records -> examples, teacher completions parsed and attached.
 
+    ``needed_by`` says why this file needs ``teacher``'s completions, in words for the error when
+    there are none ("method step_by_step trains on the teacher's rationales"); None means they are
+    optional: attached when the teacher has shards of this file, else the file has no teacher.
+    Completions that agree with gold at chance level are an error, or a warning in
+    ``FileStats.warnings`` with ``on_misaligned_teacher="warn"``.
     Benchmarks made in code return their examples from ``generate`` (teacher already attached).
     """
+    if on_misaligned_teacher not in MISALIGNED_TEACHER_POLICIES:
+        raise ValueError(
+            f"data.on_misaligned_teacher must be one of {MISALIGNED_TEACHER_POLICIES}, got {on_misaligned_teacher!r}"
+        )
     data_dir = Path(data_dir)
     generated = benchmark.generate(file_split)
     if generated is not None:
@@ -164,6 +229,10 @@ def load_file(
         examples.append(example)
     stats = FileStats(file_split=file_split, path=str(path), rows=len(examples))
 
+    if teacher is not None and not shard_paths(data_dir, benchmark.name, teacher, file_split):
+        if needed_by is not None:
+            raise DataError(missing_teacher_message(benchmark, data_dir, file_split, teacher, needed_by))
+        teacher = None
     if teacher is not None:
         completions, origins = read_teacher_completions(
             data_dir, benchmark.name, teacher, file_split, expected_rows=len(examples), records_file=path
@@ -179,10 +248,52 @@ def load_file(
                 example.rationale = None
                 example.teacher_error = f"{shard.name}#{position}: {parsed.error}"
         stats.teacher = teacher
+        _check_alignment(benchmark, examples, [shard.name for shard, _ in origins], stats, on_misaligned_teacher)
     elif any(e.rationale is not None or e.teacher_label is not None for e in examples):
         stats.teacher = "record"
     _count(benchmark, examples, stats)
     return examples, stats
+
+
+def _check_alignment(
+    benchmark: Benchmark, examples: list[Example], shard_of: list[str], stats: FileStats, policy: str
+) -> None:
+    parts = misaligned_parts(benchmark, examples, shard_of, Path(stats.path).name)
+    if not parts:
+        return
+    findings = "; ".join(a.describe() for a in parts)
+    message = (
+        f"{findings}. Teacher labels at chance level against gold mean the completions do not belong to the rows "
+        f"of {stats.path} (shards cut at the wrong places, records edited after annotation, another split's "
+        f"shards?)"
+    )
+    if policy == "error":
+        raise DataError(f"{message}. Check the shards, or go on anyway with data.on_misaligned_teacher=warn")
+    log.warning("%s", message)
+    stats.warnings.append(message)
+
+
+def _train_needs_teacher(targets: str | None, label_source: str) -> str | None:
+    """Why the train file needs the teacher's completions, or None when training uses neither its
+    rationales nor its labels."""
+    if label_source == "teacher":
+        return "data.label_source=teacher trains on the teacher's labels"
+    if targets is None:
+        return "the train split reads them"
+    if targets in RATIONALE_TARGETS:
+        return f"method {targets} trains on the teacher's rationales"
+    return None
+
+
+def _check_configured_fields(benchmark: Benchmark, examples: list[Example], stats: FileStats) -> None:
+    """A record field the benchmark was configured to read that no train record has is a typo."""
+    for setting, name in benchmark.configured_fields().items():
+        if not any(name in e.record for e in examples):
+            present = sorted({key for e in examples for key in e.record})
+            raise DataError(
+                f"{stats.path}: data.benchmark.{setting}={name!r} names a field that no record has; "
+                f"the records have {', '.join(present) or 'no fields'}"
+            )
 
 
 def _count(benchmark: Benchmark, examples: list[Example], stats: FileStats) -> None:
@@ -234,8 +345,14 @@ def build_splits(
     holdout_fraction: float = 0.1,
     holdout_seed: int = 0,
     on_parse_failure: str = "drop_rationale",
+    targets: str | None = None,
+    on_misaligned_teacher: str = "error",
 ) -> Splits:
-    """Read the files ``split_files`` names and build train/val/test (see the module doc)."""
+    """Read the files ``split_files`` names and build train/val/test (see the module doc).
+
+    ``targets`` is the method the batches serve (``standard``, ``step_by_step``, ``single_task``);
+    None (unknown) makes the train file need the teacher whenever one is named.
+    """
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"data.label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
     if on_parse_failure not in PARSE_FAILURE_POLICIES:
@@ -257,12 +374,15 @@ def build_splits(
 
     loaded: dict[str, tuple[list[Example], FileStats]] = {}
 
-    def file(file_split: str, logical: str) -> list[Example]:
+    def file(file_split: str, logical: str, needed_by: str | None = None) -> list[Example]:
         if file_split not in loaded:
-            loaded[file_split] = load_file(benchmark, data_dir, file_split, teacher, logical)
+            loaded[file_split] = load_file(
+                benchmark, data_dir, file_split, teacher, logical, needed_by, on_misaligned_teacher
+            )
         return loaded[file_split][0]
 
-    pool = file(train_file, "train")
+    pool = file(train_file, "train", _train_needs_teacher(targets, label_source))
+    _check_configured_fields(benchmark, pool, loaded[train_file][1])
     sources: dict[str, str] = {}
     if val_file is None or val_file == train_file:
         keep, held = holdout(len(pool), holdout_fraction, holdout_seed)
@@ -301,6 +421,15 @@ def build_splits(
     dropped["train"] = len(train) - len(kept)
     if not kept:
         raise DataError(f"no train examples left for {benchmark.name} after dropping {dropped['train']} unparseable")
+    if targets == "step_by_step" and not any(e.rationale for e in kept):
+        stats = loaded[train_file][1]
+        raise DataError(
+            f"method=step_by_step learns from rationales, but none of the {len(kept)} train examples of "
+            f"{stats.path} has a rationale (teacher: {stats.teacher or 'none'}, data.teacher={teacher}; "
+            f"{stats.parse_failures} completion(s) did not parse). Attach rationales (data.teacher=NAME with "
+            f"shards from annotate.py, or data.benchmark.rationale_field for a jsonl task), or train the label "
+            f"task alone: method=standard"
+        )
 
     return Splits(
         train=kept,

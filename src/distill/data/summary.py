@@ -9,6 +9,11 @@
   same teacher figures for the examples the split holds;
 * token lengths (p50/p90/p99/max, and how many exceed the configured limit) of inputs (with the
   label-task prefix), labels and rationales, measured with the student's tokenizer.
+
+A file without the teacher's shards (test and val are scored on gold and need none) shows "-" for
+the teacher. Warnings close the report: teacher labels at chance level against gold
+(``data.on_misaligned_teacher=warn``), and step_by_step with rationales on under
+:data:`LOW_RATIONALE_SHARE` of the train examples.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from distill.data.splits import SPLITS
 if TYPE_CHECKING:
     from distill.data.datamodule import DistillDataModule
 
-__all__ = ["format_summary", "length_stats", "split_figures"]
+__all__ = ["format_summary", "length_stats", "split_figures", "summary_warnings", "LOW_RATIONALE_SHARE"]
+
+#: step_by_step with rationales on fewer train examples than this share is warned about
+LOW_RATIONALE_SHARE = 0.5
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "  ") -> list[str]:
@@ -84,6 +92,21 @@ def _tokenizer_name(tokenizer: Any) -> str:
     name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
     path = Path(name)
     return f"{type(tokenizer).__name__} {path.parent.name}/{path.name}" if path.is_dir() else name
+
+
+def summary_warnings(datamodule: DistillDataModule) -> list[str]:
+    """What a researcher must not miss before training on this data."""
+    warnings = [w for stats in datamodule.splits.files.values() for w in stats.warnings]
+    if datamodule.targets == "step_by_step":
+        train = datamodule.examples("train")
+        with_rationale = sum(e.rationale is not None for e in train)
+        if train and with_rationale < LOW_RATIONALE_SHARE * len(train):
+            warnings.append(
+                f"only {with_rationale} of {len(train)} train examples ({with_rationale / len(train):.0%}) have a "
+                f"rationale: step_by_step's rationale task learns from those alone (teacher {datamodule.teacher}; "
+                f"see the parse failures above, or data.benchmark.rationale_field)"
+            )
+    return warnings
 
 
 def format_summary(datamodule: DistillDataModule) -> str:
@@ -162,4 +185,6 @@ def format_summary(datamodule: DistillDataModule) -> str:
     if failures:
         shown = "; ".join(failures[:3]) + ("; ..." if len(failures) > 3 else "")
         lines += ["", f"Unparsed teacher completions ({len(failures)}): {shown}"]
+    for warning in summary_warnings(dm):
+        lines += ["", f"WARNING: {warning}"]
     return "\n".join(lines)

@@ -32,6 +32,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from distill.local_paths import check_local_path
+
 
 @dataclass
 class Student:
@@ -125,6 +127,7 @@ def load_tiny(
     num_layers: int = 2,
     num_heads: int = 2,
     seed: int = 0,
+    dropout_rate: float = 0.1,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     tokenizer = load_bert_tokenizer(name_or_path)
     config = T5Config(
@@ -136,6 +139,7 @@ def load_tiny(
         num_decoder_layers=num_layers,
         num_heads=num_heads,
         feed_forward_proj="gated-gelu",
+        dropout_rate=dropout_rate,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.sep_token_id,
@@ -165,6 +169,8 @@ def load_student(
         raise ValueError(f"model.kind={kind!r}: expected one of {sorted(LOADERS)}")
     if kind == "auto" and not name_or_path:
         raise ValueError("model.kind=auto needs model.name_or_path (a hub name or a local directory)")
+    if name_or_path:
+        check_local_path(name_or_path, "model.name_or_path")
     model, tokenizer = LOADERS[kind](name_or_path, **kwargs)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -17,11 +17,16 @@ How a run goes:
    cache, a sample is chosen by majority vote, and the files are written atomically.
    ``merge=true`` asks nothing: it fails, naming the shards, if any row lacks an answer.
 
-Bad answers are data: an item whose retries ran out is written as an empty completion (which
-the data layer's parser reports as a parse failure, so it is counted, never silently given an
-empty label) with the error in the sidecar; unparsable and out-of-label-space answers are
-written as the teacher wrote them and counted. The exit status is non-zero only with
-``strict=true`` and some such item.
+Bad answers are data: an item whose retries ran out is written as an empty placeholder
+completion, so the shards stay aligned with the rows (the data layer's parser reports it as a
+parse failure: counted, never silently given an empty label); the report lists its row under
+``placeholder_rows`` and the sidecar marks it ``"placeholder": true`` with the error.
+Unparsable and out-of-label-space answers are written as the teacher wrote them and counted.
+
+Exit status: non-zero when any item failed (a rerun asks again for exactly those: answers are
+cached), and with ``strict=true`` also for unparsed answers and labels outside the label space.
+A teacher that is not there (the first requests all fail to connect, or all fail alike) stops
+the run early with a message naming the URL: nothing is written, the cache keeps what arrived.
 
 ``filter_gold=true`` keeps a rationale only where the teacher's label scores right against gold:
 elsewhere the shard holds the label alone (``format_answer`` with an empty rationale, which the
@@ -44,11 +49,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.benchmarks.base import Benchmark, Example, Exemplar
 from distill.data.splits import load_file
-from distill.teacher.backend import Backend, Request, reason_class
+from distill.teacher.backend import Backend, Request, TeacherConfigError, reason_class
 from distill.teacher.cache import Answer, AnswerCache, request_key
 from distill.teacher.output import write_completions, write_json, write_jsonl
 from distill.teacher.progress import Progress
-from distill.teacher.report import Report
+from distill.teacher.report import Report, format_rows
 from distill.teacher.vote import majority_vote
 
 log = logging.getLogger(__name__)
@@ -171,7 +176,9 @@ def assemble(benchmark: Benchmark, items: Sequence[Item], answers: Mapping[str, 
             report.answered += 1
         else:
             report.failed += 1
+            report.placeholder_rows.append(item.row)
             failures[reason_class(answer.error or "")] += 1
+        rec["placeholder"] = not answer.ok
         if answer.ok and not p.ok:
             report.parse_failures += 1
         fits = p.ok and benchmark.label_fits(p.label, ex)
@@ -239,7 +246,13 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
             g0 = time.monotonic()
             with Progress(cache, answers, total=len(pending), enabled=settings.progress,
                           desc=f"{settings.name}/{settings.split}") as progress:
-                backend.generate(pending, progress)
+                try:
+                    backend.generate(pending, progress)
+                except TeacherConfigError as err:
+                    raise TeacherConfigError(
+                        f"{err}\nStopped after {len(progress.done)} of {len(pending)} request(s); nothing was "
+                        f"written. The answers that arrived stay in {cache.directory}: a rerun asks only for "
+                        "the rest.") from err
             report.generate_s = round(time.monotonic() - g0, 3)
             report.retries = progress.retries
             report.retry_reasons = dict(progress.retry_reasons.most_common())
@@ -312,14 +325,23 @@ def build_benchmark(data_cfg: DictConfig) -> Benchmark:
 
 
 def run(cfg: DictConfig) -> Report:
-    """``annotate.py``'s body: build, run, report; SystemExit(1) with ``strict=true`` and problems."""
+    """``annotate.py``'s body: build, run, report. SystemExit(message), status 1, when the teacher
+    stopped the run, when an item failed, and with ``strict=true`` when any item has a problem."""
     benchmark = build_benchmark(cfg.data)
     backend = build_backend(cfg.teacher)
     settings = settings_from_config(cfg, benchmark)
-    report = annotate(settings, benchmark, backend)
+    try:
+        report = annotate(settings, benchmark, backend)
+    except TeacherConfigError as err:
+        raise SystemExit(f"teacher run stopped: {err}") from None
     text = report.format()
     log.info("\n%s", text)
     if settings.strict and report.problems:
         raise SystemExit(f"strict=true: {report.failed} failed, {report.parse_failures} unparsed, "
                          f"{report.out_of_label_space} out of label space")
+    if report.failed:
+        raise SystemExit(
+            f"{report.failed} of {report.items} item(s) failed ({report.failure_reasons}): their completions are "
+            f"empty placeholders that keep the files aligned, rows {format_rows(report.placeholder_rows)} (see "
+            f"{report.files[-1]}). Rerun the same command to ask for them again (the answers are cached).")
     return report

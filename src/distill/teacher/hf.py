@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from time import monotonic
 from typing import Any
 
+from distill.local_paths import check_local_path
 from distill.teacher.backend import Backend, Events, Request, TeacherConfigError, cut_at_stop
 from distill.teacher.cache import Answer
 
@@ -46,6 +47,9 @@ class HFBackend(Backend):
     ):
         if not model:
             raise TeacherConfigError("teacher=hf needs teacher.model (a hub name or a local directory)")
+        check_local_path(model, "teacher.model")
+        if tokenizer:
+            check_local_path(tokenizer, "teacher.tokenizer")
         self.model = str(model)
         self.tokenizer_name = str(tokenizer or model)
         self.chat = bool(chat)

@@ -9,7 +9,9 @@ Retried, with exponential backoff and jitter: HTTP 408/429/5xx, timeouts, connec
 malformed JSON, and empty completions. A ``Retry-After`` header (seconds or an HTTP date) is
 honoured: that request waits at least that long, and every worker holds off new requests until
 then. Other 4xx answers (e.g. a prompt longer than the context) fail the item at once; 401, 403
-and 404 stop the run, since they would fail every item.
+and 404 stop the run, since they would fail every item. So does a teacher that is not there
+(:class:`~distill.teacher.backend.FailFast`, ``fail_fast`` requests): the first attempts all
+failing to connect, or the first requests all failing for good for the same reason.
 
 The API key is read from the environment variable named by ``api_key_env`` when the run starts,
 so neither Hydra's saved config nor any log holds it; it is also scrubbed from recorded errors.
@@ -29,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from distill.teacher.backend import Backend, Events, Request, TeacherConfigError
+from distill.teacher.backend import Backend, Events, FailFast, Request, TeacherConfigError
 from distill.teacher.cache import Answer
 
 log = logging.getLogger(__name__)
@@ -99,11 +101,12 @@ class OpenAIBackend(Backend):
         seed: int | None = None,
         stop: Sequence[str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        fail_fast: int = 8,
     ):
         if not base_url or not model:
             raise TeacherConfigError("teacher=openai needs teacher.base_url and teacher.model")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0:
-            raise TeacherConfigError("teacher: max_concurrency >= 1, max_retries >= 0 and timeout_s > 0")
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or fail_fast < 0:
+            raise TeacherConfigError("teacher: max_concurrency >= 1, max_retries >= 0, timeout_s > 0, fail_fast >= 0")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.chat = bool(chat)
@@ -120,6 +123,8 @@ class OpenAIBackend(Backend):
         self.seed = seed
         self.stop = None if stop is None else list(stop)
         self.extra_body = dict(extra_body or {})
+        self.fail_fast = int(fail_fast)
+        self._watch = FailFast(self.url, 0, 0)
         self._api_key: str | None = None
         self._not_before = 0.0  # monotonic time before which no request starts (server-wide Retry-After)
         self.requests_sent = 0
@@ -160,6 +165,7 @@ class OpenAIBackend(Backend):
 
     async def _run(self, requests: Sequence[Request], events: Events) -> None:
         n = min(self.max_concurrency, len(requests))
+        self._watch = FailFast(self.url, self.fail_fast, len(requests))
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         pending = iter(requests)
         # several small connection pools instead of one big one: httpcore's pool bookkeeping costs
@@ -173,7 +179,9 @@ class OpenAIBackend(Backend):
 
             async def worker(client: httpx.AsyncClient) -> None:
                 for req in pending:  # one shared iterator: each request is taken by one worker
-                    events.answered(req, await self._ask(client, req, events))
+                    answer = await self._ask(client, req, events)
+                    events.answered(req, answer)  # stored before the run may stop on it
+                    self._watch.finished(answer)
 
             tasks = [asyncio.create_task(worker(clients[i % len(clients)])) for i in range(n)]
             done, rest = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -207,9 +215,18 @@ class OpenAIBackend(Backend):
                 resp = await client.post(self.url, json=body)
             except httpx.TimeoutException as e:
                 reason = f"timeout after {self.timeout_s:g}s ({type(e).__name__})"
+                if isinstance(e, httpx.ConnectTimeout):
+                    self._watch.connect_failed(reason)
+                else:
+                    self._watch.connected()
             except httpx.TransportError as e:
                 reason = f"connection error: {type(e).__name__}: {e}"
+                if isinstance(e, httpx.ConnectError):
+                    self._watch.connect_failed(reason)
+                else:
+                    self._watch.connected()
             else:
+                self._watch.connected()
                 code = resp.status_code
                 if code == 200:
                     try:

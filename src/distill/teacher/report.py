@@ -6,6 +6,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+def format_rows(rows: list[int], shown: int = 20) -> str:
+    """``1, 5, 9`` (the first ``shown`` rows, then how many in all)."""
+    return ", ".join(map(str, rows[:shown])) + (f", ... ({len(rows)} in all)" if len(rows) > shown else "")
+
+
 @dataclass
 class Report:
     benchmark: str
@@ -22,6 +27,7 @@ class Report:
     retries: int = 0
     answered: int = 0  # items with a completion
     failed: int = 0  # items without one (every sample failed for good): written as ""
+    placeholder_rows: list[int] = field(default_factory=list)  # rows of the failed items (their "" keeps alignment)
     parse_failures: int = 0  # items whose completion does not parse
     out_of_label_space: int = 0  # items whose parsed label is not an allowed answer
     with_gold: int = 0
@@ -72,6 +78,9 @@ class Report:
             f"  tokens              prompt {self.prompt_tokens}, completion {self.completion_tokens}",
             f"  wall time           {self.wall_s:.1f}s (teacher {self.generate_s:.1f}s), requests/s {rps}",
         ]
+        if self.placeholder_rows:
+            lines.append(f"  placeholder rows    {format_rows(self.placeholder_rows)}  "
+                         "(failed: empty completions keep the files aligned)")
         if self.filtered:
             lines.append(f"  filtered            {self.filtered} rationales dropped (teacher label != gold)")
         if self.retry_reasons:

@@ -1,0 +1,41 @@
+"""``last.ckpt`` between validations, every N optimizer steps.
+
+A run writes ``last.ckpt`` at every validation (``callbacks.last_checkpoint``). When validations are
+far apart, a run killed between two of them would lose every step since the last one:
+:class:`PeriodicCheckpoint` (a ModelCheckpoint with ``every_n_train_steps``) writes the same file
+every N steps in between. After a step that validation follows anyway (an interval step, or the
+last step: :mod:`distill.final_validation`) it leaves the writing to the validation-time
+checkpoint a moment later, which also holds that validation's results: one write per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+__all__ = ["PeriodicCheckpoint", "validation_follows"]
+
+
+def validation_follows(trainer: pl.Trainer) -> bool:
+    """Whether Lightning validates after the training batch that just ended: a stop was asked for,
+    or step-based validation (``check_val_every_n_epoch=None``) is due. Other schedules: False."""
+    if not trainer.enable_validation:
+        return False
+    if trainer.should_stop:
+        return True
+    every = trainer.val_check_batch
+    if trainer.check_val_every_n_epoch is not None or not isinstance(every, int) or every < 1:
+        return False
+    return (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0
+
+
+class PeriodicCheckpoint(ModelCheckpoint):
+    """``every_n_train_steps``, except after the steps that a validation (and its checkpoint) follows."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not validation_follows(trainer):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

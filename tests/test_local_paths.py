@@ -1,0 +1,46 @@
+"""A path that looks local and does not exist is reported as such, never handed to the hub
+(whose answer, "Repo id must use alphanumeric chars", hides the typo)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from distill.checkpoints import load_module, load_student_for_inference
+from distill.local_paths import looks_local
+from distill.models.student import load_student
+from train_utils import subprocess_env
+
+
+@pytest.mark.parametrize("name, local", [
+    ("/nonexistent", True), ("./export", True), ("../runs/x", True), ("~/models/t5", True), ("missing.ckpt", True),
+    ("google/t5-v1_1-base", False), ("t5-small", False),
+])
+def test_what_looks_local(name, local):
+    assert looks_local(name) is local
+
+
+@pytest.mark.parametrize("path", ["/nonexistent", "./no/such/export", "../no-such-dir"])
+def test_model_hf_with_a_missing_local_path(path):
+    with pytest.raises(FileNotFoundError, match=rf"{path}: no such file or directory \(model.name_or_path\)"):
+        load_student(kind="auto", name_or_path=path)
+
+
+def test_predict_with_a_missing_checkpoint(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "distill.predict", str(tmp_path / "missing.ckpt"), "A shop had 69 stamps."],
+        cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert f"{tmp_path / 'missing.ckpt'}: no such file or directory" in result.stderr
+    assert "Repo id" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_relative_checkpoint_path_that_is_missing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^missing.ckpt: no such file or directory"):
+        load_student_for_inference("missing.ckpt")
+    with pytest.raises(FileNotFoundError, match=r"^missing.ckpt: no such file or directory"):
+        load_module("missing.ckpt")
