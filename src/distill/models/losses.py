@@ -109,8 +109,9 @@ def stack_task_batches(tasks: Sequence[Mapping[str, torch.Tensor]], pad_token_id
     for task in tasks:
         offsets.append(row)
         row += task["input_ids"].shape[0]
+    # rows move down by the rows stacked above them; a Python-int add, so no host-to-device copy
     positions = [
-        task["target_positions"] + torch.tensor([offset, 0], device=task["target_positions"].device)
+        torch.stack((task["target_positions"][:, 0] + offset, task["target_positions"][:, 1]), dim=1)
         for task, offset in zip(tasks, offsets)
     ]
     return {
