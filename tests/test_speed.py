@@ -1,0 +1,65 @@
+"""The speed levers: `auto` settled per device, `plain` turns every lever off, bf16 on CPU only where
+the timed probe says so, and the Trainer and DataModule receive what was resolved."""
+
+from __future__ import annotations
+
+import pytest
+
+import distill.speed as speed_module
+from distill.speed import PLAIN, Speed, resolve_speed
+from distill.train import build_speed, build_trainer
+from train_utils import QUICK, compose_train
+
+FAST = {"fused_optimizer": True, "target_only_logits": True, "stack_tasks": "auto", "pad_to_multiple_of": "auto",
+        "pin_memory": "auto", "cpu_bf16": "auto"}
+
+
+def test_auto_is_settled_for_the_device(monkeypatch):
+    monkeypatch.setattr(speed_module, "cpu_bf16_is_faster", lambda: False)
+    cpu = resolve_speed(FAST, on_cuda=False)
+    assert cpu == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=False, pad_to_multiple_of=1,
+                        pin_memory=False, cpu_bf16=False)
+    cuda = resolve_speed(FAST, on_cuda=True)
+    assert cuda == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=True, pad_to_multiple_of=8,
+                         pin_memory=True, cpu_bf16=False)
+
+
+def test_cpu_bf16_follows_the_probe_and_never_applies_on_cuda(monkeypatch):
+    monkeypatch.setattr(speed_module, "cpu_bf16_is_faster", lambda: True)
+    assert resolve_speed(FAST, on_cuda=False).cpu_bf16
+    assert not resolve_speed(FAST, on_cuda=True).cpu_bf16
+    assert not resolve_speed({**FAST, "cpu_bf16": False}, on_cuda=False).cpu_bf16
+
+
+def test_the_probe_runs_quickly_and_answers():
+    speed_module.cpu_bf16_is_faster.cache_clear()
+    assert speed_module.cpu_bf16_is_faster() in (True, False)
+
+
+def test_unknown_levers_are_refused():
+    with pytest.raises(ValueError, match="unknown speed settings"):
+        resolve_speed({"fused_optimiser": True}, on_cuda=False)
+
+
+def test_speed_plain_turns_every_lever_off(tmp_path):
+    assert build_speed(compose_train(["speed=plain"], tmp_path)) == PLAIN
+    assert PLAIN.describe() == "plain"
+
+
+def test_a_cpu_run_takes_bf16_autocast_when_the_cpu_is_faster_in_bf16(tmp_path):
+    cfg = compose_train([*QUICK, "trainer=cpu"], tmp_path)
+    trainer = build_trainer(cfg, Speed(cpu_bf16=True), logger=False)
+    assert trainer.precision == "bf16-mixed"
+    assert build_trainer(cfg, Speed(cpu_bf16=False), logger=False).precision == "32-true"
+
+
+@pytest.mark.slow
+def test_a_run_with_cpu_bf16_forced_trains_and_tests(tmp_path):
+    import json
+
+    from distill.train import train
+
+    train(compose_train([*QUICK, "trainer=cpu", "speed.cpu_bf16=true"], tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok" and results["global_step"] == 4
+    assert 0.0 <= results["metrics"]["test/acc"] <= 1.0
