@@ -63,3 +63,24 @@ def test_a_run_with_cpu_bf16_forced_trains_and_tests(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"] == "ok" and results["global_step"] == 4
     assert 0.0 <= results["metrics"]["test/acc"] <= 1.0
+
+
+def test_fused_optimizer_gradients_are_clipped_like_the_plain_ones():
+    """Lightning refuses to clip for a fused optimizer under bf16 autocast; the module clips itself
+    (no loss scaler: the gradients are true), to the same norm as torch's clip_grad_norm_."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from distill.models.module import DistillModule
+
+    module = DistillModule(model={"kind": "tiny", "short_name": "tiny"}, speed=Speed(fused_optimizer=True).as_dict())
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(model=module), precision_plugin=SimpleNamespace(),
+                                      max_steps=10, estimated_stepping_batches=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"]
+    for p in module.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in module.parameters()]))
+    assert abs(float(total) - 1.0) < 2e-3  # float32 sums over 4M entries

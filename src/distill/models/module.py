@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from distill.models.inference import InferenceSettings, generate_from_ids, generate_from_texts, labels_from_outputs
 from distill.models.losses import combine_losses, fast_losses_agree, plain_task_loss, task_losses
@@ -233,6 +234,35 @@ class DistillModule(pl.LightningModule):
         self.best_val_acc = checkpoint.get("best_val_acc", float("-inf"))
 
     # ------------------------------------------------------------------ optimisation
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """``trainer.gradient_clip_val`` applied where Lightning's own clipping refuses to: under FSDP
+        (sharded gradients need the root module's ``clip_grad_norm_``) and with a fused optimizer
+        under bf16 autocast (no loss scaler, so the gradients are already true and can be clipped
+        as in full precision). Everything else is Lightning's."""
+        if not gradient_clip_val:
+            return
+        norm = (gradient_clip_algorithm or "norm") == "norm"
+        root = self.trainer.strategy.model
+        if norm and isinstance(root, FullyShardedDataParallel):
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if optimizer.defaults.get("fused") and scaler is None:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            if norm:
+                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def _has_loss_scaler(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
+
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optimizer_cfg
         decay, no_decay = [], []
@@ -245,8 +275,9 @@ class DistillModule(pl.LightningModule):
             lr=cfg.get("lr", 5e-5),
             betas=tuple(cfg.get("betas", (0.9, 0.999))),
             eps=cfg.get("eps", 1e-8),
-            # one kernel for all parameters; None leaves torch's default (a per-tensor loop on CPU)
-            fused=True if self.speed.fused_optimizer else None,
+            # one kernel for all parameters; None leaves torch's default (a per-tensor loop on CPU).
+            # Not under an fp16 loss scaler: the gradients must be unscaled before clipping.
+            fused=True if self.speed.fused_optimizer and not self._has_loss_scaler() else None,
         )
         total = max(int(self.trainer.max_steps), 1) if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         if total is None:
