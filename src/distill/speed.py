@@ -43,6 +43,11 @@ class Speed:
     pin_memory: bool = False
     cpu_bf16: bool = False
 
+    @property
+    def fast_losses(self) -> bool:
+        """Whether the task losses take the fast path (:func:`distill.models.losses.task_losses`)."""
+        return self.target_only_logits or self.stack_tasks
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -102,11 +102,16 @@ class DistillModule(pl.LightningModule):
         self._eval_records: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ training
-    def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def _tasks(self, batch: Mapping[str, Any]) -> dict[str, Mapping[str, torch.Tensor]]:
+        """The task batches this method trains on."""
         tasks = {"label": batch["label"]}
         if self.method == "step_by_step" and "rationale" in batch:
             tasks["rationale"] = batch["rationale"]
-        if self.speed.stack_tasks or self.speed.target_only_logits:
+        return tasks
+
+    def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        tasks = self._tasks(batch)
+        if self.speed.fast_losses:
             per_task = task_losses(
                 self.model, tasks, self.tokenizer.pad_token_id, self.speed.stack_tasks, self.speed.target_only_logits
             )
@@ -122,9 +127,8 @@ class DistillModule(pl.LightningModule):
 
     def _check_fast_losses(self, batch: Mapping[str, Any]) -> None:
         """Once per fit, on its first batch: the fast path must give the model's own losses."""
-        tasks = {name: batch[name] for name in ("label", "rationale") if name in batch}
         problem = fast_losses_agree(
-            self.model, tasks, self.tokenizer.pad_token_id, self.speed.stack_tasks, self.speed.target_only_logits
+            self.model, self._tasks(batch), self.tokenizer.pad_token_id, self.speed.stack_tasks, self.speed.target_only_logits
         )
         if problem:
             log.warning("speed: target-only/stacked losses disagree with the student's own (%s); "
@@ -136,7 +140,7 @@ class DistillModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         if not self._fast_losses_checked:
-            if self.speed.stack_tasks or self.speed.target_only_logits:
+            if self.speed.fast_losses:
                 self._check_fast_losses(batch)
             self._fast_losses_checked = True
         losses = self.compute_losses(batch)
