@@ -28,6 +28,7 @@ adapter: only the adapter trains; ``distill.export`` merges it into a plain mode
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,34 @@ def load_causal(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreT
     return model, tokenizer
 
 
+def causal_bert_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
+    """A BERT WordPiece tokenizer laid out like a causal LM's: a text becomes ``[CLS] text`` (no
+    ``[SEP]`` after it: ``[SEP]`` is the eos that ends completions), ``[PAD]`` pads on the left.
+    It is saved as a plain ``tokenizers`` tokenizer, so ``AutoTokenizer`` loads exactly this
+    layout back (a ``BertTokenizer`` would put the ``[SEP]`` back)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    bert = load_bert_tokenizer(name_or_path)
+    backend = copy.deepcopy(bert.backend_tokenizer)
+    backend.post_processor = TemplateProcessing(
+        single=f"{bert.cls_token} $A", pair=f"{bert.cls_token} $A $B", special_tokens=[(bert.cls_token, bert.cls_token_id)]
+    )
+    backend.no_truncation()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bert.cls_token,
+        eos_token=bert.sep_token,
+        pad_token=bert.pad_token,
+        unk_token=bert.unk_token,
+        cls_token=bert.cls_token,
+        sep_token=bert.sep_token,
+        mask_token=bert.mask_token,
+        model_max_length=bert.model_max_length,
+    )
+    return prepare_causal_tokenizer(tokenizer)
+
+
 def load_tiny_causal(
     name_or_path: str | None = None,
     hidden_size: int = 64,
@@ -231,9 +260,9 @@ def load_tiny_causal(
     attention_dropout: float = 0.0,
     max_position_embeddings: int = 2048,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A small random Llama (tied embeddings) with the MiniLM tokenizer: ``[CLS]`` is bos (each
-    prompt starts with it), ``[SEP]`` eos (each completion ends with it), ``[PAD]`` pads."""
-    tokenizer = prepare_causal_tokenizer(load_bert_tokenizer(name_or_path))
+    """A small random Llama (tied embeddings) with the MiniLM tokenizer made causal
+    (:func:`causal_bert_tokenizer`)."""
+    tokenizer = causal_bert_tokenizer(name_or_path)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
