@@ -237,3 +237,17 @@ def test_lora_on_a_seq2seq_student():
     assert student.kind == SEQ2SEQ
     assert student.num_trainable_parameters == sum(p.numel() for n, p in student.model.named_parameters() if "lora_" in n)
     assert 0 < student.num_trainable_parameters < student.num_parameters / 100
+
+
+def test_model_causal_loads_a_local_directory_and_model_hf_points_to_it(tmp_path):
+    """model=causal takes any local AutoModelForCausalLM directory; model=hf (seq2seq) names the
+    override to use instead of failing inside transformers."""
+    model, tokenizer = load_tiny_causal(hidden_size=16, intermediate_size=32, num_layers=1)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    student = load_student(kind="causal", name_or_path=str(tmp_path))
+    assert student.kind == CAUSAL and student.tokenizer.padding_side == "left"
+    assert student.tokenizer("a b")["input_ids"] == tokenizer("a b")["input_ids"]
+    assert all(torch.equal(p, q) for p, q in zip(student.model.parameters(), model.parameters()))
+    with pytest.raises(ValueError, match="model=causal"):
+        load_student(kind="auto", name_or_path=str(tmp_path))

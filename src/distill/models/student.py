@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -113,6 +114,8 @@ def _set_special_tokens(model: PreTrainedModel, *, start: int, eos: int, pad: in
 
 
 def load_auto(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if not getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False):
+        raise ValueError(f"{name_or_path} is a decoder-only model: train it with model=causal, not model=hf")
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
     if tokenizer.pad_token is None:
