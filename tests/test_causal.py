@@ -180,8 +180,10 @@ def test_prompt_and_padding_positions_do_not_enter_the_loss(module_batch_dm):
     assert (label["labels"] == IGNORE_INDEX).sum() > 2 * (label["labels"] != IGNORE_INDEX).sum()
 
 
-def test_fast_path_check_accepts_a_causal_student():
-    module, batch = module_and_train_batch(TINY_CAUSAL, SPEEDS["stacked_target_only"])
+@pytest.mark.parametrize("lora", [None, LORA], ids=["full", "lora"])
+def test_fast_path_check_accepts_a_causal_student(lora):
+    """The first-step check of the fast path passes (no fallback to plain), LoRA adapter or not."""
+    module, batch = module_and_train_batch({**TINY_CAUSAL, "lora": lora}, SPEEDS["stacked_target_only"])
     tasks = {"label": batch["label"], "rationale": batch["rationale"]}
     assert fast_losses_agree(module.model, tasks, module.tokenizer.pad_token_id, stack=True, target_only=True) is None
 

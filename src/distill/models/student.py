@@ -258,7 +258,7 @@ def load_tiny_causal(
     hidden_size: int = 64,
     intermediate_size: int = 128,
     num_layers: int = 2,
-    num_heads: int = 2,
+    num_heads: int = 4,
     seed: int = 0,
     attention_dropout: float = 0.0,
     max_position_embeddings: int = 2048,
