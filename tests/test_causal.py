@@ -235,10 +235,18 @@ def test_lora_trains_only_the_adapter():
 
 
 def test_lora_on_a_seq2seq_student():
-    student = load_student(kind="tiny", lora={"r": 2, "alpha": 4, "target_modules": ["q", "v"]})
+    lora = {"r": 2, "alpha": 4, "target_modules": ["q", "v"]}
+    module, batch = module_and_train_batch({"kind": "tiny", "lora": lora}, SPEEDS["stacked_target_only"])
+    student = module.student
     assert student.kind == SEQ2SEQ
     assert student.num_trainable_parameters == sum(p.numel() for n, p in student.model.named_parameters() if "lora_" in n)
     assert 0 < student.num_trainable_parameters < student.num_parameters / 100
+    tasks = {"label": batch["label"], "rationale": batch["rationale"]}
+    assert fast_losses_agree(module.model, tasks, module.tokenizer.pad_token_id, stack=True, target_only=True) is None
+    from distill.checkpoints import plain_model
+
+    merged = plain_model(module.model)
+    assert type(merged).__name__ == "T5ForConditionalGeneration" and hasattr(module.model, "peft_config")
 
 
 def test_model_causal_loads_a_local_directory_and_model_hf_points_to_it(tmp_path):

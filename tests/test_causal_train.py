@@ -169,7 +169,7 @@ def test_eval_predict_and_export_commands(trained_run, tmp_path):
     assert all(isinstance(line["rationale"], str) for line in lines)
 
 
-def test_lora_run_trains_the_adapter_alone_and_exports_a_merged_model(tmp_path):
+def test_lora_run_trains_the_adapter_alone_and_exports_a_merged_model(tmp_path, capsys):
     run = tmp_path / "run"
     lora = "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"
     train(compose_train([*CAUSAL_QUICK, *ARITH, lora, "optimizer.lr=1e-2"], run))
@@ -179,6 +179,7 @@ def test_lora_run_trains_the_adapter_alone_and_exports_a_merged_model(tmp_path):
     # 2 layers x (q_proj, v_proj) x (A: 4 x 64 + B: 64 x 4): the adapter, and nothing else, trains
     assert results["num_trainable_parameters"] == 2048
     assert results["num_parameters"] == base_count + 2048
+    assert f"({(base_count + 2048) / 1e6:.1f}M parameters, 2,048 trainable)" in capsys.readouterr().out
 
     ckpt = run / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]

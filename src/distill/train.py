@@ -150,15 +150,16 @@ def format_run_summary(results: dict[str, Any]) -> str:
         value = m.get(key)
         return "-" if value is None else f"{value:.4f}"
 
+    # a LoRA student trains its adapter alone
+    trainable = results.get("num_trainable_parameters", results["num_parameters"])
+    trainable = f", {trainable:,} trainable" if trainable != results["num_parameters"] else ""
+
     lines = [
         f"benchmark   {c['benchmark']}  (label source: {c['label_source']}, train fraction {c['fraction']})",
         f"method      {c['method']}"
         + (f"  (lambda={c['rationale_weight']})" if c["method"] == "step_by_step" and c["alpha"] is None else "")
         + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else ""),
-        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters"
-        + (f", {trainable / 1e6:.2f}M trainable)" if (trainable := results.get("num_trainable_parameters",
-                                                                               results["num_parameters"]))
-           != results["num_parameters"] else ")"),
+        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})",
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
