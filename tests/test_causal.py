@@ -93,6 +93,14 @@ def test_prompt_completion_layout():
             assert t["labels"][row, len(prompt) : n].tolist() == completion
         rows_, cols = t["target_positions"].unbind(1)
         assert torch.equal(t["labels"][rows_, cols + 1], t["target_ids"])
+    # rounded widths (speed.pad_to_multiple_of) only add padding: same targets at the same places
+    rounded = Collator(tokenizer.pad_token_id, train=True, rationale_task=True, pad_to_multiple_of=8, student_kind="causal")(
+        [{"uid": str(i), **{k: v[i] for k, v in rows.items()}} for i in range(2)]
+    )
+    for task in ("label", "rationale"):
+        assert rounded[task]["input_ids"].shape[1] % 8 == 0 and rounded[task]["labels"].shape == rounded[task]["input_ids"].shape
+        for key in ("target_positions", "target_ids"):
+            assert torch.equal(rounded[task][key], batch[task][key])
     # evaluation: the prompts alone, left-padded, ready to be continued
     eval_batch = Collator(tokenizer.pad_token_id, train=False, student_kind="causal")(
         [{"uid": str(i), "input": "", "gold": "", **{k: v[i] for k, v in rows.items()}} for i in range(2)]

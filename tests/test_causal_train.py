@@ -37,12 +37,16 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_tiny_causal_learns_arith_above_the_majority_baseline(tmp_path):
-    """``python train.py model=tiny_causal data=arith`` (its tuning: conf/tuning/arith_tiny_causal.yaml),
-    fewer steps: test accuracy above the majority-class baseline."""
+    """``python train.py model=tiny_causal data=arith`` (conf/tuning/arith_tiny_causal.yaml: 500 steps,
+    test accuracy 0.86), cut to 250 steps at a constant learning rate: the student has begun to copy
+    the numbers of a problem into its equation (measured: test accuracy 0.15, majority class 0.01).
+    About 2 minutes on 2 busy CPU cores: the 30k-token vocabulary's softmax over ~420 target tokens
+    a step is most of the cost, and fewer steps leave the student below the copying threshold."""
     done = subprocess.run(
         [sys.executable, "train.py", "model=tiny_causal", "data=arith", "logger=csv", "trainer.enable_progress_bar=false",
+         "trainer.max_steps=250", "trainer.val_check_interval=250", "optimizer.schedule=constant",
          f"hydra.run.dir={tmp_path}"],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = read_results(tmp_path)
