@@ -269,3 +269,17 @@ def test_model_causal_loads_a_local_directory_and_model_hf_points_to_it(tmp_path
     assert all(torch.equal(p, q) for p, q in zip(student.model.parameters(), model.parameters()))
     with pytest.raises(ValueError, match="model=causal"):
         load_student(kind="auto", name_or_path=str(tmp_path))
+
+
+def test_a_hub_models_sampling_settings_do_not_reach_greedy_evaluation(tmp_path):
+    """A chat model's generation_config (sampling, repetition penalty) is replaced by plain greedy
+    settings with the tokenizer's eos and pad, so evaluation and the export decode greedily."""
+    from transformers import GenerationConfig
+
+    model, tokenizer = load_tiny_causal(hidden_size=16, intermediate_size=32, num_layers=1)
+    model.generation_config = GenerationConfig(do_sample=True, temperature=0.7, repetition_penalty=1.3, eos_token_id=5)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = load_student(kind="causal", name_or_path=str(tmp_path)).model.generation_config
+    assert not loaded.do_sample and loaded.repetition_penalty in (None, 1.0)
+    assert (loaded.eos_token_id, loaded.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)

@@ -31,7 +31,8 @@ class InferenceSettings:
     max_input_length: int = 512
     label_max_new_tokens: int = 32
     rationale_max_new_tokens: int = 128
-    #: ``seq2seq`` (AutoModelForSeq2SeqLM) or ``causal`` (AutoModelForCausalLM): how to load and generate
+    #: ``seq2seq`` (AutoModelForSeq2SeqLM) or ``causal`` (AutoModelForCausalLM): the class that loads an
+    #: exported student (generation reads the kind from the model itself)
     kind: str = SEQ2SEQ
 
     def save(self, directory: str | Path) -> None:

@@ -41,6 +41,7 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     EncoderDecoderModel,
+    GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -52,9 +53,8 @@ from transformers import (
 from distill.local_paths import check_local_path
 
 
+#: the two kinds of student (:func:`kind_of`)
 SEQ2SEQ, CAUSAL = "seq2seq", "causal"
-#: the kinds of student (:func:`kind_of`)
-KINDS = (SEQ2SEQ, CAUSAL)
 
 
 def kind_of(model: torch.nn.Module) -> str:
@@ -195,12 +195,17 @@ def load_tiny(
 
 
 def _set_causal_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Generation stops at the tokenizer's eos (what every completion ends with) and pads with its pad."""
-    for config in (model.config, model.generation_config):
-        config.pad_token_id = tokenizer.pad_token_id
-        eos = config.eos_token_id
-        if not (eos == tokenizer.eos_token_id or (isinstance(eos, (list, tuple)) and tokenizer.eos_token_id in eos)):
-            config.eos_token_id = tokenizer.eos_token_id
+    """Generation stops at the tokenizer's eos (what every completion ends with) and pads with its
+    pad. The hub's generation settings (a chat model's sampling, temperature, repetition penalty)
+    are dropped: a student is evaluated greedily, and its export generates the same way."""
+    eos = model.generation_config.eos_token_id
+    if not (eos == tokenizer.eos_token_id or (isinstance(eos, (list, tuple)) and tokenizer.eos_token_id in eos)):
+        eos = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = eos
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
+    )
 
 
 def prepare_causal_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
