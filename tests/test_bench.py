@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from distill.bench import non_embedding_parameters
-from distill.models.student import load_tiny
+from distill.bench import ThroughputMeter, non_embedding_parameters
+from distill.models.student import load_tiny, load_tiny_causal
 from train_utils import REPO, subprocess_env
 
 
@@ -41,3 +42,26 @@ def test_mfu_counts_encoder_and_decoder_parameters_apart_without_embeddings():
     assert sum(counts.values()) == sum(p.numel() for p in model.parameters()) - sum(tables.values())
     assert counts["encoder"] == sum(p.numel() for p in model.encoder.parameters() if id(p) not in tables)
     assert counts["decoder"] > counts["encoder"] > 0  # the decoder adds cross-attention
+
+
+def test_mfu_counts_a_causal_student_as_all_decoder():
+    model, _ = load_tiny_causal(hidden_size=16, intermediate_size=32, num_layers=1)
+    counts = non_embedding_parameters(model)
+    tables = {id(p): p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    assert counts["encoder"] == 0
+    assert counts["decoder"] == sum(p.numel() for p in model.parameters()) - sum(tables.values()) > 0
+
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_throughput_meter_counts_the_tokens_each_side_of_the_model_sees(kind):
+    """seq2seq: the encoder reads the inputs, the decoder the targets; causal: the one decoder reads
+    prompt and completion (every non-pad token), and nothing is counted twice."""
+    meter = ThroughputMeter(warmup=0)
+    meter._start = 0.0
+    module = SimpleNamespace(method="step_by_step", student=SimpleNamespace(kind=kind))
+    task = {"input_ids": torch.ones(2, 5), "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
+            "target_ids": torch.ones(3)}
+    meter.on_train_batch_end(None, module, None, {"label": task, "rationale": task}, 0)
+    expected = {"encoder": 18, "decoder": 6} if kind == "seq2seq" else {"encoder": 0, "decoder": 18}
+    assert {side: int(count) for side, count in meter.tokens.items()} == expected
+    assert meter.examples == 2

@@ -100,6 +100,21 @@ def test_one_process_with_accumulation_sees_the_same_global_batches(one_process:
     assert_same_batches_and_close_losses(one_process, trace, world_size=1)
 
 
+def test_a_causal_student_sees_the_same_global_batches_on_one_and_two_processes(tmp_path: Path) -> None:
+    """The same with the decoder-only student (model=tiny_causal): the data module, sampler and
+    losses do not care which kind of student they serve."""
+    causal = [o if o != "model=tiny" else "model=tiny_causal" for o in COMMON]
+    one, two = tmp_path / "one_process", tmp_path / "two_processes"
+    run_train([*causal, "trainer=cpu", f"hydra.run.dir={one}"], tmp_path / "one.log")
+    run_train([*causal, "trainer=ddp_cpu", f"hydra.run.dir={two}"], tmp_path / "two.log")
+    reference = read_trace(one)
+    assert all(r["world_size"] == 1 and r["micro_batches"] == 1 for r in reference)
+    trace = read_trace(two)
+    assert all(r["micro_batches"] == 2 for r in trace)
+    assert_same_batches_and_close_losses(reference, trace, world_size=2)
+    assert json.loads((two / "results.json").read_text())["config"]["model"] == "tiny_causal"
+
+
 def slurm_ready() -> str | None:
     """None when a SLURM controller answers and the node is usable, else why not."""
     if shutil.which("sinfo") is None:

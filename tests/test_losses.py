@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.data import DistillDataModule
-from distill.models.module import DistillModule, combine_losses
+from distill.models.module import combine_losses
 from distill.speed import PLAIN, Speed
+from train_utils import module_and_train_batch
 
 TINY = {"kind": "tiny", "name_or_path": None, "short_name": "tiny"}
 #: the offline default student: a BERT encoder-decoder (EncoderDecoderModel), another head layout than T5's
@@ -26,21 +26,7 @@ SPEEDS = {
 
 
 def build_module_and_batch(student: dict, speed: Speed):
-    module = DistillModule(model=student, method="step_by_step", speed=speed.as_dict())
-    module.eval()  # no dropout: both computations must see the same function
-    dm = DistillDataModule(
-        benchmark={"_target_": "distill.benchmarks.arith.Arith", "train_size": 16, "val_size": 4, "test_size": 4},
-        data_dir=".",
-        tokenizer=module.tokenizer,
-        split_files={"train": "train", "val": "val", "test": "test"},
-        targets="step_by_step",
-        batch_size=8,
-        cache_dir=None,
-    )
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert "rationale" in batch, "arith examples all carry rationales"
-    return module, batch
+    return module_and_train_batch(student, speed)
 
 
 @pytest.fixture(scope="module", params=list(SPEEDS))

@@ -32,7 +32,8 @@ def sweep_jobs(name: str) -> list[list[str]]:
 
 
 def test_there_are_recipes() -> None:
-    assert {"model_size", "lambda_sweep", "label_source", "single_vs_multi_task", "seeds", "example"} <= set(RECIPES)
+    assert {"model_size", "lambda_sweep", "label_source", "single_vs_multi_task", "seeds", "causal_headline",
+            "example"} <= set(RECIPES)
     for kind in ("finetune", "distill"):
         for benchmark in ("esnli", "anli1", "cqa", "svamp"):
             assert f"fraction_{kind}_{benchmark}" in RECIPES
@@ -69,7 +70,10 @@ def test_paper_recipes_use_the_paper_setup() -> None:
         cfg = compose_train([f"experiment={name}"])
         assert cfg.data.batch_size == 64 and cfg.optimizer.lr == 5e-5
         assert cfg.trainer.max_steps == 10000 and cfg.trainer.val_check_interval == 250
-        assert cfg.model.short_name.startswith("t5_v1_1_")
+        if name.startswith("causal_"):  # the same setup with a decoder-only student
+            assert cfg.model.kind == "causal" and cfg.model.name_or_path
+        else:
+            assert cfg.model.short_name.startswith("t5_v1_1_")
     assert compose_train(["experiment=model_size_xxl"]).trainer.strategy._target_.endswith("FSDPStrategy")
 
 

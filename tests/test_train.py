@@ -76,10 +76,12 @@ def test_run_writes_results_checkpoints_and_predictions(trained_run):
     assert len((trained_run / "predictions_test.jsonl").read_text().splitlines()) == 8
 
 
-def test_resume_continues_at_the_saved_step_on_the_same_examples(tmp_path):
+@pytest.mark.parametrize("model", ["tiny", "tiny_causal"])
+def test_resume_continues_at_the_saved_step_on_the_same_examples(tmp_path, model):
     """Stop at step 4 of a 16-step epoch, resume to step 6: the resumed run trains steps 4 and 5
-    only, on the very examples an uninterrupted 6-step run used at those steps."""
-    common = [*QUICK, "data.benchmark.train_size=64", "data.benchmark.test_size=16",
+    only, on the very examples an uninterrupted 6-step run used at those steps (a seq2seq and a
+    decoder-only student)."""
+    common = [*(o for o in QUICK if o != "model=tiny"), f"model={model}", "data.benchmark.train_size=64", "data.benchmark.test_size=16",
               "+callbacks.step_trace._target_=distill.step_trace.StepTrace"]
     train(compose_train([*common, "trainer.max_steps=6"], tmp_path / "straight"))
     train(compose_train([*common, "trainer.max_steps=4"], tmp_path / "first"))

@@ -34,6 +34,34 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
         return compose(config_name=config_name, overrides=[*overrides, f"paths.output_dir={output_dir}"])
 
 
+def module_and_train_batch(
+    student: dict, speed=None, method: str = "step_by_step", batch_size: int = 8, with_datamodule: bool = False
+):
+    """A DistillModule for ``student`` (a ``conf/model`` spec) in eval mode (no dropout) and one
+    train batch of arith laid out for its kind (and the data module); every arith example carries
+    a rationale."""
+    from distill.data import DistillDataModule
+    from distill.models.module import DistillModule
+
+    module = DistillModule(model=student, method=method, speed=speed.as_dict() if speed else None)
+    module.eval()  # no dropout: both computations must see the same function
+    dm = DistillDataModule(
+        benchmark={"_target_": "distill.benchmarks.arith.Arith", "train_size": 16, "val_size": 4, "test_size": 4},
+        data_dir=".",
+        tokenizer=module.tokenizer,
+        split_files={"train": "train", "val": "val", "test": "test"},
+        targets=method,
+        batch_size=batch_size,
+        cache_dir=None,
+        student_kind=module.student.kind,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    if method == "step_by_step":
+        assert "rationale" in batch, "arith examples all carry rationales"
+    return (module, batch, dm) if with_datamodule else (module, batch)
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a ``train.py``/``python -m distill...`` subprocess: one quiet thread,
     offline W&B and hub, this checkout's ``src`` first on the path."""

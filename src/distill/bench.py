@@ -9,7 +9,8 @@ then generates labels for ``bench.eval_batches`` validation batches:
     train examples/s; train tokens/s (non-pad input and target tokens, both tasks); s/step;
     eval examples/s (label generation); peak memory (CUDA allocator, or the process's RSS on CPU);
     MFU: model FLOPs (6 x non-embedding parameters x the non-pad tokens each side of the model
-    sees, encoder and decoder counted apart) per second, over a matmul peak measured here
+    sees, encoder and decoder counted apart; a causal student is all decoder and sees prompt and
+    completion tokens) per second, over a matmul peak measured here
 
 ``speed=...`` among the overrides runs that one configuration alone; ``bench.modes=fast`` or
 ``bench.modes=plain,fast`` choose; ``bench.repeats=N`` alternates the modes N times and keeps each
@@ -33,6 +34,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
+
+from distill.models.student import CAUSAL, SEQ2SEQ, kind_of  # noqa: E402
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
 BENCH_DEFAULTS: dict[str, Any] = {"steps": 20, "warmup": 3, "eval_batches": 4, "modes": "plain,fast", "repeats": 1}
@@ -72,9 +75,14 @@ class ThroughputMeter(pl.Callback):
             return
         self.examples += batch["label"]["input_ids"].shape[0]
         tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
+        causal = pl_module.student.kind == CAUSAL
         for task in tasks:
-            self.tokens["encoder"] = self.tokens["encoder"] + batch[task]["attention_mask"].sum()
-            self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
+            non_pad = batch[task]["attention_mask"].sum()
+            if causal:  # one sequence, prompt and completion, through the decoder
+                self.tokens["decoder"] = self.tokens["decoder"] + non_pad
+            else:
+                self.tokens["encoder"] = self.tokens["encoder"] + non_pad
+                self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._start is not None:
@@ -111,12 +119,13 @@ def matmul_peak_flops(dtype: torch.dtype, device: str) -> float:
 
 def non_embedding_parameters(model: torch.nn.Module) -> dict[str, int]:
     """Parameters outside embedding tables (and the output projection tied to them), split into the
-    encoder's and the rest (decoder)."""
+    encoder's and the rest (decoder). A causal student is all decoder (transformers answers
+    ``get_encoder()`` with the decoder stack itself there)."""
     embedding = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
     head = model.get_output_embeddings()
     if head is not None:
         embedding |= {id(p) for p in head.parameters()}
-    encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
+    encoder = model.get_encoder() if kind_of(model) == SEQ2SEQ and hasattr(model, "get_encoder") else None
     in_encoder = {id(p) for p in encoder.parameters()} if encoder is not None else set()
     counts = {"encoder": 0, "decoder": 0}
     seen: set[int] = set()
@@ -161,7 +170,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         cfg.paths.output_dir = scratch
         student = hydra.utils.instantiate(cfg.model)
-        datamodule = build_datamodule(cfg, student.tokenizer, speed)
+        datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
         module = build_module(cfg, datamodule, student, speed=speed)
         module.predictions_dir = None
         meter = ThroughputMeter(bench["warmup"])

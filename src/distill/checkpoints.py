@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from distill.local_paths import check_local_path
-from distill.models.inference import InferenceSettings
+from distill.models.inference import SETTINGS_FILE, InferenceSettings
 from distill.models.module import DistillModule
+from distill.models.student import CAUSAL, SEQ2SEQ, prepare_causal_tokenizer
+
+#: the transformers class that loads an exported student of each kind
+AUTO_CLASSES = {SEQ2SEQ: AutoModelForSeq2SeqLM, CAUSAL: AutoModelForCausalLM}
 
 
 def load_module(ckpt_path: str | Path) -> DistillModule:
@@ -28,14 +40,28 @@ def run_config_of(ckpt_path: str | Path) -> DictConfig | None:
     return OmegaConf.load(config) if config.is_file() else None
 
 
+def plain_model(model: PreTrainedModel) -> PreTrainedModel:
+    """The student as a plain transformers model: a LoRA (peft) student merged into a copy of its
+    base weights (the module's own model is left as it is); any other student as it is."""
+    if hasattr(model, "merge_and_unload"):
+        return copy.deepcopy(model).merge_and_unload()
+    return model
+
+
 def export_student(module: DistillModule, out_dir: str | Path) -> Path:
-    """``save_pretrained`` the student and its tokenizer, plus ``distill.json`` (prefixes, lengths, method)."""
+    """``save_pretrained`` the student (LoRA merged in) and its tokenizer, plus ``distill.json``
+    (kind, prefixes, lengths, method)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    module.model.save_pretrained(out)
+    plain_model(module.model).save_pretrained(out)
     module.tokenizer.save_pretrained(out)
     module.settings.save(out)
     return out
+
+
+def auto_class_name(path: str | Path) -> str:
+    """``AutoModelForSeq2SeqLM`` or ``AutoModelForCausalLM``: what loads the student exported to ``path``."""
+    return AUTO_CLASSES[InferenceSettings.load(path).kind].__name__
 
 
 def load_student_for_inference(
@@ -47,8 +73,14 @@ def load_student_for_inference(
     if path.is_file():
         module = load_module(path)
         return module.model, module.tokenizer, module.settings
+    settings = InferenceSettings.load(path)
+    if not (path / SETTINGS_FILE).is_file():  # a model exported elsewhere: its config tells the kind
+        is_seq2seq = getattr(AutoConfig.from_pretrained(str(path)), "is_encoder_decoder", False)
+        settings = InferenceSettings(kind=SEQ2SEQ if is_seq2seq else CAUSAL)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
-    if tokenizer.eos_token is None:
+    model = AUTO_CLASSES[settings.kind].from_pretrained(str(path))
+    if settings.kind == CAUSAL:
+        prepare_causal_tokenizer(tokenizer)
+    elif tokenizer.eos_token is None:
         tokenizer.eos_token = tokenizer.sep_token
-    return model, tokenizer, InferenceSettings.load(path)
+    return model, tokenizer, settings

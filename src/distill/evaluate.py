@@ -38,7 +38,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = load_module(cfg.ckpt_path)
     module.predictions_dir = str(output_dir)
     module.with_rationale = cfg.predictions.with_rationale
-    datamodule = hydra.utils.instantiate(data_config(cfg), tokenizer=module.tokenizer, targets=module.method)
+    datamodule = hydra.utils.instantiate(
+        data_config(cfg), tokenizer=module.tokenizer, targets=module.method, student_kind=module.student.kind
+    )
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     run = trainer.validate if cfg.split == "val" else trainer.test
     metrics = {k: float(v) for k, v in run(module, datamodule=datamodule)[0].items()}

@@ -2,8 +2,11 @@
 
     python -m distill.export CKPT OUT_DIR
 
-``AutoModelForSeq2SeqLM.from_pretrained(OUT_DIR)`` then gives the same predictions; ``distill.json``
-beside the weights keeps the task prefixes and generation lengths (``distill.predict`` reads it).
+``AutoModelForSeq2SeqLM.from_pretrained(OUT_DIR)`` (a seq2seq student) or
+``AutoModelForCausalLM.from_pretrained(OUT_DIR)`` (a decoder-only one; its tokenizer pads on the
+left) then gives the same predictions. A LoRA student is exported with its adapter merged into
+the weights: a plain model, no peft needed. ``distill.json`` beside the weights keeps the kind,
+task prefixes and generation lengths (``distill.predict`` reads it).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_threads()
 
-    from distill.checkpoints import export_student, load_module
+    from distill.checkpoints import auto_class_name, export_student, load_module
 
     try:
         module = load_module(args.checkpoint)
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = export_student(module, args.out_dir)
-    print(f"exported to {out}  (load with transformers.AutoModelForSeq2SeqLM.from_pretrained({str(out)!r}))")
+    print(f"exported to {out}  (load with transformers.{auto_class_name(out)}.from_pretrained({str(out)!r}))")
     return 0
 
 

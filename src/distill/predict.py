@@ -3,7 +3,9 @@
     python -m distill.predict CKPT_OR_EXPORT_DIR "input one" "input two" [--rationale]
     python -m distill.predict CKPT_OR_EXPORT_DIR --file inputs.txt > predictions.jsonl
 
-One JSON object per input on stdout: {"input", "prediction"[, "rationale"]}.
+One JSON object per input on stdout: {"input", "prediction"[, "rationale"]}. Seq2seq and
+decoder-only students alike: an exported directory is loaded with AutoModelForSeq2SeqLM or
+AutoModelForCausalLM, as its distill.json (or, without one, its config) says.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from distill.runtime import configure_threads
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("student", help="a Lightning checkpoint (.ckpt) or a directory written by distill.export")
+    parser.add_argument("student", help="a Lightning checkpoint (.ckpt) or a directory written by distill.export "
+                        "(seq2seq or causal; loaded with AutoModelForSeq2SeqLM or AutoModelForCausalLM)")
     parser.add_argument("inputs", nargs="*", help="input texts (as the benchmark writes them, without a prefix)")
     parser.add_argument("--file", help="read inputs from this file, one per line ('-' for stdin)")
     parser.add_argument("--rationale", action="store_true", help="also generate a rationale per input")

@@ -67,12 +67,16 @@ def build_module(
     )
 
 
-def build_datamodule(cfg: DictConfig, tokenizer: Any, speed: Speed = PLAIN) -> pl.LightningDataModule:
+def build_datamodule(
+    cfg: DictConfig, tokenizer: Any, speed: Speed = PLAIN, student_kind: str = "seq2seq"
+) -> pl.LightningDataModule:
+    """The data module of ``cfg.data``, its batches laid out for a ``seq2seq`` or ``causal`` student."""
     return hydra.utils.instantiate(
         cfg.data,
         tokenizer=tokenizer,
         pad_to_multiple_of=speed.pad_to_multiple_of,
         pin_memory=speed.pin_memory,
+        student_kind=student_kind,
         _recursive_=False,
     )
 
@@ -146,12 +150,16 @@ def format_run_summary(results: dict[str, Any]) -> str:
         value = m.get(key)
         return "-" if value is None else f"{value:.4f}"
 
+    # a LoRA student trains its adapter alone
+    trainable = results.get("num_trainable_parameters", results["num_parameters"])
+    trainable = f", {trainable:,} trainable" if trainable != results["num_parameters"] else ""
+
     lines = [
         f"benchmark   {c['benchmark']}  (label source: {c['label_source']}, train fraction {c['fraction']})",
         f"method      {c['method']}"
         + (f"  (lambda={c['rationale_weight']})" if c["method"] == "step_by_step" and c["alpha"] is None else "")
         + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else ""),
-        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters)",
+        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})",
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
@@ -174,7 +182,7 @@ def train(cfg: DictConfig) -> float | None:
 
     speed = build_speed(cfg)
     student = hydra.utils.instantiate(cfg.model)
-    datamodule = build_datamodule(cfg, student.tokenizer, speed)
+    datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
     module = build_module(cfg, datamodule, student, str(output_dir), speed)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, speed, callbacks=build_callbacks(cfg), logger=loggers or False)
@@ -207,6 +215,7 @@ def train(cfg: DictConfig) -> float | None:
         "metrics": metrics,
         "global_step": trainer.global_step,
         "num_parameters": module.student.num_parameters,
+        "num_trainable_parameters": module.student.num_trainable_parameters,
         "train_seconds": train_seconds,
         "wall_seconds": time.time() - started,
         "output_dir": str(output_dir),

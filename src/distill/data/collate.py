@@ -2,8 +2,17 @@
 (rounded up to ``pad_to_multiple_of``, which GPU matrix units and compiled graphs like).
 
 Train task batches also carry where their targets are, computed here on the host so the training
-step never has to ask the device: ``target_positions`` (``(targets, 2)``: row and column of each
-target token in ``labels``) and ``target_ids`` (those tokens), in row-major order.
+step never has to ask the device: ``target_positions`` (``(targets, 2)``: row and column of the
+output that predicts each target token) and ``target_ids`` (those tokens), in row-major order.
+
+The layout follows the student's kind:
+
+* ``seq2seq`` (:func:`pad_task`): ``input_ids`` is the encoder input, ``labels`` the target (the
+  decoder reads it shifted right); a target's position is its own column in ``labels``.
+* ``causal`` (:func:`pad_causal_task`): one sequence ``prompt + completion`` per row, right-padded;
+  ``labels`` has the width of ``input_ids``, holds the completion in its columns and -100 on the
+  prompt and padding (the model shifts it itself); the output predicting the token at column
+  ``c`` is the one at ``c - 1``. Eval batches hold the prompts alone, left-padded, for generation.
 
 A picklable class (no lambdas), so DataLoader workers (``num_workers > 0``) can use it.
 """
@@ -15,7 +24,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["IGNORE_INDEX", "Collator", "pad_task"]
+from distill.data.encoding import encode_inputs
+
+__all__ = ["IGNORE_INDEX", "Collator", "encode_batch", "pad_causal_task", "pad_prompts", "pad_task"]
 
 #: label id that the loss ignores (padding, and rows without a target for this task)
 IGNORE_INDEX = -100
@@ -52,25 +63,94 @@ def pad_task(
     return batch
 
 
+def pad_prompts(
+    prompts: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int = 1
+) -> dict[str, torch.Tensor]:
+    """Left-padded prompts for a causal student to continue: ``input_ids`` and ``attention_mask``."""
+    width = _round_up(max(len(ids) for ids in prompts), pad_to_multiple_of)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def pad_causal_task(
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    pad_token_id: int,
+    pad_to_multiple_of: int = 1,
+    with_targets: bool = False,
+) -> dict[str, torch.Tensor]:
+    """``prompt + completion`` rows right-padded; ``labels`` -100 but on completion tokens; with
+    ``with_targets``, ``target_positions`` (row, column of the output predicting each completion
+    token: its own column - 1) and ``target_ids``."""
+    width = _round_up(max(len(p) + len(c) for p, c in zip(prompts, completions)), pad_to_multiple_of)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    label_ids = torch.full((len(prompts), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+        if not prompt:
+            raise ValueError("a causal student's prompt needs at least one token (encode_inputs gives one)")
+        sequence = list(prompt) + list(completion)
+        input_ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+        attention_mask[row, : len(sequence)] = 1
+        if completion:
+            label_ids[row, len(prompt) : len(sequence)] = torch.as_tensor(completion, dtype=torch.long)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+    if with_targets:
+        is_target = label_ids != IGNORE_INDEX
+        positions = is_target.nonzero()
+        positions[:, 1] -= 1
+        batch["target_positions"] = positions
+        batch["target_ids"] = label_ids[is_target]
+    return batch
+
+
+def encode_batch(tokenizer: Any, texts: Sequence[str], max_length: int, kind: str = "seq2seq") -> dict[str, torch.Tensor]:
+    """Already prefixed texts as one input batch the way training encodes them: a seq2seq
+    student's encoder input (right-padded) or a causal student's prompts (left-padded)."""
+    ids = encode_inputs(tokenizer, list(texts), max_length, kind)
+    if kind == "causal":
+        return pad_prompts(ids, tokenizer.pad_token_id)
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, tokens in enumerate(ids):
+        input_ids[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
+        attention_mask[row, : len(tokens)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
 class Collator:
-    """Rows of the tokenized dataset -> a train batch (both tasks) or an eval batch."""
+    """Rows of the tokenized dataset -> a train batch (both tasks) or an eval batch, laid out for
+    a ``seq2seq`` or a ``causal`` student (``student_kind``; see the module doc)."""
 
     def __init__(
-        self, pad_token_id: int, train: bool, rationale_task: bool = False, pad_to_multiple_of: int = 1
+        self,
+        pad_token_id: int,
+        train: bool,
+        rationale_task: bool = False,
+        pad_to_multiple_of: int = 1,
+        student_kind: str = "seq2seq",
     ) -> None:
+        if student_kind not in ("seq2seq", "causal"):
+            raise ValueError(f"unknown student kind {student_kind!r}: expected 'seq2seq' or 'causal'")
         self.pad_token_id = pad_token_id
         self.train = train
         self.rationale_task = rationale_task
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.student_kind = student_kind
 
     def _task(self, rows: Sequence[dict[str, Any]], task: str) -> dict[str, torch.Tensor]:
-        return pad_task(
-            [r[f"{task}_input_ids"] for r in rows],
-            [r[f"{task}_ids"] for r in rows],
-            self.pad_token_id,
-            self.pad_to_multiple_of,
-            with_targets=self.train,
-        )
+        inputs, targets = [r[f"{task}_input_ids"] for r in rows], [r[f"{task}_ids"] for r in rows]
+        if self.student_kind == "seq2seq":
+            return pad_task(inputs, targets, self.pad_token_id, self.pad_to_multiple_of, with_targets=self.train)
+        if self.train:
+            return pad_causal_task(inputs, targets, self.pad_token_id, self.pad_to_multiple_of, with_targets=True)
+        return pad_prompts(inputs, self.pad_token_id, self.pad_to_multiple_of)
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {"label": self._task(rows, "label"), "uid": [r["uid"] for r in rows]}

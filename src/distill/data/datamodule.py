@@ -14,6 +14,10 @@ Batches (see the project's DataModule contract):
   has a rationale (rows without one have labels all -100).
 * val/test/predict: ``{"label": {...}, "uid": [...], "input": [...], "gold": [...]}``.
 
+``student_kind`` lays the task batches out for the student: ``seq2seq`` (encoder input and
+target apart) or ``causal`` (one ``prompt + completion`` sequence per row with the loss on the
+completion alone; eval batches hold left-padded prompts): :mod:`distill.data.collate`.
+
 Task prefixes apply to ``step_by_step`` (the two tasks share weights and need telling apart):
 ``[label] `` / ``[rationale] `` as in the paper, or the official code's ``predict: `` /
 ``explain: ``. ``standard`` and ``single_task`` train one task and, as in the official
@@ -37,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from distill.benchmarks.base import Benchmark, Example
 from distill.data.batching import EvalBatchSampler, GlobalBatchSampler, plan_batches
-from distill.data.collate import Collator
+from distill.data.collate import Collator, encode_batch
 from distill.data.encoding import ENCODING_VERSION, Encoder, target_text
 from distill.data.splits import SPLITS, Splits, build_splits
 
@@ -105,10 +109,14 @@ class DistillDataModule(pl.LightningDataModule):
         cache_dir: str | Path | None = None,
         pad_to_multiple_of: int = 1,
         pin_memory: bool = False,
+        student_kind: str = "seq2seq",
     ) -> None:
         super().__init__()
         if targets not in TARGETS:
             raise ValueError(f"data.targets must be one of {TARGETS}, got {targets!r}")
+        if student_kind not in ("seq2seq", "causal"):
+            raise ValueError(f"student_kind must be 'seq2seq' or 'causal', got {student_kind!r}")
+        self.student_kind = student_kind
         self.benchmark = _as_benchmark(benchmark)
         self.data_dir = Path(data_dir)
         self.teacher = teacher
@@ -189,18 +197,13 @@ class DistillDataModule(pl.LightningDataModule):
         return {"label": "", "rationale": ""}
 
     def encode_inputs(self, texts: Sequence[str], task: str = "label") -> dict[str, Any]:
-        """Tokenize raw inputs the way the batches do (prefix, truncation), padded, as tensors:
+        """Tokenize raw inputs the way the batches do (prefix, truncation), padded (left for a causal
+        student's prompts), as tensors:
         for inference on new text, or to ask a step_by_step student for rationales."""
         if self.tokenizer is None:
             raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
         prefix = self.task_prefixes[task]
-        return self.tokenizer(
-            [prefix + t for t in texts],
-            truncation=True,
-            max_length=self.max_input_length,
-            padding=True,
-            return_tensors="pt",
-        )
+        return encode_batch(self.tokenizer, [prefix + t for t in texts], self.max_input_length, self.student_kind)
 
     # ----------------------------------------------------------------- batching plan
     def plan(self, world_size: int | None = None) -> tuple[int, int]:
@@ -272,6 +275,7 @@ class DistillDataModule(pl.LightningDataModule):
             ),
             max_rationale_length=self.max_rationale_length,
             rationale_task=split == "train" and self.targets == "step_by_step",
+            student_kind=self.student_kind,
         )
         fingerprint = self._fingerprint(split, rows, encoder)
         cache_file = None
@@ -339,6 +343,7 @@ class DistillDataModule(pl.LightningDataModule):
             train=True,
             rationale_task=self.targets == "step_by_step",
             pad_to_multiple_of=self.pad_to_multiple_of,
+            student_kind=self.student_kind,
         )
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
@@ -350,7 +355,8 @@ class DistillDataModule(pl.LightningDataModule):
         dataset = self.dataset(split)
         sampler = EvalBatchSampler(dataset["length"], self.eval_batch_size, rank=self.rank, world_size=self.world_size)
         columns = ["uid", "input", "gold", "label_input_ids", "label_ids"]
-        collator = Collator(self.tokenizer.pad_token_id, train=False, pad_to_multiple_of=self.pad_to_multiple_of)
+        collator = Collator(self.tokenizer.pad_token_id, train=False, pad_to_multiple_of=self.pad_to_multiple_of,
+                            student_kind=self.student_kind)
         return self._loader(dataset.select_columns(columns), sampler, collator)
 
     def val_dataloader(self) -> DataLoader:

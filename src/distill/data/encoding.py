@@ -1,9 +1,20 @@
 """Tokenizing examples for both tasks (run through ``datasets.map``, so it must pickle and hash).
 
-Inputs are ``tokenizer(prefix + input)`` with the tokenizer's special tokens, truncated to
-``max_input_length``. Targets are tokenized with ``add_special_tokens=False`` and the eos token is
-appended, so T5 and BERT-based students see the same target layout; a target is truncated to
-leave room for that eos (at most ``max_target_length`` / ``max_rationale_length`` tokens in all).
+Targets are tokenized with ``add_special_tokens=False`` and the eos token is appended, so T5,
+BERT-based and decoder-only students see the same target layout; a target is truncated to leave
+room for that eos (at most ``max_target_length`` / ``max_rationale_length`` tokens in all).
+
+Inputs (:func:`encode_inputs`, shared with generation in :mod:`distill.models.inference`) depend
+on the student's kind, both truncated from the right to ``max_input_length`` (the task prefix
+survives; generation truncates the same way):
+
+* ``seq2seq``: ``tokenizer(prefix + input)`` with the tokenizer's special tokens (T5's ``</s>``,
+  BERT's ``[CLS] ... [SEP]``): the encoder's input.
+* ``causal``: the prompt ``prefix + input`` with only the special tokens the tokenizer puts
+  *before* a text (Llama's ``<s>``, BERT's ``[CLS]``; none for GPT-2 or Qwen), never one after
+  it: the completion follows the prompt directly, and the eos that ends every completion appears
+  nowhere else. The collator joins prompt and completion into one sequence
+  (:mod:`distill.data.collate`).
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from typing import Any
 from distill.benchmarks.base import Example
 from distill.data.targets import single_task_target
 
-__all__ = ["ENCODING_VERSION", "Encoder", "target_text"]
+__all__ = ["ENCODING_VERSION", "Encoder", "encode_inputs", "prompt_start_tokens", "target_text"]
 
 #: bump when the encoded columns change, so stale cache files are not reused
 ENCODING_VERSION = 1
@@ -30,12 +41,38 @@ def target_text(example: Example, targets: str, label_source: str = "gold") -> s
     return label
 
 
+def prompt_start_tokens(tokenizer: Any) -> list[int]:
+    """The special tokens the tokenizer puts before a text (``[bos]``, ``[CLS]``, or none)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start])
+    return []
+
+
+def encode_inputs(tokenizer: Any, texts: list[str], max_length: int, kind: str = "seq2seq") -> list[list[int]]:
+    """Token ids of already prefixed inputs, for a student of ``kind`` (see the module doc)."""
+    if kind == "seq2seq":
+        return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    if kind != "causal":
+        raise ValueError(f"unknown student kind {kind!r}: expected 'seq2seq' or 'causal'")
+    start = prompt_start_tokens(tokenizer)
+    ids = tokenizer(
+        list(texts), add_special_tokens=False, truncation=True, max_length=max(1, max_length - len(start))
+    )["input_ids"]
+    # an empty prompt still needs one position whose output predicts the completion's first token
+    fallback = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    return [start + list(tokens) if start or tokens else fallback for tokens in ids]
+
+
 class Encoder:
     """A picklable batched map function: text columns in, token-id columns out.
 
     Output columns: ``label_input_ids``, ``label_ids`` and, for the rationale task,
     ``rationale_input_ids`` and ``rationale_ids`` (empty for examples without a rationale);
-    ``length`` orders examples for length-grouped batching.
+    ``length`` orders examples for length-grouped batching. ``*_input_ids`` are the encoder input
+    of a ``seq2seq`` student, the prompt of a ``causal`` one (see the module doc).
     """
 
     def __init__(
@@ -47,8 +84,10 @@ class Encoder:
         max_target_length: int,
         max_rationale_length: int,
         rationale_task: bool,
+        student_kind: str = "seq2seq",
     ) -> None:
         self.tokenizer = tokenizer
+        self.student_kind = student_kind
         self.label_prefix = label_prefix
         self.rationale_prefix = rationale_prefix
         self.max_input_length = max_input_length
@@ -65,12 +104,11 @@ class Encoder:
             "max_target_length": self.max_target_length,
             "max_rationale_length": self.max_rationale_length,
             "rationale_task": self.rationale_task,
+            "student_kind": self.student_kind,
         }
 
     def _inputs(self, prefix: str, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(
-            [prefix + text for text in texts], truncation=True, max_length=self.max_input_length
-        )["input_ids"]
+        return encode_inputs(self.tokenizer, [prefix + text for text in texts], self.max_input_length, self.student_kind)
 
     def _targets(self, texts: list[str | None], max_length: int) -> list[list[int]]:
         eos = self.tokenizer.eos_token_id

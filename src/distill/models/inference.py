@@ -1,4 +1,9 @@
-"""Label (and rationale) generation shared by evaluation, ``distill.predict`` and exported students."""
+"""Label (and rationale) generation shared by evaluation, ``distill.predict`` and exported students.
+
+Greedy decoding for both kinds of student (:func:`distill.models.student.kind_of`): a seq2seq
+student decodes from its encoder input; a causal student continues its left-padded prompt, and
+only what it writes after the prompt (up to its eos) is the output.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from distill.data.collate import encode_batch
 from distill.data.targets import split_single_task_output
+from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
 
 SETTINGS_FILE = "distill.json"
 
@@ -24,6 +31,9 @@ class InferenceSettings:
     max_input_length: int = 512
     label_max_new_tokens: int = 32
     rationale_max_new_tokens: int = 128
+    #: ``seq2seq`` (AutoModelForSeq2SeqLM) or ``causal`` (AutoModelForCausalLM): the class that loads an
+    #: exported student (generation reads the kind from the model itself)
+    kind: str = SEQ2SEQ
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -42,14 +52,18 @@ def generate_from_ids(
     attention_mask: torch.Tensor,
     max_new_tokens: int,
 ) -> list[str]:
-    """Greedy decoding, special tokens stripped."""
+    """Greedy decoding, special tokens stripped. A causal student's ``input_ids`` are its
+    left-padded prompts: the output is what it writes after them."""
     out = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
         max_new_tokens=max_new_tokens,
         num_beams=1,
         do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
     )
+    if kind_of(model) == CAUSAL:
+        out = out[:, input_ids.shape[1] :]
     return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
@@ -67,13 +81,11 @@ def generate_from_texts(
     by_index: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        enc = tokenizer(
-            [prefix + texts[i] for i in chunk],
-            padding=True,
-            truncation=True,
-            max_length=max_input_length,
-            return_tensors="pt",
-        ).to(model.device)
+        enc = {
+            name: tensor.to(model.device)
+            for name, tensor in encode_batch(tokenizer, [prefix + texts[i] for i in chunk], max_input_length,
+                                             kind_of(model)).items()
+        }
         for i, text in zip(chunk, generate_from_ids(model, tokenizer, enc["input_ids"], enc["attention_mask"], max_new_tokens)):
             by_index[i] = text
     return [by_index[i] for i in range(len(texts))]

@@ -12,6 +12,10 @@ The fast path computes the same numbers with less work (``conf/speed/``):
   task's mean is then taken over its own tokens. Encoder attention masks and the causal decoder
   keep padding from changing any real position's output.
 
+Both kinds of student take both levers: a seq2seq student's targets are read at the decoder
+positions of their own columns, a causal student's at the positions just before them (where
+the completion's tokens are predicted); :func:`target_logits` is the one place that differs.
+
 Both are exact: the losses equal the plain path's to float rounding (``tests/test_losses.py``).
 """
 
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.data.collate import IGNORE_INDEX
+from distill.models.student import CAUSAL, kind_of
 
 __all__ = [
     "MODEL_INPUTS",
@@ -81,17 +86,22 @@ def head_sees_only(model: torch.nn.Module, flat_positions: torch.Tensor) -> Iter
 def target_logits(
     model: torch.nn.Module, task: Mapping[str, torch.Tensor], target_only: bool = True
 ) -> torch.Tensor:
-    """Logits at the target positions of a seq2seq task batch, ``(targets, vocab)``, in
-    ``target_ids`` order. The decoder reads the labels shifted right, as when the model is given
-    ``labels`` itself. ``target_only``: the output projection computes nothing else."""
-    labels = task["labels"]
+    """Logits at the target positions of a task batch, ``(targets, vocab)``, in ``target_ids``
+    order. ``target_only``: the output projection computes nothing else.
+
+    seq2seq: the decoder reads the labels shifted right (as when the model is given ``labels``
+    itself) and positions index ``labels``' columns. causal: the model reads ``prompt +
+    completion`` and positions (already one column left of each target) index its columns."""
     rows, cols = task["target_positions"].unbind(1)
-    flat_positions = rows * labels.shape[1] + cols
-    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    inputs = {"input_ids": task["input_ids"], "attention_mask": task["attention_mask"]}
+    if kind_of(model) == CAUSAL:
+        width = task["input_ids"].shape[1]
+    else:
+        width = task["labels"].shape[1]
+        inputs["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=task["labels"])
+    flat_positions = rows * width + cols
     with head_sees_only(model, flat_positions) if target_only else nullcontext():
-        logits = model(
-            input_ids=task["input_ids"], attention_mask=task["attention_mask"], decoder_input_ids=decoder_input_ids
-        ).logits
+        logits = model(**inputs).logits
     return logits if target_only else logits.reshape(-1, logits.shape[-1]).index_select(0, flat_positions)
 
 

@@ -1,4 +1,8 @@
-"""The LightningModule: one seq2seq student, the paper's losses, label-only evaluation."""
+"""The LightningModule: one student (seq2seq or causal), the paper's losses, label-only evaluation.
+
+The module does not branch on the student's kind: the losses (:mod:`distill.models.losses`) and
+generation (:mod:`distill.models.inference`) read it from the model, the data module lays its
+batches out for it, and :class:`InferenceSettings` records it for exported students."""
 
 from __future__ import annotations
 
@@ -93,6 +97,7 @@ class DistillModule(pl.LightningModule):
             max_input_length=max_input_length,
             label_max_new_tokens=label_max_new_tokens,
             rationale_max_new_tokens=rationale_max_new_tokens,
+            kind=self.student.kind,
         )
         self.predictions_dir = predictions_dir
         self.with_rationale = with_rationale

@@ -1,6 +1,9 @@
-"""Load a seq2seq student and its tokenizer.
+"""Load a student (seq2seq or decoder-only) and its tokenizer.
 
-Three kinds, chosen by ``model.kind`` in config:
+A student is one of two **kinds**, the single seam the rest of the code branches on
+(:func:`kind_of`): ``seq2seq`` (an encoder-decoder: T5, the MiniLM encoder-decoder) or ``causal``
+(a decoder-only language model: GPT-2, Llama, Qwen, SmolLM, ...). The loader, chosen by
+``model.kind`` in config, is one of:
 
 - ``auto``: any Hugging Face seq2seq model by hub name or local path
   (``google/t5-v1_1-base``, ``google/flan-t5-large``, ``./my-export``), through the Auto classes.
@@ -10,22 +13,37 @@ Three kinds, chosen by ``model.kind`` in config:
   ``[SEP]`` ends a target, ``[PAD]`` pads.
 - ``tiny``: a small randomly initialised T5 built from a config, for tests and smoke runs,
   with the MiniLM tokenizer (no download).
+- ``causal``: any Hugging Face decoder-only model by hub name or local path, through
+  ``AutoModelForCausalLM`` (``Qwen/Qwen2.5-0.5B``, ``HuggingFaceTB/SmolLM2-135M``, ``./my-export``).
+- ``tiny_causal``: a small randomly initialised Llama built from a config with the MiniLM
+  tokenizer (``[CLS]`` begins a prompt, ``[SEP]`` ends a completion, ``[PAD]`` pads).
 
 Every tokenizer leaves here with ``eos_token`` and ``pad_token`` set: the data layer appends
-``eos_token_id`` to every target.
+``eos_token_id`` to every target. A causal student's tokenizer pads on the left (what generation
+needs; the data layer pads its own batches explicitly either way).
+
+``model.lora`` (``{r, alpha, dropout, target_modules}``) wraps either kind in a ``peft`` LoRA
+adapter: only the adapter trains; ``distill.export`` merges it into a plain model.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     EncoderDecoderModel,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     T5Config,
@@ -35,6 +53,17 @@ from transformers import (
 from distill.local_paths import check_local_path
 
 
+#: the two kinds of student (:func:`kind_of`)
+SEQ2SEQ, CAUSAL = "seq2seq", "causal"
+
+
+def kind_of(model: torch.nn.Module) -> str:
+    """``seq2seq`` for an encoder-decoder, ``causal`` for a decoder-only language model (read from
+    the model's config, also through a ``peft`` wrapper). The one place that tells them apart."""
+    config = getattr(model, "config", None)
+    return SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else CAUSAL
+
+
 @dataclass
 class Student:
     model: PreTrainedModel
@@ -42,8 +71,17 @@ class Student:
     name: str
 
     @property
+    def kind(self) -> str:
+        """``seq2seq`` or ``causal`` (:func:`kind_of`)."""
+        return kind_of(self.model)
+
+    @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
 
 def bundled_minilm_path() -> Path:
@@ -76,6 +114,8 @@ def _set_special_tokens(model: PreTrainedModel, *, start: int, eos: int, pad: in
 
 
 def load_auto(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if not getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False):
+        raise ValueError(f"{name_or_path} is a decoder-only model: train it with model=causal, not model=hf")
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
     if tokenizer.pad_token is None:
@@ -154,7 +194,139 @@ def load_tiny(
     return model, tokenizer
 
 
-LOADERS = {"auto": load_auto, "minilm": load_minilm, "tiny": load_tiny}
+def _set_causal_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Generation stops at the tokenizer's eos (what every completion ends with) and pads with its
+    pad. The hub's generation settings (a chat model's sampling, temperature, repetition penalty)
+    are dropped: a student is evaluated greedily, and its export generates the same way."""
+    eos = model.generation_config.eos_token_id
+    if not (eos == tokenizer.eos_token_id or (isinstance(eos, (list, tuple)) and tokenizer.eos_token_id in eos)):
+        eos = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = eos
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id
+    )
+
+
+def prepare_causal_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """eos (a BERT-style tokenizer's [SEP] where it has none), pad (eos where it has none), left padding."""
+    if tokenizer.eos_token is None:
+        if tokenizer.sep_token is None:
+            raise ValueError(f"{tokenizer.name_or_path}: the tokenizer has no eos token to end completions with")
+        tokenizer.eos_token = tokenizer.sep_token  # an exported tiny_causal student's BERT tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_causal(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Any decoder-only model through ``AutoModelForCausalLM`` (hub name or local directory)."""
+    tokenizer = prepare_causal_tokenizer(AutoTokenizer.from_pretrained(name_or_path))
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if model.config.is_encoder_decoder:
+        raise ValueError(f"{name_or_path} is an encoder-decoder: use model=hf (model.kind=auto), not model=causal")
+    _set_causal_special_tokens(model, tokenizer)
+    return model, tokenizer
+
+
+def causal_bert_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
+    """A BERT WordPiece tokenizer laid out like a causal LM's: a text becomes ``[CLS] text`` (no
+    ``[SEP]`` after it: ``[SEP]`` is the eos that ends completions), ``[PAD]`` pads on the left.
+    It is saved as a plain ``tokenizers`` tokenizer, so ``AutoTokenizer`` loads exactly this
+    layout back (a ``BertTokenizer`` would put the ``[SEP]`` back)."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    bert = load_bert_tokenizer(name_or_path)
+    backend = copy.deepcopy(bert.backend_tokenizer)
+    backend.post_processor = TemplateProcessing(
+        single=f"{bert.cls_token} $A", pair=f"{bert.cls_token} $A $B", special_tokens=[(bert.cls_token, bert.cls_token_id)]
+    )
+    backend.no_truncation()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bert.cls_token,
+        eos_token=bert.sep_token,
+        pad_token=bert.pad_token,
+        unk_token=bert.unk_token,
+        cls_token=bert.cls_token,
+        sep_token=bert.sep_token,
+        mask_token=bert.mask_token,
+        model_max_length=bert.model_max_length,
+    )
+    return prepare_causal_tokenizer(tokenizer)
+
+
+def load_tiny_causal(
+    name_or_path: str | None = None,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    seed: int = 0,
+    attention_dropout: float = 0.0,
+    max_position_embeddings: int = 2048,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A small random Llama (tied embeddings) with the MiniLM tokenizer made causal
+    (:func:`causal_bert_tokenizer`)."""
+    tokenizer = causal_bert_tokenizer(name_or_path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        attention_dropout=attention_dropout,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    _set_causal_special_tokens(model, tokenizer)
+    return model, tokenizer
+
+
+def apply_lora(
+    model: PreTrainedModel,
+    r: int = 8,
+    alpha: float = 16,
+    dropout: float = 0.0,
+    target_modules: str | list[str] | None = None,
+) -> PreTrainedModel:
+    """Wrap ``model`` in a ``peft`` LoRA adapter: only the adapter's parameters train.
+    ``target_modules``: module names (``[q_proj, v_proj]``), ``all-linear``, or None for peft's
+    default for the architecture (Llama and Qwen: ``q_proj``/``v_proj``; T5: ``q``/``v``)."""
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError as err:  # pragma: no cover - a dependency
+        raise ImportError("model.lora needs the peft package: pip install peft") from err
+    if target_modules is not None and not isinstance(target_modules, str):
+        target_modules = [str(name) for name in target_modules]
+    config = LoraConfig(
+        task_type=TaskType.SEQ_2_SEQ_LM if kind_of(model) == SEQ2SEQ else TaskType.CAUSAL_LM,
+        r=int(r),
+        lora_alpha=alpha,
+        lora_dropout=float(dropout),
+        target_modules=target_modules,
+    )
+    return get_peft_model(model, config)
+
+
+LOADERS = {
+    "auto": load_auto,
+    "minilm": load_minilm,
+    "tiny": load_tiny,
+    "causal": load_causal,
+    "tiny_causal": load_tiny_causal,
+}
+#: loaders that need model.name_or_path
+NEEDS_NAME = ("auto", "causal")
 
 
 def load_student(
@@ -162,16 +334,22 @@ def load_student(
     name_or_path: str | None = None,
     short_name: str | None = None,
     gradient_checkpointing: bool = False,
+    lora: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> Student:
-    """Build the student named in ``conf/model/*.yaml``."""
+    """Build the student named in ``conf/model/*.yaml`` (``kind`` names its loader), with a LoRA
+    adapter when ``lora`` holds its settings."""
     if kind not in LOADERS:
         raise ValueError(f"model.kind={kind!r}: expected one of {sorted(LOADERS)}")
-    if kind == "auto" and not name_or_path:
-        raise ValueError("model.kind=auto needs model.name_or_path (a hub name or a local directory)")
+    if kind in NEEDS_NAME and not name_or_path:
+        raise ValueError(f"model.kind={kind} needs model.name_or_path (a hub name or a local directory)")
     if name_or_path:
         check_local_path(name_or_path, "model.name_or_path")
     model, tokenizer = LOADERS[kind](name_or_path, **kwargs)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if lora:
+        if gradient_checkpointing:
+            model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
+        model = apply_lora(model, **dict(lora))
     return Student(model=model, tokenizer=tokenizer, name=short_name or str(name_or_path or kind))
