@@ -18,7 +18,7 @@ from train_utils import REPO, subprocess_env
 def test_bench_prints_plain_and_fast_side_by_side():
     done = subprocess.run(
         [sys.executable, "-m", "distill.bench", "model=tiny", "bench.steps=2", "bench.warmup=1",
-         "bench.eval_batches=1", "data.batch_size=8", "data.eval_batch_size=8"],
+         "bench.eval_batches=1", "bench.profile=1", "data.batch_size=8", "data.eval_batch_size=8"],
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -32,6 +32,10 @@ def test_bench_prints_plain_and_fast_side_by_side():
         plain, fast, ratio = row.split()[1:4]
         assert float(plain.replace(",", "")) > 0 and float(fast.replace(",", "")) > 0
         assert ratio.endswith("x")
+    # bench.profile: one more step per mode under torch.profiler, not counted in the timed steps
+    for mode in ("plain", "fast"):
+        profile = table[table.index(f"{mode}: profile of 1 steps"):]
+        assert "top operators by self cpu time total" in profile and "aten::mm" in profile
 
 
 def test_mfu_counts_encoder_and_decoder_parameters_apart_without_embeddings():
@@ -65,3 +69,16 @@ def test_throughput_meter_counts_the_tokens_each_side_of_the_model_sees(kind):
     expected = {"encoder": 18, "decoder": 6} if kind == "seq2seq" else {"encoder": 0, "decoder": 18}
     assert {side: int(count) for side, count in meter.tokens.items()} == expected
     assert meter.examples == 2
+
+
+def test_throughput_meter_stops_at_the_last_timed_step():
+    """Steps after warmup + steps (the profiled ones) are neither timed nor counted."""
+    meter = ThroughputMeter(warmup=1, steps=2)
+    module = SimpleNamespace(method="standard", student=SimpleNamespace(kind="seq2seq"))
+    task = {"input_ids": torch.ones(2, 3), "attention_mask": torch.ones(2, 3), "target_ids": torch.ones(2)}
+    for step in range(5):
+        trainer = SimpleNamespace(global_step=step)
+        meter.on_train_batch_start(trainer, module, None, 0)
+        meter.on_train_batch_end(SimpleNamespace(global_step=step + 1), module, None, {"label": task}, 0)
+    meter.on_train_end(SimpleNamespace(global_step=5), module)
+    assert meter.steps == 2 and meter.examples == 4 and meter.seconds > 0

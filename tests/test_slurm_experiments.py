@@ -114,7 +114,7 @@ def test_repro_minilm_grid_is_the_core_grid_and_every_job_composes() -> None:
         assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1)
         # the same budget, schedule and learning rate for both methods
         assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio) == (
-            200, 16, 3e-4, 0.05)
+            600, 64, 3e-4, 0.05)
         # the shared copy has no e-SNLI/ANLI train file: valid is the pool, val its holdout, test untouched
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
         assert cfg.data.split_files.train == expected_train and cfg.data.split_files.val is None

@@ -14,7 +14,9 @@ then generates labels for ``bench.eval_batches`` validation batches:
 
 ``speed=...`` among the overrides runs that one configuration alone; ``bench.modes=fast`` or
 ``bench.modes=plain,fast`` choose; ``bench.repeats=N`` alternates the modes N times and keeps each
-mode's best run. Nothing is written besides Lightning's scratch files in a temporary folder.
+mode's best run; ``bench.profile=N`` runs N more steps under ``torch.profiler`` after the timed ones
+and prints, per mode, where a step's time goes: the top operators by self time and, on a GPU, the
+kernel-busy time and the kernel launches per step. Nothing is written besides Lightning's scratch files in a temporary folder.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of  # noqa: E402
 
 REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
-BENCH_DEFAULTS: dict[str, Any] = {"steps": 20, "warmup": 3, "eval_batches": 4, "modes": "plain,fast", "repeats": 1}
+BENCH_DEFAULTS: dict[str, Any] = {
+    "steps": 20, "warmup": 3, "eval_batches": 4, "modes": "plain,fast", "repeats": 1, "profile": 0,
+}
 RESULT_MARKER = "distill-bench-result: "
 
 #: what the table shows, with units; higher is better except where marked
@@ -56,8 +60,9 @@ class ThroughputMeter(pl.Callback):
     """Wall time, examples and non-pad tokens of every optimizer step after ``warmup`` steps.
     Token counts accumulate on the device and are read once at the end: no per-step sync."""
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, steps: int | None = None) -> None:
         self.warmup = warmup
+        self.last = None if steps is None else warmup + steps
         self.examples = 0
         self.tokens: dict[str, Any] = {"encoder": 0, "decoder": 0}
         self.seconds = 0.0
@@ -71,7 +76,7 @@ class ThroughputMeter(pl.Callback):
             self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._start is None:
+        if self._start is None or self.seconds:
             return
         self.examples += batch["label"]["input_ids"].shape[0]
         tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
@@ -83,14 +88,67 @@ class ThroughputMeter(pl.Callback):
             else:
                 self.tokens["encoder"] = self.tokens["encoder"] + non_pad
                 self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
+        if self.last is not None and trainer.global_step >= self.last:
+            self._stop(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._start is not None:
+        if self._start is not None and not self.seconds:
+            self._stop(trainer)
+
+    def _stop(self, trainer: pl.Trainer) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self._start
+        self.steps = trainer.global_step - self.warmup
+        self.tokens = {side: int(count) for side, count in self.tokens.items()}
+
+
+class StepProfiler(pl.Callback):
+    """``torch.profiler`` over the optimizer steps from ``first`` on (to the end of fit): a summary
+    of where a step's time goes, as text."""
+
+    def __init__(self, first: int, steps: int) -> None:
+        self.first, self.steps = first, steps
+        self.profiler: torch.profiler.profile | None = None
+        self.summary = ""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.profiler is None and trainer.global_step >= self.first:
+            activities = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
                 torch.cuda.synchronize()
-            self.seconds = time.perf_counter() - self._start
-            self.steps = trainer.global_step - self.warmup
-            self.tokens = {side: int(count) for side, count in self.tokens.items()}
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            self._start = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.profiler is None:
+            return
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall = (time.perf_counter() - self._start) / self.steps
+        self.profiler.__exit__(None, None, None)
+        self.summary = profile_summary(self.profiler, wall, self.steps)
+
+
+def profile_summary(profiler: torch.profiler.profile, wall_per_step: float, steps: int) -> str:
+    """Per step: wall time, the device's busy time and kernel launches (GPU), top operators."""
+    events = profiler.key_averages()
+    on_gpu = torch.cuda.is_available()
+    lines = [f"profile of {steps} steps: {wall_per_step * 1e3:.1f} ms wall per step"]
+    if on_gpu:
+        busy = sum(e.self_device_time_total for e in events) / 1e3 / steps  # microseconds -> ms
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        lines.append(f"  GPU kernels busy {busy:.1f} ms per step ({100 * busy / (wall_per_step * 1e3):.0f}% of the wall), "
+                     f"{launches / steps:,.0f} kernel launches per step")
+    sort = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    total = sum(getattr(e, sort) for e in events) or 1
+    lines.append(f"  top operators by {sort.replace('_', ' ')} (share of all operators' self time):")
+    for e in sorted(events, key=lambda e: getattr(e, sort), reverse=True)[:12]:
+        lines.append(f"    {e.key[:48]:<48} {getattr(e, sort) / 1e3 / steps:>9.1f} ms/step {100 * getattr(e, sort) / total:>5.1f}%"
+                     f"  x{e.count / steps:,.0f}")
+    return "\n".join(lines)
 
 
 def peak_memory_mb() -> float:
@@ -173,10 +231,13 @@ def run(argv: list[str]) -> dict[str, Any]:
         datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
         module = build_module(cfg, datamodule, student, speed=speed)
         module.predictions_dir = None
-        meter = ThroughputMeter(bench["warmup"])
+        meter = ThroughputMeter(bench["warmup"], bench["steps"])
+        callbacks: list[pl.Callback] = [meter]
+        if bench["profile"] > 0:
+            callbacks.append(StepProfiler(bench["warmup"] + bench["steps"], bench["profile"]))
         trainer = build_trainer(
-            cfg, speed, callbacks=[meter], logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            max_steps=bench["warmup"] + bench["steps"], val_check_interval=None, check_val_every_n_epoch=None,
+            cfg, speed, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            max_steps=bench["warmup"] + bench["steps"] + bench["profile"], val_check_interval=None, check_val_every_n_epoch=None,
             limit_val_batches=0, default_root_dir=scratch,
         )
         if torch.cuda.is_available():
@@ -213,6 +274,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": "cuda:" + torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "label": f"{cfg.data.benchmark.name} / {cfg.model.short_name} / {cfg.method.name}",
+        "profile": callbacks[-1].summary if bench["profile"] > 0 else "",
     }
 
 
@@ -267,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             if best is None or result["train_examples_per_s"] > best["train_examples_per_s"]:
                 results[mode] = result
     print("\n" + format_table(results))
+    for mode, result in results.items():
+        if result.get("profile"):
+            print(f"\n{mode}: {result['profile']}")
     return 0
 
 
