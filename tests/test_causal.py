@@ -269,6 +269,12 @@ def test_model_causal_loads_a_local_directory_and_model_hf_points_to_it(tmp_path
     assert all(torch.equal(p, q) for p, q in zip(student.model.parameters(), model.parameters()))
     with pytest.raises(ValueError, match="model=causal"):
         load_student(kind="auto", name_or_path=str(tmp_path))
+    # and the other way round: an encoder-decoder given to model=causal is refused from its config
+    seq2seq, seq2seq_tokenizer = load_tiny(d_model=16, d_ff=32, num_layers=1)
+    seq2seq.save_pretrained(tmp_path / "t5")
+    seq2seq_tokenizer.save_pretrained(tmp_path / "t5")
+    with pytest.raises(ValueError, match="is an encoder-decoder: use model=hf"):
+        load_student(kind="causal", name_or_path=str(tmp_path / "t5"))
 
 
 def test_a_hub_models_sampling_settings_do_not_reach_greedy_evaluation(tmp_path):

@@ -26,7 +26,7 @@ import torch
 
 from distill.data.encoding import encode_inputs
 
-__all__ = ["IGNORE_INDEX", "Collator", "encode_batch", "pad_causal_task", "pad_prompts", "pad_task"]
+__all__ = ["IGNORE_INDEX", "Collator", "encode_batch", "pad_causal_task", "pad_prompts", "pad_sequences", "pad_task"]
 
 #: label id that the loss ignores (padding, and rows without a target for this task)
 IGNORE_INDEX = -100
@@ -34,6 +34,32 @@ IGNORE_INDEX = -100
 
 def _round_up(width: int, multiple: int) -> int:
     return -(-width // multiple) * multiple
+
+
+def pad_sequences(
+    sequences: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int = 1, left: bool = False
+) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of token-id rows padded with ``pad_token_id`` to the
+    longest (rounded up to ``pad_to_multiple_of``), on the right or, with ``left``, on the left."""
+    width = _round_up(max(len(ids) for ids in sequences), pad_to_multiple_of)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        if ids:
+            columns = slice(width - len(ids), width) if left else slice(0, len(ids))
+            input_ids[row, columns] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[row, columns] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _targets(label_ids: torch.Tensor, column_shift: int) -> dict[str, torch.Tensor]:
+    """``target_positions`` (row, column of the output predicting each target token: its own
+    column + ``column_shift``) and ``target_ids``, in row-major order."""
+    is_target = label_ids != IGNORE_INDEX
+    positions = is_target.nonzero()
+    if column_shift:
+        positions[:, 1] += column_shift
+    return {"target_positions": positions, "target_ids": label_ids[is_target]}
 
 
 def pad_task(
@@ -45,21 +71,15 @@ def pad_task(
 ) -> dict[str, torch.Tensor]:
     """``input_ids``/``attention_mask`` right-padded with ``pad_token_id``; ``labels`` with -100;
     with ``with_targets``, also ``target_positions`` and ``target_ids``."""
-    width = _round_up(max(len(ids) for ids in inputs), pad_to_multiple_of)
+    batch = pad_sequences(inputs, pad_token_id, pad_to_multiple_of)
     label_width = _round_up(max(1, max(len(ids) for ids in labels)), pad_to_multiple_of)
-    input_ids = torch.full((len(inputs), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(inputs), width), dtype=torch.long)
     label_ids = torch.full((len(labels), label_width), IGNORE_INDEX, dtype=torch.long)
-    for row, (ids, target) in enumerate(zip(inputs, labels)):
-        input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
+    for row, target in enumerate(labels):
         if target:
             label_ids[row, : len(target)] = torch.as_tensor(target, dtype=torch.long)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+    batch["labels"] = label_ids
     if with_targets:
-        is_target = label_ids != IGNORE_INDEX
-        batch["target_positions"] = is_target.nonzero()
-        batch["target_ids"] = label_ids[is_target]
+        batch.update(_targets(label_ids, column_shift=0))
     return batch
 
 
@@ -67,14 +87,7 @@ def pad_prompts(
     prompts: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int = 1
 ) -> dict[str, torch.Tensor]:
     """Left-padded prompts for a causal student to continue: ``input_ids`` and ``attention_mask``."""
-    width = _round_up(max(len(ids) for ids in prompts), pad_to_multiple_of)
-    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        if ids:
-            input_ids[row, width - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return pad_sequences(prompts, pad_token_id, pad_to_multiple_of, left=True)
 
 
 def pad_causal_task(
@@ -87,25 +100,16 @@ def pad_causal_task(
     """``prompt + completion`` rows right-padded; ``labels`` -100 but on completion tokens; with
     ``with_targets``, ``target_positions`` (row, column of the output predicting each completion
     token: its own column - 1) and ``target_ids``."""
-    width = _round_up(max(len(p) + len(c) for p, c in zip(prompts, completions)), pad_to_multiple_of)
-    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    label_ids = torch.full((len(prompts), width), IGNORE_INDEX, dtype=torch.long)
+    if not all(prompts):
+        raise ValueError("a causal student's prompt needs at least one token (encode_inputs gives one)")
+    batch = pad_sequences([list(p) + list(c) for p, c in zip(prompts, completions)], pad_token_id, pad_to_multiple_of)
+    label_ids = torch.full_like(batch["input_ids"], IGNORE_INDEX)
     for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-        if not prompt:
-            raise ValueError("a causal student's prompt needs at least one token (encode_inputs gives one)")
-        sequence = list(prompt) + list(completion)
-        input_ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-        attention_mask[row, : len(sequence)] = 1
         if completion:
-            label_ids[row, len(prompt) : len(sequence)] = torch.as_tensor(completion, dtype=torch.long)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": label_ids}
+            label_ids[row, len(prompt) : len(prompt) + len(completion)] = torch.as_tensor(completion, dtype=torch.long)
+    batch["labels"] = label_ids
     if with_targets:
-        is_target = label_ids != IGNORE_INDEX
-        positions = is_target.nonzero()
-        positions[:, 1] -= 1
-        batch["target_positions"] = positions
-        batch["target_ids"] = label_ids[is_target]
+        batch.update(_targets(label_ids, column_shift=-1))
     return batch
 
 
@@ -113,15 +117,7 @@ def encode_batch(tokenizer: Any, texts: Sequence[str], max_length: int, kind: st
     """Already prefixed texts as one input batch the way training encodes them: a seq2seq
     student's encoder input (right-padded) or a causal student's prompts (left-padded)."""
     ids = encode_inputs(tokenizer, list(texts), max_length, kind)
-    if kind == "causal":
-        return pad_prompts(ids, tokenizer.pad_token_id)
-    width = max(len(row) for row in ids)
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, tokens in enumerate(ids):
-        input_ids[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
-        attention_mask[row, : len(tokens)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    return pad_sequences(ids, tokenizer.pad_token_id, left=kind == "causal")
 
 
 class Collator:

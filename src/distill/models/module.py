@@ -258,8 +258,7 @@ class DistillModule(pl.LightningModule):
         if norm and isinstance(root, FullyShardedDataParallel):
             root.clip_grad_norm_(gradient_clip_val)
             return
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        if optimizer.defaults.get("fused") and scaler is None:
+        if optimizer.defaults.get("fused") and not self._has_loss_scaler():
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
             if norm:
                 torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)

@@ -113,9 +113,18 @@ def _set_special_tokens(model: PreTrainedModel, *, start: int, eos: int, pad: in
         config.pad_token_id = pad
 
 
-def load_auto(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    if not getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False):
+def check_architecture(name_or_path: str, kind: str) -> None:
+    """Refuse, from the config alone (before any weights load), a model of the other kind than the
+    loader's: an encoder-decoder for ``model=causal`` or a decoder-only model for ``model=hf``."""
+    is_seq2seq = bool(getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False))
+    if kind == SEQ2SEQ and not is_seq2seq:
         raise ValueError(f"{name_or_path} is a decoder-only model: train it with model=causal, not model=hf")
+    if kind == CAUSAL and is_seq2seq:
+        raise ValueError(f"{name_or_path} is an encoder-decoder: use model=hf (model.kind=auto), not model=causal")
+
+
+def load_auto(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    check_architecture(name_or_path, SEQ2SEQ)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
     if tokenizer.pad_token is None:
@@ -222,10 +231,9 @@ def prepare_causal_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTo
 
 def load_causal(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Any decoder-only model through ``AutoModelForCausalLM`` (hub name or local directory)."""
+    check_architecture(name_or_path, CAUSAL)
     tokenizer = prepare_causal_tokenizer(AutoTokenizer.from_pretrained(name_or_path))
     model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    if model.config.is_encoder_decoder:
-        raise ValueError(f"{name_or_path} is an encoder-decoder: use model=hf (model.kind=auto), not model=causal")
     _set_causal_special_tokens(model, tokenizer)
     return model, tokenizer
 
