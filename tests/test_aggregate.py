@@ -108,7 +108,7 @@ def test_tables_csv_and_plots(sweep: Path, tmp_path: Path) -> None:
     assert any("CUDA out of memory" in r for r in reasons)
     assert any(r == "no results.json" for r in reasons)
     assert sum("never made its output directory" in r for r in reasons) == 12
-    assert "### Failed runs" in md and "no results.json" in md
+    assert "### Failed and diverged runs" in md and "no results.json" in md
     with (out / "runs.csv").open() as f:
         statuses = [r["status"] for r in csv.DictReader(f)]
     assert statuses.count("ok") == 10 and statuses.count("failed") == 14

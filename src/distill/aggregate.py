@@ -130,7 +130,9 @@ def read_run(run_dir: Path) -> Run:
     status = str(data.get("status", "missing status"))
     if status != "ok":
         reason = str(data.get("error") or data.get("reason") or f"status {status!r}")
-        return Run(str(run_dir), "failed", config or _config_from_hydra(run_dir), reason=f"{path}: {reason}", job=job)
+        # a diverged run (distill.divergence) is counted apart from runs that failed to finish
+        kept = "diverged" if status == "diverged" else "failed"
+        return Run(str(run_dir), kept, config or _config_from_hydra(run_dir), reason=f"{path}: {reason}", job=job)
     missing = [key for key in ("benchmark", "model", "method", "fraction", "seed") if key not in config]
     if missing:
         return Run(str(run_dir), "failed", config, job=job, reason=f"{path}: config lacks {', '.join(missing)}")
@@ -415,10 +417,12 @@ def _display(text: str) -> str:
 def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: Sequence[str]) -> str:
     ok = [r for r in runs if r.ok]
     failed = [r for r in runs if not r.ok]
+    diverged = sum(r.status == "diverged" for r in failed)
     lines = [
         "# Results",
         "",
-        f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), {len(failed)} failed.",
+        f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), "
+        f"{len(failed) - diverged} failed, {diverged} diverged (left out of every mean).",
         f"Cells: mean ± standard error over seeds of `{metric}` in percent; `(n=1)` where one seed ran.",
         "",
     ]
@@ -435,9 +439,10 @@ def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: 
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if failed:
-        lines += ["### Failed runs", "", "| run | job | reason |", "|---|---|---|"]
+        lines += ["### Failed and diverged runs", "", "| run | status | job | reason |", "|---|---|---|---|"]
         for r in failed:
-            lines.append(f"| `{_display(r.source)}` | {r.job.replace('|', '/')} | {_display(r.reason).replace('|', '/')} |")
+            lines.append(f"| `{_display(r.source)}` | {r.status} | {r.job.replace('|', '/')} | "
+                         f"{_display(r.reason).replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -571,11 +576,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     ok = len(result["runs"]) - len(result["failed"])
-    print(f"{ok} run(s) in {len(result['groups'])} configuration(s) -> {args.out}/results.md, results.csv, runs.csv")
+    diverged = sum(r.status == "diverged" for r in result["failed"])
+    print(f"{ok} run(s) in {len(result['groups'])} configuration(s) -> {args.out}/results.md, results.csv, runs.csv"
+          f" ({len(result['failed']) - diverged} failed, {diverged} diverged: left out)")
     for plot in result["plots"]:
         print(f"plot: {plot}")
     for run in result["failed"]:
-        print(f"FAILED {run.source} {run.job}: {run.reason}", file=sys.stderr)
+        print(f"{run.status.upper()} {run.source} {run.job}: {run.reason}", file=sys.stderr)
     return 1 if args.strict and result["failed"] else 0
 
 

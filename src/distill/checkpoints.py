@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoConfig,
@@ -18,20 +19,32 @@ from transformers import (
 from distill.local_paths import check_local_path
 from distill.models.inference import SETTINGS_FILE, InferenceSettings
 from distill.models.module import DistillModule
-from distill.models.student import CAUSAL, SEQ2SEQ, prepare_causal_tokenizer
+from distill.models.student import CAUSAL, SEQ2SEQ, prepare_causal_tokenizer, student_from_architecture
 
 #: the transformers class that loads an exported student of each kind
 AUTO_CLASSES = {SEQ2SEQ: AutoModelForSeq2SeqLM, CAUSAL: AutoModelForCausalLM}
 
 
 def load_module(ckpt_path: str | Path) -> DistillModule:
-    """A DistillModule from a Lightning checkpoint: the student rebuilds from the spec saved in it."""
+    """A DistillModule from a Lightning checkpoint. The student rebuilds from the architecture saved
+    in it and takes its weights from it alone; a checkpoint without one (written before it was
+    saved) rebuilds through the student's loader, which loads the pretrained weights first."""
     path = Path(ckpt_path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory (a checkpoint written by train.py)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: is a directory, not a checkpoint file")
-    return DistillModule.load_from_checkpoint(str(path), map_location="cpu")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    architecture = checkpoint.get("student_architecture")
+    if architecture is None:
+        return DistillModule.load_from_checkpoint(str(path), map_location="cpu")
+    hparams = dict(checkpoint["hyper_parameters"])
+    student = student_from_architecture(architecture, **dict(hparams["model"]))
+    module = DistillModule(**hparams, student=student)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    module._architecture = architecture
+    return module
 
 
 def run_config_of(ckpt_path: str | Path) -> DictConfig | None:

@@ -41,10 +41,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(
         data_config(cfg), tokenizer=module.tokenizer, targets=module.method, student_kind=module.student.kind
     )
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    # the precision the run tested in, unless the command line names one
+    chose_precision = any(o.split("=")[0].lstrip("+") == "trainer.precision" for o in HydraConfig.get().overrides.task)
+    precision = cfg.trainer.precision if chose_precision else module.settings.precision
+    log.info("evaluating in precision %s%s", precision, "" if chose_precision else " (the run's own)")
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, precision=precision
+    )
     run = trainer.validate if cfg.split == "val" else trainer.test
     metrics = {k: float(v) for k, v in run(module, datamodule=datamodule)[0].items()}
-    result = {"ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "metrics": metrics,
+    result = {"ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "precision": str(trainer.precision), "metrics": metrics,
               "predictions": str(output_dir / f"predictions_{cfg.split}.jsonl")}
     (output_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

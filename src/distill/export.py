@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill.export", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a Lightning checkpoint (.ckpt) written by train.py")
     parser.add_argument("out_dir", help="directory to write (created if missing)")
+    parser.add_argument("--precision", default=None, help="record this precision for generation (32-true, "
+                        "bf16-mixed, ...) in distill.json instead of the one the student was trained and tested in")
     args = parser.parse_args(argv)
     configure_threads()
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    module.settings = module.settings.in_precision(args.precision)
     out = export_student(module, args.out_dir)
     print(f"exported to {out}  (load with transformers.{auto_class_name(out)}.from_pretrained({str(out)!r}))")
     return 0

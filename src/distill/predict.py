@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", help="read inputs from this file, one per line ('-' for stdin)")
     parser.add_argument("--rationale", action="store_true", help="also generate a rationale per input")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", default=None, help="decode in this precision (32-true, bf16-mixed, ...) "
+                        "instead of the one the student was trained and tested in")
     args = parser.parse_args(argv)
     configure_threads()
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    settings = settings.in_precision(args.precision)
     for record in predict(model, tokenizer, settings, inputs, args.rationale, args.batch_size):
         print(json.dumps(record, ensure_ascii=False))
     return 0

@@ -58,3 +58,13 @@ def scrub_secrets(value: Any) -> Any:
     if isinstance(value, list):
         return [scrub_secrets(v) for v in value]
     return value
+
+
+def cache_home() -> "Path":
+    """Where distill keeps what it settles or converts once per machine: ``$DISTILL_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/distill``, else ``~/.cache/distill``."""
+    from pathlib import Path
+
+    if os.environ.get("DISTILL_CACHE_DIR"):
+        return Path(os.environ["DISTILL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"

@@ -13,21 +13,28 @@ stack_tasks            label and rationale rows in one forward pass (auto: on CU
 pad_to_multiple_of     batch widths rounded up (auto: 8 on CUDA for tensor cores, 1 on CPU)
 pin_memory             page-locked host batches for asynchronous copies (auto: on CUDA)
 cpu_bf16               bf16 autocast on a CPU whose bf16 matmul beats fp32 (AMX, AVX512-BF16),
-                       decided by timing both at start-up; never on AVX2-only CPUs, where bf16
-                       matmul is two orders of magnitude slower than fp32
+                       decided by timing both once per machine (cached); never on AVX2-only
+                       CPUs, where bf16 matmul is two orders of magnitude slower than fp32
 =====================  ==========================================================================
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
+import platform
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
+from distill.runtime import cache_home
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +69,61 @@ class Speed:
 PLAIN = Speed()
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_is_faster(margin: float = 1.5) -> bool:
-    """Whether a bf16 matmul on this CPU beats fp32 by ``margin``: timed, because instruction-set
-    flags do not say how fast a build's kernels are. Small shapes keep the probe under 0.1 s even
-    where bf16 is emulated."""
+def _machine_key(margin: float) -> str:
+    """What the probe's answer depends on: the CPU (model and flags), torch's build and kernels."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
+    except OSError:
+        cpu = platform.processor()
+    parts = [platform.machine(), cpu, torch.__version__, torch.backends.cpu.get_cpu_capability(), str(margin)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _time_matmuls() -> tuple[float, float]:
+    """Median seconds of one 128x512 @ 512x512 matmul in fp32 and in bf16, timed alternately."""
     a32, b32 = torch.randn(128, 512), torch.randn(512, 512)
     a16, b16 = a32.bfloat16(), b32.bfloat16()
-
-    def seconds(a: torch.Tensor, b: torch.Tensor) -> float:
-        torch.mm(a, b)
-        started = time.perf_counter()
-        for _ in range(3):
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    torch.mm(a32, b32), torch.mm(a16, b16)
+    for _ in range(5):
+        for name, (a, b) in (("fp32", (a32, b32)), ("bf16", (a16, b16))):
+            started = time.perf_counter()
             torch.mm(a, b)
-        return time.perf_counter() - started
+            times[name].append(time.perf_counter() - started)
+    return statistics.median(times["fp32"]), statistics.median(times["bf16"])
 
-    fp32, bf16 = seconds(a32, b32), seconds(a16, b16)
-    log.info("cpu bf16 probe: fp32 %.2f ms, bf16 %.2f ms per matmul", fp32 / 3e-3, bf16 / 3e-3)
-    return bf16 * margin < fp32
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_is_faster(margin: float = 1.5) -> bool:
+    """Whether a bf16 matmul on this CPU beats fp32 by ``margin``: timed (instruction-set flags do
+    not say how fast a build's kernels are) once per machine and torch build, then read back from
+    ``<cache_home>/cpu_bf16_probe.json``, so every process of a machine decides alike whatever the
+    load. Delete the file to time again; ``speed.cpu_bf16=true|false`` overrides it."""
+    path = cache_home() / "cpu_bf16_probe.json"
+    key = _machine_key(margin)
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            log.info("speed: cpu bf16 probe settled for this machine in %s: bf16 %s", path,
+                     "faster" if saved["bf16_faster"] else "not faster")
+            return bool(saved["bf16_faster"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    fp32, bf16 = _time_matmuls()
+    faster = bf16 * margin < fp32
+    log.info("speed: cpu bf16 probe: fp32 %.2f ms, bf16 %.2f ms per matmul: bf16 %s; settled in %s",
+             fp32 * 1e3, bf16 * 1e3, "faster" if faster else "not faster", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "bf16_faster": faster, "fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3,
+                                   "torch": torch.__version__}, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as error:  # a read-only home still runs, deciding per process
+        log.warning("speed: could not save the cpu bf16 probe to %s (%s)", path, error)
+    return faster
 
 
 def _auto(value: Any, default: Any) -> Any:

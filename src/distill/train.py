@@ -17,7 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.data.batching import plan_batches
 from distill.data.summary import format_summary
+from distill.divergence import Diverged
 from distill.models.module import DistillModule
+from distill.precision import normalize
 from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
 from distill.speed import PLAIN, Speed, resolve_speed
 
@@ -140,6 +142,9 @@ def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
         "accumulate_grad_batches": accumulate,
         "world_size": trainer.world_size,
         "max_steps": cfg.trainer.max_steps,
+        # what the run trained and tested in (the CPU bf16 probe may have chosen it): eval.py,
+        # distill.predict and distill.export use the same, read from the checkpoint
+        "precision": normalize(trainer.precision),
     }
 
 
@@ -159,7 +164,8 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f"method      {c['method']}"
         + (f"  (lambda={c['rationale_weight']})" if c["method"] == "step_by_step" and c["alpha"] is None else "")
         + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else ""),
-        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})",
+        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable}"
+        f"{', precision ' + c['precision'] if c.get('precision') else ''})",
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
@@ -167,9 +173,18 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f"test/acc    {fmt('test/acc')}   (majority-class baseline {fmt('test/majority_baseline')})",
         f"outputs     {results['output_dir']}",
     ]
+    if results.get("status", "ok") != "ok":
+        lines.insert(0, f"STATUS      {results['status'].upper()}: {results.get('error', '')}")
     width = max(len(line) for line in lines)
     bar = "-" * width
     return "\n".join([bar, "distill run summary".center(width), bar, *lines, bar])
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -194,13 +209,17 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams(plain_cfg)
 
     train_seconds = 0.0
+    diverged: Diverged | None = None
     if cfg.train:
         fit_started = time.time()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except Diverged as error:
+            diverged = error
         train_seconds = time.time() - fit_started
 
     metrics = _metrics(trainer)
-    if cfg.test:
+    if cfg.test and diverged is None:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt = best or (None if cfg.train else cfg.get("ckpt_path"))
         if cfg.train and not best:
@@ -210,7 +229,7 @@ def train(cfg: DictConfig) -> float | None:
         metrics["test/majority_baseline"] = majority_baseline([e.gold for e in datamodule.examples("test")])
 
     results = {
-        "status": "ok",
+        "status": "ok" if diverged is None else "diverged",
         "config": run_config_summary(cfg, trainer),
         "metrics": metrics,
         "global_step": trainer.global_step,
@@ -221,13 +240,21 @@ def train(cfg: DictConfig) -> float | None:
         "output_dir": str(output_dir),
         "best_checkpoint": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None,
     }
+    if diverged is not None:
+        results["error"] = str(diverged)
+        results["diverged_at_step"] = diverged.step
     if trainer.is_global_zero:
         (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print("\n" + format_run_summary(results), flush=True)
     for logger in loggers:
-        logger.finalize("success")
+        logger.finalize("success" if diverged is None else "failed")
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
         import wandb
 
-        wandb.finish()
+        wandb.finish(exit_code=0 if diverged is None else 1)
+    if diverged is not None:
+        log.error("%s (results.json: status diverged; checkpoints up to the last good step kept)", diverged)
+        if _in_multirun():
+            raise diverged  # a failed job to Hydra: the sweep goes on with the others
+        raise SystemExit(1)
     return metrics.get(cfg.get("optimized_metric") or "")

@@ -8,7 +8,7 @@ only what it writes after the prompt (up to its eos) is the output.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from distill.data.collate import encode_batch
 from distill.data.targets import split_single_task_output
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
+from distill.precision import DEFAULT_PRECISION, autocast_for, normalize
 
 SETTINGS_FILE = "distill.json"
 
@@ -34,6 +35,9 @@ class InferenceSettings:
     #: ``seq2seq`` (AutoModelForSeq2SeqLM) or ``causal`` (AutoModelForCausalLM): the class that loads an
     #: exported student (generation reads the kind from the model itself)
     kind: str = SEQ2SEQ
+    #: the Lightning precision the student was trained and tested in (:mod:`distill.precision`):
+    #: what generation runs in, so a checkpoint or export reproduces the run's predictions
+    precision: str = DEFAULT_PRECISION
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -42,6 +46,10 @@ class InferenceSettings:
     def load(cls, directory: str | Path) -> InferenceSettings:
         path = Path(directory) / SETTINGS_FILE
         return cls(**json.loads(path.read_text())) if path.exists() else cls()
+
+    def in_precision(self, precision: str | None) -> InferenceSettings:
+        """These settings generating in ``precision`` instead (None: unchanged)."""
+        return self if precision is None else replace(self, precision=normalize(precision))
 
 
 @torch.no_grad()
@@ -107,18 +115,20 @@ def predict(
     with_rationale: bool = False,
     batch_size: int = 32,
 ) -> list[dict[str, str]]:
-    """Predictions for raw inputs: ``{"input", "prediction"[, "rationale"]}`` each."""
+    """Predictions for raw inputs: ``{"input", "prediction"[, "rationale"]}`` each, generated in
+    ``settings.precision`` (the run's own)."""
     model.eval()
-    outputs = generate_from_texts(
-        model, tokenizer, inputs, settings.label_prefix, settings.max_input_length,
-        settings.label_max_new_tokens, batch_size,
-    )
-    labels, rationales = labels_from_outputs(outputs, settings.method)
-    if with_rationale and settings.method == "step_by_step":
-        rationales = generate_from_texts(
-            model, tokenizer, inputs, settings.rationale_prefix, settings.max_input_length,
-            settings.rationale_max_new_tokens, batch_size,
+    with autocast_for(settings.precision, model.device.type):
+        outputs = generate_from_texts(
+            model, tokenizer, inputs, settings.label_prefix, settings.max_input_length,
+            settings.label_max_new_tokens, batch_size,
         )
+        labels, rationales = labels_from_outputs(outputs, settings.method)
+        if with_rationale and settings.method == "step_by_step":
+            rationales = generate_from_texts(
+                model, tokenizer, inputs, settings.rationale_prefix, settings.max_input_length,
+                settings.rationale_max_new_tokens, batch_size,
+            )
     records = []
     for text, label, rationale in zip(inputs, labels, rationales):
         record = {"input": text, "prediction": label}

@@ -22,7 +22,8 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 
 from distill.models.inference import InferenceSettings, generate_from_ids, generate_from_texts, labels_from_outputs
 from distill.models.losses import combine_losses, fast_losses_agree, plain_task_loss, task_losses
-from distill.models.student import Student, load_student
+from distill.models.student import Student, architecture_of, load_student
+from distill.precision import DEFAULT_PRECISION, normalize
 from distill.speed import PLAIN, Speed
 
 __all__ = ["METHODS", "DistillModule", "combine_losses"]
@@ -105,6 +106,8 @@ class DistillModule(pl.LightningModule):
         self._fast_losses_checked = False
         self.best_val_acc = float("-inf")
         self._eval_records: list[dict[str, Any]] = []
+        self.last_losses: dict[str, torch.Tensor] = {}
+        self._architecture: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ training
     def _tasks(self, batch: Mapping[str, Any]) -> dict[str, Mapping[str, torch.Tensor]]:
@@ -149,6 +152,7 @@ class DistillModule(pl.LightningModule):
                 self._check_fast_losses(batch)
             self._fast_losses_checked = True
         losses = self.compute_losses(batch)
+        self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by StopOnDivergence
         size = batch["label"]["input_ids"].shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=size)
@@ -236,11 +240,25 @@ class DistillModule(pl.LightningModule):
         return out
 
     # ------------------------------------------------------------------ state
+    def _record_precision(self) -> None:
+        """The trainer's precision becomes the student's: checkpoints and exports carry it."""
+        self.settings = self.settings.in_precision(normalize(self.trainer.precision))
+
+    def setup(self, stage: str) -> None:
+        self._record_precision()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val_acc"] = self.best_val_acc
+        checkpoint["precision"] = self.settings.precision
+        if self._architecture is None:  # the tokenizer and config do not change during a run
+            self._architecture = architecture_of(self.student)
+        checkpoint["student_architecture"] = self._architecture
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best_val_acc = checkpoint.get("best_val_acc", float("-inf"))
+        if getattr(self, "_trainer", None) is None:  # loaded for inference: decode as the run did
+            # (a checkpoint from before precision was recorded reads as 32-true)
+            self.settings = self.settings.in_precision(checkpoint.get("precision", DEFAULT_PRECISION))
 
     # ------------------------------------------------------------------ optimisation
     def configure_gradient_clipping(

@@ -354,10 +354,62 @@ def load_student(
     if name_or_path:
         check_local_path(name_or_path, "model.name_or_path")
     model, tokenizer = LOADERS[kind](name_or_path, **kwargs)
+    return _finish(model, tokenizer, short_name or str(name_or_path or kind), gradient_checkpointing, lora)
+
+
+def _finish(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str,
+    gradient_checkpointing: bool = False, lora: Mapping[str, Any] | None = None,
+) -> Student:
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if lora:
         if gradient_checkpointing:
             model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
         model = apply_lora(model, **dict(lora))
-    return Student(model=model, tokenizer=tokenizer, name=short_name or str(name_or_path or kind))
+    return Student(model=model, tokenizer=tokenizer, name=name)
+
+
+# ---------------------------------------------------------------------------- in a checkpoint
+def architecture_of(student: Student) -> dict[str, Any]:
+    """What rebuilds ``student`` without its loader (no hub, no package, no pretrained weights to
+    load and overwrite): the transformers class, config, generation config and tokenizer files.
+    Checkpoints keep it (:func:`student_from_architecture`); the weights are the state dict's."""
+    import tempfile
+
+    base = student.model.get_base_model() if hasattr(student.model, "get_base_model") else student.model
+    with tempfile.TemporaryDirectory() as tmp:
+        student.tokenizer.save_pretrained(tmp)
+        files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+    return {
+        "class": type(base).__name__,
+        "config": base.config.to_dict(),
+        "generation_config": base.generation_config.to_dict(),
+        "tokenizer_files": files,
+        "padding_side": student.tokenizer.padding_side,
+    }
+
+
+def student_from_architecture(
+    architecture: Mapping[str, Any], short_name: str | None = None, gradient_checkpointing: bool = False,
+    lora: Mapping[str, Any] | None = None, **_: Any,
+) -> Student:
+    """The student :func:`architecture_of` describes, with freshly initialised weights (a
+    checkpoint's state dict replaces them) and the spec's LoRA adapter; the other spec keys
+    (``kind``, ``name_or_path``, loader settings) only mattered for the first build."""
+    import tempfile
+
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    config_dict = dict(architecture["config"])
+    config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
+    model_class = getattr(transformers, architecture["class"])
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in architecture["tokenizer_files"].items():
+            (Path(tmp) / name).write_bytes(data)
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+    tokenizer.padding_side = architecture.get("padding_side", tokenizer.padding_side)
+    model = model_class(config)
+    model.generation_config = GenerationConfig.from_dict(dict(architecture["generation_config"]))
+    return _finish(model, tokenizer, short_name or architecture["class"], gradient_checkpointing, lora)

@@ -1,0 +1,46 @@
+"""The numeric precision a student trained and was tested in, carried to evaluation and export.
+
+A run records Lightning's precision string (``32-true``, ``bf16-mixed``, ``16-mixed``, ...) in
+``results.json``, its checkpoints and an export's ``distill.json``; ``eval.py``, ``distill.predict``
+and ``distill.export`` decode in it unless told otherwise, so they reproduce the run's predictions.
+:func:`autocast_for` is the context Lightning's mixed-precision plugin opens around a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+__all__ = ["PRECISIONS", "DEFAULT_PRECISION", "normalize", "autocast_for"]
+
+DEFAULT_PRECISION = "32-true"
+#: Lightning's precision names and their short forms
+_ALIASES = {"32": "32-true", "32-true": "32-true", "64": "64-true", "64-true": "64-true",
+            "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "16": "16-mixed", "16-mixed": "16-mixed",
+            "bf16-true": "bf16-true", "16-true": "16-true"}
+PRECISIONS = tuple(sorted(set(_ALIASES.values())))
+_MIXED = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def normalize(precision: str | int | None) -> str:
+    """Lightning's full name for ``precision`` (``bf16`` -> ``bf16-mixed``); None: ``32-true``."""
+    if precision is None:
+        return DEFAULT_PRECISION
+    name = str(precision)
+    if name not in _ALIASES:
+        raise ValueError(f"precision {name!r}: expected one of {PRECISIONS}")
+    return _ALIASES[name]
+
+
+@contextlib.contextmanager
+def autocast_for(precision: str | None, device_type: str = "cpu") -> Iterator[None]:
+    """Autocast as Lightning's mixed-precision plugin does for ``precision`` (nothing for the
+    ``-true`` precisions: there the weights themselves carry the dtype)."""
+    dtype = _MIXED.get(normalize(precision))
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device_type, dtype=dtype, cache_enabled=False):
+        yield
