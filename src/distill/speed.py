@@ -20,6 +20,7 @@ cpu_bf16               bf16 autocast on a CPU whose bf16 matmul beats fp32 (AMX,
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -104,26 +105,31 @@ def cpu_bf16_is_faster(margin: float = 1.5) -> bool:
     path = cache_home() / "cpu_bf16_probe.json"
     key = _machine_key(margin)
     try:
-        saved = json.loads(path.read_text())
-        if saved.get("key") == key:
-            log.info("speed: cpu bf16 probe settled for this machine in %s: bf16 %s", path,
-                     "faster" if saved["bf16_faster"] else "not faster")
-            return bool(saved["bf16_faster"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    fp32, bf16 = _time_matmuls()
-    faster = bf16 * margin < fp32
-    log.info("speed: cpu bf16 probe: fp32 %.2f ms, bf16 %.2f ms per matmul: bf16 %s; settled in %s",
-             fp32 * 1e3, bf16 * 1e3, "faster" if faster else "not faster", path)
-    try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")
+    except OSError as error:  # a read-only home still runs, deciding per process
+        log.warning("speed: cannot keep the cpu bf16 probe under %s (%s): timing it in this process", path, error)
+        fp32, bf16 = _time_matmuls()
+        return bf16 * margin < fp32
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the ranks of a first DDP run wait for one probe
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                log.info("speed: cpu bf16 probe settled for this machine in %s: bf16 %s", path,
+                         "faster" if saved["bf16_faster"] else "not faster")
+                return bool(saved["bf16_faster"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        fp32, bf16 = _time_matmuls()
+        faster = bf16 * margin < fp32
+        log.info("speed: cpu bf16 probe: fp32 %.2f ms, bf16 %.2f ms per matmul: bf16 %s; settled in %s",
+                 fp32 * 1e3, bf16 * 1e3, "faster" if faster else "not faster", path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps({"key": key, "bf16_faster": faster, "fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3,
                                    "torch": torch.__version__}, indent=2) + "\n")
         os.replace(tmp, path)
-    except OSError as error:  # a read-only home still runs, deciding per process
-        log.warning("speed: could not save the cpu bf16 probe to %s (%s)", path, error)
-    return faster
+        return faster
 
 
 def _auto(value: Any, default: Any) -> Any:

@@ -164,8 +164,8 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f"method      {c['method']}"
         + (f"  (lambda={c['rationale_weight']})" if c["method"] == "step_by_step" and c["alpha"] is None else "")
         + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else ""),
-        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable}"
-        f"{', precision ' + c['precision'] if c.get('precision') else ''})",
+        f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})"
+        f"{'  precision ' + c['precision'] if c.get('precision') else ''}",
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
