@@ -133,11 +133,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``path`` whole or not at all (the other ranks of a job may be reading it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(partial, path)
+
+
 def _has_previous_files(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds anything of an earlier run (Hydra's fresh config and an empty log
-    are this run's own)."""
+    """Whether ``run_dir`` holds anything of an earlier run besides logs (Hydra's fresh config, the
+    log the job's ranks are writing, a record being written are this run's own)."""
     for entry in run_dir.iterdir() if run_dir.is_dir() else ():
-        if entry.name in KEPT_ON_RESTART or (entry.suffix == ".log" and entry.stat().st_size == 0):
+        if entry.name in KEPT_ON_RESTART or entry.suffix in (".log", ".partial"):
             continue
         return True
     return False
@@ -238,8 +246,7 @@ def prepare_job(cfg: DictConfig) -> JobDecision:
         invocation = (_read_json(sweep_dir / SWEEP_RECORD) or {}).get("invocation")
         record = {"invocation": invocation, "action": decision.action, "reason": decision.reason,
                   "ckpt_path": decision.ckpt_path, "fingerprint": job_fingerprint(config), "config": config}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / JOB_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        _write_json(run_dir / JOB_RECORD, record)
     print(f"resume_sweep: {run_dir.name}: {decision.action}: {decision.reason}", flush=True)
     return decision
 
@@ -281,8 +288,7 @@ class SweepResumeCallback(Callback):
         if sweep_dir is None:
             return
         self.invocation = uuid.uuid4().hex
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SWEEP_RECORD).write_text(json.dumps({"invocation": self.invocation}) + "\n")
+        _write_json(sweep_dir / SWEEP_RECORD, {"invocation": self.invocation})
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = self._sweep_dir(config)
