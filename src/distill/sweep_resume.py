@@ -142,10 +142,10 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _has_previous_files(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds anything of an earlier run besides logs (Hydra's fresh config, the
-    log the job's ranks are writing, a record being written are this run's own)."""
+    """Whether ``run_dir`` holds files of an earlier run: anything but Hydra's fresh config, logs
+    (the job's ranks are writing them) and this module's record."""
     for entry in run_dir.iterdir() if run_dir.is_dir() else ():
-        if entry.name in KEPT_ON_RESTART or entry.suffix in (".log", ".partial"):
+        if entry.name in (*KEPT_ON_RESTART, JOB_RECORD) or entry.suffix in (".log", ".partial"):
             continue
         return True
     return False
