@@ -47,6 +47,12 @@ def ok(proc: subprocess.CompletedProcess) -> str:
     return proc.stdout
 
 
+def counts(sweep_dir: Path, skipped: int, resumed: int, started: int) -> str:
+    """The line the sweep's end prints."""
+    return (f"resume_sweep: {skipped + resumed + started} job(s) in {sweep_dir}: {skipped} skipped (finished), "
+            f"{resumed} resumed (from last.ckpt), {started} started")
+
+
 def step_of(ckpt: Path) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
 
@@ -76,7 +82,7 @@ def rerun_sweep(tmp_path_factory) -> dict:
 
 def test_a_killed_sweep_rerun_skips_the_finished_jobs_and_resumes_the_killed_one(rerun_sweep):
     sweep_dir, stdout = rerun_sweep["dir"], rerun_sweep["stdout"]
-    assert f"resume_sweep: 4 job(s) in {sweep_dir}: 2 skipped (finished), 1 resumed (from last.ckpt), 1 started" in stdout
+    assert counts(sweep_dir, skipped=2, resumed=1, started=1) in stdout
     # jobs 1-2: not run again
     for n in (0, 1):
         assert (sweep_dir / str(n) / "results.json").read_bytes() == rerun_sweep["finished"][n]
@@ -85,7 +91,8 @@ def test_a_killed_sweep_rerun_skips_the_finished_jobs_and_resumes_the_killed_one
     job3 = sweep_dir / "2"
     assert record(job3)["action"] == "resumed" and record(job3)["ckpt_path"] == str(job3 / "checkpoints" / "last.ckpt")
     assert [t["step"] for t in read_step_trace(job3 / "step_trace.jsonl")] == [5, 6, 7, 8]
-    assert results(job3)["status"] == "ok" and results(job3)["global_step"] == 8 and results(job3)["config"]["seed"] == 3
+    assert results(job3)["status"] == "ok" and results(job3)["global_step"] == 8
+    assert results(job3)["config"]["seed"] == 3
     # job 4: run for the first time
     assert record(sweep_dir / "3")["action"] == "started" and results(sweep_dir / "3")["config"]["seed"] == 4
     assert not (sweep_dir / ".superseded").exists()
@@ -101,7 +108,7 @@ def test_a_failed_job_and_a_changed_job_run_again_their_old_runs_moved_aside(rer
     (sweep_dir / "0" / "results.json").write_text(json.dumps(diverged))
 
     stdout = ok(sweep(sweep_dir, "1,2,3,5"))
-    assert f"resume_sweep: 4 job(s) in {sweep_dir}: 2 skipped (finished), 0 resumed (from last.ckpt), 2 started" in stdout
+    assert counts(sweep_dir, skipped=2, resumed=0, started=2) in stdout
     assert [record(sweep_dir / str(n))["action"] for n in range(4)] == ["started", "skipped", "skipped", "started"]
     assert "status 'diverged'" in record(sweep_dir / "0")["reason"]
     assert "seed: 4 -> 5" in record(sweep_dir / "3")["reason"]
