@@ -88,3 +88,20 @@ class KillAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step + 1 >= self.step:
             raise Killed(f"killed as step {self.step} started")
+
+
+class SigkillAtStep(pl.Callback):
+    """SIGKILLs this process (the whole sweep with it) as optimizer step ``step`` starts, when the
+    environment variable ``KILL_TAG`` equals ``tag``: the config is the same whether or not it
+    kills (``+callbacks.kill._target_=train_utils.SigkillAtStep +callbacks.kill.step=N
+    '+callbacks.kill.tag=${seed}'``, then run with ``KILL_TAG=<seed>``)."""
+
+    def __init__(self, step: int, tag: str) -> None:
+        self.step = step
+        self.tag = str(tag)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if os.environ.get("KILL_TAG") == self.tag and trainer.global_step + 1 >= self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

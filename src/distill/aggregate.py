@@ -185,7 +185,8 @@ def read_directory(root: Path) -> list[Run]:
         return [read_run(root)]
     runs: list[Run] = []
     run_dirs = sorted({p.parent for p in root.rglob("results.json")} | {p.parent.parent for p in root.rglob(".hydra/config.yaml")})
-    run_dirs = [d for d in run_dirs if ".submitit" not in d.parts]
+    # .superseded/: runs a resumed sweep moved aside (distill.sweep_resume)
+    run_dirs = [d for d in run_dirs if not {".submitit", ".superseded"} & set(d.relative_to(root).parts)]
     found_jobs: dict[Path, set[int]] = defaultdict(set)
     for run_dir in run_dirs:
         run = read_run(run_dir)

@@ -12,8 +12,8 @@ before the end, submitit's handler requeues the same array task, which reruns th
 the same output directory). Lightning's own SLURM auto-requeue is switched off by
 :func:`cluster_environment` (``SLURMEnvironment(auto_requeue=False)``), so Lightning installs no
 ``USR1`` handler and never calls ``scontrol requeue`` itself. A requeued job resumes from its
-``checkpoints/last.ckpt`` when the run is started with ``ckpt_path=last`` (Lightning's own
-"last checkpoint of the ModelCheckpoint callback, or none" lookup).
+``checkpoints/last.ckpt``: :mod:`distill.sweep_resume` (``resume_sweep: true``) finds it, as
+``ckpt_path=last`` (Lightning's own "last checkpoint of the ModelCheckpoint callback" lookup) does.
 
 OmegaConf resolvers registered on import (idempotent), for use in configs:
 

@@ -22,6 +22,7 @@ from distill.models.module import DistillModule
 from distill.precision import normalize
 from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
 from distill.speed import PLAIN, Speed, resolve_speed
+from distill.sweep_resume import finished_metric, prepare_job
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,9 @@ def _in_multirun() -> bool:
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) as configured; returns ``cfg.optimized_metric`` for sweepers."""
     started = time.time()
+    job = prepare_job(cfg)  # a rerun sweep: skip a finished job, resume one from last.ckpt (distill.sweep_resume)
+    if job.skipped:
+        return finished_metric(job, cfg)
     configure_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
