@@ -110,6 +110,7 @@ class DistillDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int = 1,
         pin_memory: bool = False,
         student_kind: str = "seq2seq",
+        require_teacher: bool = True,
     ) -> None:
         super().__init__()
         if targets not in TARGETS:
@@ -128,6 +129,8 @@ class DistillDataModule(pl.LightningDataModule):
         self.holdout_seed = int(holdout_seed)
         self.on_parse_failure = on_parse_failure
         self.on_misaligned_teacher = on_misaligned_teacher
+        # False for the data summary (a report): a train file the teacher lacks is read without it
+        self.require_teacher = bool(require_teacher)
         self.targets = targets
         self.batch_size = int(batch_size)
         self.micro_batch_size = micro_batch_size
@@ -182,6 +185,7 @@ class DistillDataModule(pl.LightningDataModule):
                 on_parse_failure=self.on_parse_failure,
                 targets=self.targets,
                 on_misaligned_teacher=self.on_misaligned_teacher,
+                require_teacher=self.require_teacher,
             )
         return self._splits
 

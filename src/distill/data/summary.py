@@ -11,7 +11,9 @@
   label-task prefix), labels and rationales, measured with the student's tokenizer.
 
 A file without the teacher's shards (test and val are scored on gold and need none) shows "-" for
-the teacher. Warnings close the report: teacher labels at chance level against gold
+the teacher. The summary is a report, not a training run: a train file the teacher has no shards of
+(a teacher tried on a few test items first) is read without it, shown as ``TEACHER:missing``, and a
+note says what a training run would need (the ``annotate.py`` command that writes the shards). Warnings close the report: teacher labels at chance level against gold
 (``data.on_misaligned_teacher=warn``), and step_by_step with rationales on under
 :data:`LOW_RATIONALE_SHARE` of the train examples.
 """
@@ -97,7 +99,7 @@ def _tokenizer_name(tokenizer: Any) -> str:
 def summary_warnings(datamodule: DistillDataModule) -> list[str]:
     """What a researcher must not miss before training on this data."""
     warnings = [w for stats in datamodule.splits.files.values() for w in stats.warnings]
-    if datamodule.targets == "step_by_step":
+    if datamodule.targets == "step_by_step" and not datamodule.splits.missing_teacher:  # else the note says why
         train = datamodule.examples("train")
         with_rationale = sum(e.rationale is not None for e in train)
         if train and with_rationale < LOW_RATIONALE_SHARE * len(train):
@@ -125,11 +127,12 @@ def format_summary(datamodule: DistillDataModule) -> str:
     file_rows = []
     for stats in splits.files.values():
         has_teacher = stats.teacher is not None
+        lacking = stats.file_split in splits.missing_teacher
         file_rows.append(
             [
                 f"{name}_{stats.file_split}",
                 stats.rows,
-                stats.teacher or "-",
+                f"{dm.teacher}:missing" if lacking else stats.teacher or "-",
                 f"{stats.teacher_accuracy:.4f}" if has_teacher and stats.teacher_accuracy is not None else "-",
                 stats.parse_failures if has_teacher else "-",
                 stats.label_space_violations if has_teacher else "-",
@@ -181,6 +184,13 @@ def format_summary(datamodule: DistillDataModule) -> str:
                 ]
             )
         lines += _table(["split", "inputs", "labels", "rationales"], length_rows)
+    for file_split, note in splits.missing_teacher.items():
+        users = [split for split in SPLITS if f"{name}_{file_split}" in splits.sources.get(split, "")]
+        lines += [
+            "",
+            f"NOTE: teacher {dm.teacher} has no shards of {name}_{file_split} (split(s) {', '.join(users)} shown "
+            f"without it); a training run needs them: {note}",
+        ]
     failures = [f for stats in splits.files.values() for f in stats.failures]
     if failures:
         shown = "; ".join(failures[:3]) + ("; ..." if len(failures) > 3 else "")
