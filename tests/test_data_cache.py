@@ -120,3 +120,18 @@ def test_tokenizing_in_processes_gives_the_same_batches(svamp_files, tokenizer, 
     assert two.dataset("train").to_dict() == one.dataset("train").to_dict()
     warm = make(svamp_files, tokenizer, tmp_path / "two", num_proc=2)
     assert warm.dataset("train").to_dict() == one.dataset("train").to_dict()
+
+
+@pytest.mark.shared
+def test_the_scale_benchmark_builds_esnli_train_in_the_release_layout(shared_data, tmp_path):
+    """bench_scale's stand-in train file: valid rows repeated, completions lined up in 5,500-shards."""
+    from distill.data.bench_scale import build_esnli_train
+
+    rows = build_esnli_train(tmp_path, repeats=2, shared=shared_data)
+    assert rows == 2 * 9842
+    shards = sorted((tmp_path / "esnli" / "llm").glob("train_CoT_*.json"))
+    assert len(shards) == 4  # 3 x 5,500 + 3,184
+    splits = DistillDataModule("esnli", tmp_path, split_files={"val": "valid"}, cache_dir=None).splits
+    train, valid = splits.files["train"], splits.files["valid"]
+    assert train.rows == rows and train.teacher == "llm" and train.teacher_correct == 2 * valid.teacher_correct
+    assert len(splits.train) == rows and len(splits.val) == 9842 and len(splits.test) == 9824
