@@ -203,3 +203,16 @@ def test_summary_of_a_teacher_with_test_shards_only(release, tmp_path, capsys):
     # a training run keeps today's error
     with pytest.raises(DataError, match="python annotate.py data=svamp split=train"):
         DistillDataModule("svamp", release.root, teacher="mine", targets="step_by_step").splits
+
+
+def test_token_lengths_count_what_the_tokenizer_gives(tokenizer):
+    """The summary counts with a copy of the fast backend: the same counts, and the tokenizer's own
+    truncation setting neither applies nor changes."""
+    from distill.data.summary import _token_lengths
+
+    texts = ["", "Sam has 3 marbles.", "a " * 700, "Premise[SEP]Hypothesis"]
+    tokenizer(["a " * 50], truncation=True, max_length=8)
+    for special in (True, False):
+        expected = [len(ids) + (0 if special else 1) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+        assert _token_lengths(tokenizer, texts, special) == expected
+    assert max(_token_lengths(tokenizer, texts, True)) > 700

@@ -94,23 +94,39 @@ def split_figures(datamodule: DistillDataModule, split: str) -> dict[str, Any]:
 _LENGTH_CHUNK = 10_000
 
 
-def _token_lengths(tokenizer: Any, texts: Sequence[str], special: bool) -> list[int]:
+def _length_counter(tokenizer: Any) -> Any:
+    """A function ``(texts, special) -> token counts`` of ``tokenizer`` without truncation or padding: a fast
+    tokenizer's Rust backend (a copy, so the tokenizer's own settings stay), which skips building the
+    Python encodings, else the tokenizer itself."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        from tokenizers import Tokenizer
+
+        counter = Tokenizer.from_str(backend.to_str())
+        counter.no_truncation()
+        counter.no_padding()
+        return lambda texts, special: [len(e.ids) for e in counter.encode_batch_fast(texts, add_special_tokens=special)]
+    return lambda texts, special: [
+        len(ids)
+        for ids in tokenizer(
+            texts, add_special_tokens=special, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
+    ]
+
+
+def _token_lengths(tokenizer: Any, texts: Sequence[str], special: bool, counter: Any = None) -> list[int]:
+    count = counter or _length_counter(tokenizer)
     lengths: list[int] = []
     for start in range(0, len(texts), _LENGTH_CHUNK):
-        ids = tokenizer(
-            list(texts[start : start + _LENGTH_CHUNK]),
-            add_special_tokens=special,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )["input_ids"]
         # targets get eos appended by the encoder
-        lengths += [len(x) + (0 if special else 1) for x in ids]
+        lengths += [n + (0 if special else 1) for n in count(list(texts[start : start + _LENGTH_CHUNK]), special)]
     return lengths
 
 
 def _length_rows(dm: DistillDataModule) -> list[list[str]]:
     prefix = dm.task_prefixes["label"]
     label_limit = dm.max_target_length + (dm.max_rationale_length if dm.targets == "single_task" else 0)
+    counter = _length_counter(dm.tokenizer)
     rows = []
     for split in SPLITS:
         inputs: list[str] = []
@@ -127,9 +143,9 @@ def _length_rows(dm: DistillDataModule) -> list[list[str]]:
         rows.append(
             [
                 split,
-                length_stats(_token_lengths(dm.tokenizer, inputs, True), dm.max_input_length),
-                length_stats(_token_lengths(dm.tokenizer, targets, False), label_limit),
-                length_stats(_token_lengths(dm.tokenizer, rationales, False), dm.max_rationale_length),
+                length_stats(_token_lengths(dm.tokenizer, inputs, True, counter), dm.max_input_length),
+                length_stats(_token_lengths(dm.tokenizer, targets, False, counter), label_limit),
+                length_stats(_token_lengths(dm.tokenizer, rationales, False, counter), dm.max_rationale_length),
             ]
         )
     return rows
