@@ -45,7 +45,12 @@ _COLUMNS = ("uid", "input", "gold", "teacher_label", "rationale", "teacher_error
 
 def _code_digest(benchmark: Benchmark) -> str:
     digest = hashlib.sha256()
-    files = {inspect.getsourcefile(cls) for cls in type(benchmark).__mro__ if cls.__module__ not in ("builtins", "abc")}
+    files = set()
+    for cls in type(benchmark).__mro__:
+        try:
+            files.add(inspect.getsourcefile(cls))
+        except TypeError:  # built-in classes (object) have no source
+            pass
     files |= {sys.modules[name].__file__ for name in _PARSING_MODULES if name in sys.modules}
     for path in sorted(f for f in files if f):
         digest.update(Path(path).read_bytes())
