@@ -84,16 +84,18 @@ def test_a_changed_file_or_setting_is_a_new_version(release, svamp_files, tokeni
     version = first.data_version
     assert len(first.examples("train")) == 54 and make(svamp_files, tokenizer, cache).data_version == version
     # settings that choose the examples
-    for setting in ({"fraction": 0.5}, {"seed": 1}, {"holdout_seed": 3}, {"teacher": None}, {"targets": "standard"},
+    for setting in ({"fraction": 0.5}, {"holdout_seed": 3}, {"teacher": None}, {"targets": "standard"},
                     {"label_source": "teacher"}, {"on_parse_failure": "drop_example"}):
         assert make(svamp_files, tokenizer, cache, **setting).data_version != version, setting
+    assert make(svamp_files, tokenizer, cache, fraction=0.5, seed=1).data_version != make(
+        svamp_files, tokenizer, cache, fraction=0.5).data_version
     half = [e.uid for e in make(svamp_files, tokenizer, cache, fraction=0.5).examples("train")]
     assert len(half) == 27 and set(half) < {e.uid for e in first.examples("train")}
-    # a rewritten records file: new rows are read, not the cached ones
+    # a rewritten records file: its new rows are read (the unchanged test file comes from the cache)
     release.svamp("train", 40)
     counters.update(read=0)
     again = make(svamp_files, tokenizer, cache)
-    assert again.data_version != version and len(again.examples("train")) == 36 and counters["read"] == 2
+    assert again.data_version != version and len(again.examples("train")) == 36 and counters["read"] == 1
     # a touched teacher shard (same content, new mtime) is noticed too
     shard = svamp_files / "svamp" / "llm" / "train_CoT_0.json"
     before = again.data_version
@@ -136,3 +138,20 @@ def test_the_scale_benchmark_builds_esnli_train_in_the_release_layout(shared_dat
     train, valid = splits.files["train"], splits.files["valid"]
     assert train.rows == rows and train.teacher == "llm" and train.teacher_correct == 2 * valid.teacher_correct
     assert len(splits.train) == rows and len(splits.val) == 9842 and len(splits.test) == 9824
+
+
+def test_runs_selecting_other_examples_read_the_parsed_files(svamp_files, tokenizer, tmp_path, counters):
+    """Another fraction, seed or method of a sweep selects from the files parsed once."""
+    cache = tmp_path / "cache"
+    first = make(svamp_files, tokenizer, cache, targets="step_by_step")
+    first.splits
+    assert counters["read"] == 2
+    counters.update(read=0)
+    uncached = lambda **kw: [e.uid for e in make(svamp_files, tokenizer, None, **kw).examples("train")]  # noqa: E731
+    for setting in ({"fraction": 0.5}, {"fraction": 0.5, "seed": 3}, {"targets": "standard"},
+                    {"label_source": "teacher"}):
+        dm = make(svamp_files, tokenizer, cache, **setting)
+        assert [e.uid for e in dm.examples("train")] == uncached(**setting), setting
+    assert counters["read"] == 4 * 2  # the four uncached runs alone read the files (train and test each)
+    # the seed picks nothing from the whole train: one version for every seed
+    assert make(svamp_files, tokenizer, cache, seed=7).data_version == first.data_version

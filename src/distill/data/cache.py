@@ -12,6 +12,10 @@ to parse, attach and summarise, and every run of a sweep (every rank of a DDP jo
   (memory-mapped: rows are read where they are used, never held as Python objects), the files'
   figures, sources and drops in ``splits.json``. :class:`ExampleTable` is a split read back: a
   sequence of :class:`~distill.benchmarks.base.Example`, built on access, in the stored order.
+* :func:`cached_file_loader`: one file's examples and figures (:func:`distill.data.splits.load_file`)
+  stored the same way, keyed by :func:`file_version` (that file and its teacher's shards, the
+  benchmark, the parser): runs that select other examples from the same files (another
+  ``fraction``, ``seed`` or method of a sweep) read the parsed file instead of parsing it again.
 * :func:`cached_json`: a figure computed once per version (the summary's).
 
 Writes are atomic (a directory renamed into place), so concurrent runs never read half a cache.
@@ -34,7 +38,16 @@ from typing import Any
 from distill.benchmarks.base import Benchmark, Example
 from distill.data.splits import SPLITS, FileStats, Splits, reads_files
 
-__all__ = ["CACHE_VERSION", "data_version", "save_splits", "load_splits", "ExampleTable", "cached_json"]
+__all__ = [
+    "CACHE_VERSION",
+    "data_version",
+    "file_version",
+    "save_splits",
+    "load_splits",
+    "cached_file_loader",
+    "ExampleTable",
+    "cached_json",
+]
 
 #: bump when what is stored changes
 CACHE_VERSION = 1
@@ -57,9 +70,9 @@ def _code_digest(benchmark: Benchmark) -> str:
     return digest.hexdigest()
 
 
-def data_version(benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Mapping[str, Any]) -> str | None:
-    """A key for the examples ``build_splits`` makes from these files with these settings (see the
-    module doc); None for a benchmark made in code, or one whose configuration cannot be hashed."""
+def _version(
+    benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Any, file_split: str | None
+) -> str | None:
     if not reads_files(benchmark):
         return None
     from datasets.fingerprint import Hasher
@@ -69,17 +82,32 @@ def data_version(benchmark: Benchmark, data_dir: str | Path, teacher: str | None
     except Exception:  # noqa: BLE001 - a benchmark holding something unpicklable is simply not cached
         return None
     digest = hashlib.sha256()
-    digest.update(json.dumps([CACHE_VERSION, teacher, dict(settings)], sort_keys=True, default=str).encode())
+    digest.update(json.dumps([CACHE_VERSION, teacher, settings], sort_keys=True, default=str).encode())
     digest.update(configuration.encode())
     digest.update(_code_digest(benchmark).encode())
     directory = Path(data_dir) / benchmark.name
-    files = sorted(directory.glob(f"{benchmark.name}_*.json"))
+    split = "*" if file_split is None else file_split
+    files = sorted(directory.glob(f"{benchmark.name}_{split}.json"))
     if teacher is not None:
-        files += sorted((directory / teacher).glob("*_CoT_*.json"))
+        files += sorted((directory / teacher).glob(f"{split}_CoT_*.json"))
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:40]
+
+
+def data_version(benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Mapping[str, Any]) -> str | None:
+    """A key for the examples ``build_splits`` makes from these files with these settings (see the
+    module doc); None for a benchmark made in code, or one whose configuration cannot be hashed."""
+    return _version(benchmark, data_dir, teacher, dict(settings), None)
+
+
+def file_version(
+    benchmark: Benchmark, data_dir: str | Path, file_split: str, teacher: str | None, on_misaligned_teacher: str
+) -> str | None:
+    """A key for what :func:`distill.data.splits.load_file` reads from one file split: its records,
+    the teacher's shards of it, the benchmark and the parser (None where :func:`data_version` is)."""
+    return _version(benchmark, data_dir, teacher, ["file", file_split, on_misaligned_teacher], file_split)
 
 
 class _Record(Mapping[str, Any]):
@@ -150,6 +178,12 @@ class ExampleTable(Sequence[Example]):
         return self.table.column(name).to_pylist()
 
 
+def _record_text(record: Mapping[str, Any]) -> str | None:
+    if isinstance(record, _Record):  # read back from a cache: its JSON as stored
+        return record._text
+    return json.dumps(dict(record), ensure_ascii=False) if record else None
+
+
 def _write_table(path: Path, examples: Sequence[Example]) -> None:
     import pyarrow as pa
 
@@ -161,7 +195,7 @@ def _write_table(path: Path, examples: Sequence[Example]) -> None:
         columns["teacher_label"].append(e.teacher_label)
         columns["rationale"].append(e.rationale)
         columns["teacher_error"].append(e.teacher_error)
-        columns["record"].append(json.dumps(dict(e.record), ensure_ascii=False) if e.record else None)
+        columns["record"].append(_record_text(e.record))
     table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=10_000)
@@ -179,6 +213,40 @@ def _publish(build: Callable[[Path], None], target: Path) -> None:
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def cached_file_loader(cache_dir: Path) -> Callable[..., tuple[Sequence[Example], FileStats]]:
+    """A :func:`distill.data.splits.load_file` that stores each file it reads under ``cache_dir``
+    (``file-{file_version}``) and reads it back from there next time."""
+
+    def load(benchmark, data_dir, file_split, teacher="llm", logical="train", needed_by="they were asked for",
+             on_misaligned_teacher="error"):  # noqa: ANN001, ANN202 - load_file's signature
+        from distill.data.splits import load_file
+
+        version = file_version(benchmark, data_dir, file_split, teacher, on_misaligned_teacher)
+        stored = None if version is None else cache_dir / f"file-{version}"
+        if stored is not None and (stored / "file.json").is_file():
+            stats = FileStats(**json.loads((stored / "file.json").read_text(encoding="utf-8")))
+            # read without the teacher's shards: a file that needs them goes through load_file (its error)
+            if not (needed_by is not None and teacher is not None and stats.teacher != teacher):
+                return list(_read_table(stored / "examples.arrow")), stats
+        examples, stats = load_file(benchmark, data_dir, file_split, teacher, logical, needed_by, on_misaligned_teacher)
+        if stored is not None and not stored.is_dir():
+
+            def build(staging: Path) -> None:
+                _write_table(staging / "examples.arrow", examples)
+                (staging / "file.json").write_text(json.dumps(asdict(stats), ensure_ascii=False), encoding="utf-8")
+
+            _publish(build, stored)
+        return examples, stats
+
+    return load
+
+
+def _read_table(path: Path) -> ExampleTable:
+    import pyarrow as pa
+
+    return ExampleTable(pa.ipc.open_file(pa.memory_map(str(path))).read_all())
 
 
 def save_splits(directory: Path, splits: Splits) -> None:
@@ -206,11 +274,8 @@ def load_splits(directory: Path) -> Splits | None:
     meta_path = directory / "splits.json"
     if not meta_path.is_file():
         return None
-    import pyarrow as pa
-
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    tables = {split: ExampleTable(pa.ipc.open_file(pa.memory_map(str(directory / f"{split}.arrow"))).read_all())
-              for split in SPLITS}
+    tables = {split: _read_table(directory / f"{split}.arrow") for split in SPLITS}
     return Splits(
         train=tables["train"],  # type: ignore[arg-type]
         val=tables["val"],  # type: ignore[arg-type]

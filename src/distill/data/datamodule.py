@@ -44,7 +44,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from distill.benchmarks.base import Benchmark, Example
-from distill.data.cache import data_version, load_splits, save_splits
+from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
 from distill.data.batching import EvalBatchSampler, GlobalBatchSampler, plan_batches
 from distill.data.collate import Collator, encode_batch
 from distill.data.encoding import ENCODING_VERSION, Encoder, target_text
@@ -197,7 +197,8 @@ class DistillDataModule(pl.LightningDataModule):
         if self._data_version is _UNSET:
             settings = {
                 "split_files": self.split_files, "label_source": self.label_source, "fraction": self.fraction,
-                "seed": self.seed, "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed,
+                "seed": self.seed if self.fraction < 1.0 else None,  # picks nothing from the whole train
+                "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed,
                 "on_parse_failure": self.on_parse_failure, "targets": self.targets,
                 "on_misaligned_teacher": self.on_misaligned_teacher,
             }  # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
@@ -248,6 +249,7 @@ class DistillDataModule(pl.LightningDataModule):
                 targets=self.targets,
                 on_misaligned_teacher=self.on_misaligned_teacher,
                 require_teacher=self.require_teacher,
+                load=None if stored is None else cached_file_loader(stored.parent),
             )
             if stored is not None:
                 save_splits(stored, splits)

@@ -36,7 +36,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -364,6 +364,7 @@ def build_splits(
     targets: str | None = None,
     on_misaligned_teacher: str = "error",
     require_teacher: bool = True,
+    load: Callable[..., tuple[Sequence[Example], FileStats]] | None = None,
 ) -> Splits:
     """Read the files ``split_files`` names and build train/val/test (see the module doc).
 
@@ -371,7 +372,8 @@ def build_splits(
     None (unknown) makes the train file need the teacher whenever one is named.
     ``require_teacher=False`` builds a report, not a training set: a train file the teacher has no
     shards of is read without it (and step_by_step without a rationale is no error); what a training
-    run would need is in ``Splits.missing_teacher``.
+    run would need is in ``Splits.missing_teacher``. ``load`` reads one file as :func:`load_file`
+    does (same arguments and results; the data module passes a cached one).
     """
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"data.label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
@@ -396,9 +398,10 @@ def build_splits(
 
     def file(file_split: str, logical: str, needed_by: str | None = None) -> list[Example]:
         if file_split not in loaded:
-            loaded[file_split] = load_file(
+            examples, stats = (load or load_file)(
                 benchmark, data_dir, file_split, teacher, logical, needed_by, on_misaligned_teacher
             )
+            loaded[file_split] = (list(examples), stats)
         return loaded[file_split][0]
 
     missing_teacher: dict[str, str] = {}
