@@ -103,7 +103,8 @@ class FileStats:
 
 @dataclass
 class Splits:
-    """The examples of each split, how each was built, and what was dropped."""
+    """The examples of each split, how each was built, and what was dropped. The splits are lists, or
+    :class:`distill.data.cache.ExampleTable` sequences where they were read back from the data cache."""
 
     train: list[Example]
     val: list[Example]
