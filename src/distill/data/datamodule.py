@@ -44,8 +44,8 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from distill.benchmarks.base import Benchmark, Example
-from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
 from distill.data.batching import EvalBatchSampler, GlobalBatchSampler, plan_batches
+from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
 from distill.data.collate import Collator, encode_batch
 from distill.data.encoding import ENCODING_VERSION, Encoder, target_text
 from distill.data.splits import SPLITS, Splits, build_splits
