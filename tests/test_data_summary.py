@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from distill.benchmarks.base import DataError
 from distill.data import DistillDataModule
 from distill.data.__main__ import compose_summary_config, main
 from distill.data.download import DownloadError, download, unpack
@@ -174,3 +175,44 @@ def test_summary_warns_of_few_rationales_and_misaligned_shards(release, tokenize
                                    on_misaligned_teacher="warn")
     text = format_summary(misaligned)
     assert "WARNING: train_CoT_0.json: the teacher's labels score right" in text and "chance" in text
+
+
+def test_summary_of_a_teacher_with_test_shards_only(release, tmp_path, capsys):
+    """A teacher tried on a few test items first: the summary reports its test figures and marks the
+    train file it lacks with the annotate.py command; training keeps refusing it."""
+    release.svamp("train", 30)
+    _, completions = release.svamp("test", 12, failures=[5])
+    release.shards("svamp", "test", completions, per_shard=5, teacher="mine")
+    args = ["summary", "data=svamp", "data.teacher=mine", f"paths.data_dir={release.root}", f"paths.cache_dir={tmp_path}"]
+    for extra in ([], ["data.label_source=teacher", "method=standard"]):
+        assert main([*args, *extra]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip().startswith("svamp_")}
+        # the teacher's test figures: 12 rows, 1 unparsed, every 4th answer a - b (i % 4 == 3)
+        correct = sum(1 for i in range(12) if i != 5 and i % 4 != 3)
+        assert rows["svamp_test"][1:] == ["12", "mine", f"{correct / 12:.4f}", "1", "0"]
+        assert rows["svamp_train"][1:] == ["30", "mine:missing", "-", "-", "-"]
+        test_split = next(line.split() for line in out.splitlines() if line.strip().startswith("test "))
+        assert test_split[1:5] == ["12", f"{correct / 12:.4f}", "1", "0"]
+        note = next(line for line in out.splitlines() if line.startswith("NOTE:"))
+        assert "teacher mine has no shards of svamp_train (split(s) train, val" in note
+        assert str(release.root / "svamp" / "mine" / "train_CoT_0.json") in note
+        assert (f"python annotate.py data=svamp split=train paths.data_dir={release.root} teacher=openai "
+                "teacher.base_url=URL teacher.model=MODEL teacher.name=mine") in out
+        assert "WARNING" not in out
+    # a training run keeps today's error
+    with pytest.raises(DataError, match="python annotate.py data=svamp split=train"):
+        DistillDataModule("svamp", release.root, teacher="mine", targets="step_by_step").splits
+
+
+def test_token_lengths_count_what_the_tokenizer_gives(tokenizer):
+    """The summary counts with a copy of the fast backend: the same counts, and the tokenizer's own
+    truncation setting neither applies nor changes."""
+    from distill.data.summary import _token_lengths
+
+    texts = ["", "Sam has 3 marbles.", "a " * 700, "Premise[SEP]Hypothesis"]
+    tokenizer(["a " * 50], truncation=True, max_length=8)
+    for special in (True, False):
+        expected = [len(ids) + (0 if special else 1) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+        assert _token_lengths(tokenizer, texts, special) == expected
+    assert max(_token_lengths(tokenizer, texts, True)) > 700

@@ -1,8 +1,11 @@
 """The LightningDataModule: a benchmark and a teacher in, batches of both tasks out.
 
 Pipeline: :func:`distill.data.splits.build_splits` (files -> train/val/test examples with
-teacher rationales) -> :class:`distill.data.encoding.Encoder` through ``datasets.map`` (cached
-on disk under ``cache_dir``, keyed by a fingerprint of tokenizer, texts and settings) ->
+teacher rationales; with ``cache_dir`` stored there in Arrow, keyed by
+:func:`distill.data.cache.data_version`, so a warm start reads them instead of reparsing) ->
+:class:`distill.data.encoding.Encoder` through ``datasets.map`` (``num_proc`` processes for big
+splits; cached on disk under ``cache_dir``, keyed by tokenizer, settings and the data version, or
+the texts themselves where there is no version) ->
 :class:`distill.data.batching.GlobalBatchSampler` (one global batch per optimizer step, split
 into this rank's micro-batches, grouped by length) -> :class:`distill.data.collate.Collator`
 (dynamic padding per micro-batch, labels padded with -100).
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from torch.utils.data import DataLoader
 
 from distill.benchmarks.base import Benchmark, Example
 from distill.data.batching import EvalBatchSampler, GlobalBatchSampler, plan_batches
+from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
 from distill.data.collate import Collator, encode_batch
 from distill.data.encoding import ENCODING_VERSION, Encoder, target_text
 from distill.data.splits import SPLITS, Splits, build_splits
@@ -48,6 +53,16 @@ from distill.data.splits import SPLITS, Splits, build_splits
 __all__ = ["DistillDataModule", "TARGETS"]
 
 TARGETS = ("standard", "step_by_step", "single_task")
+#: ``num_proc=None`` tokenizes a split in several processes from this many rows on (below, one pays off less than it costs)
+PARALLEL_TOKENIZATION_ROWS = 50_000
+_UNSET = object()
+
+
+def auto_num_proc(rows: int) -> int | None:
+    """Processes for tokenizing ``rows`` rows: one per usable core for big splits, else None (this process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(cores, rows // PARALLEL_TOKENIZATION_ROWS)
+    return workers if workers >= 2 else None
 
 
 def _plain(value: Any) -> Any:
@@ -110,6 +125,8 @@ class DistillDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int = 1,
         pin_memory: bool = False,
         student_kind: str = "seq2seq",
+        require_teacher: bool = True,
+        num_proc: int | None = None,
     ) -> None:
         super().__init__()
         if targets not in TARGETS:
@@ -128,6 +145,12 @@ class DistillDataModule(pl.LightningDataModule):
         self.holdout_seed = int(holdout_seed)
         self.on_parse_failure = on_parse_failure
         self.on_misaligned_teacher = on_misaligned_teacher
+        # False for the data summary (a report): a train file the teacher lacks is read without it
+        self.require_teacher = bool(require_teacher)
+        # processes tokenizing a split (datasets.map); None: auto_num_proc (several for big splits only)
+        self.num_proc = None if num_proc is None else int(num_proc)
+        self._data_version: Any = _UNSET
+        self._tokenizer_hash: str | None = None
         self.targets = targets
         self.batch_size = int(batch_size)
         self.micro_batch_size = micro_batch_size
@@ -164,12 +187,55 @@ class DistillDataModule(pl.LightningDataModule):
         self.benchmark.bind_tokenizer(tokenizer)
         self._splits = None
         self._datasets = {}
+        self._data_version = _UNSET
+        self._tokenizer_hash = None
+
+    @property
+    def data_version(self) -> str | None:
+        """The key of the examples this module builds (files, settings, parser: :func:`distill.data.cache.data_version`);
+        None without ``cache_dir`` or for a benchmark made in code (nothing is cached then)."""
+        if self._data_version is _UNSET:
+            settings = {
+                "split_files": self.split_files, "label_source": self.label_source, "fraction": self.fraction,
+                "seed": self.seed if self.fraction < 1.0 else None,  # picks nothing from the whole train
+                "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed,
+                "on_parse_failure": self.on_parse_failure, "targets": self.targets,
+                "on_misaligned_teacher": self.on_misaligned_teacher,
+            }  # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
+            self._data_version = (
+                None if self.cache_dir is None else data_version(self.benchmark, self.data_dir, self.teacher, settings)
+            )
+        return self._data_version
+
+    def cache_path(self, name: str) -> Path | None:
+        """``cache_dir/{benchmark}/{name}``: where a figure of this data version is stored; None: no cache."""
+        if self.cache_dir is None or self.data_version is None:
+            return None
+        return self.cache_dir / self.benchmark.name / name
+
+    @property
+    def tokenizer_hash(self) -> str:
+        """A hash of the tokenizer (vocabulary and settings), computed once."""
+        if self._tokenizer_hash is None:
+            from datasets.fingerprint import Hasher
+
+            self._tokenizer_hash = Hasher.hash(self.tokenizer)
+        return self._tokenizer_hash
 
     @property
     def splits(self) -> Splits:
-        """All three splits with their provenance and counts (built once, on first use)."""
+        """All three splits with their provenance and counts (built once, on first use). With a
+        ``cache_dir`` they are read from there when this data version was built before, else built
+        and stored there first; either way they are then the stored ones (memory-mapped Arrow)."""
         if self._splits is None:
-            self._splits = build_splits(
+            stored = self.cache_path(f"splits-{self.data_version}")
+            if stored is not None:
+                self._splits = load_splits(stored)
+                # a report's splits that lack the teacher's train shards never serve a training run (its error)
+                if self._splits is not None and not (self._splits.missing_teacher and self.require_teacher):
+                    return self._splits
+                self._splits = None
+            splits = build_splits(
                 self.benchmark,
                 self.data_dir,
                 teacher=self.teacher,
@@ -182,7 +248,15 @@ class DistillDataModule(pl.LightningDataModule):
                 on_parse_failure=self.on_parse_failure,
                 targets=self.targets,
                 on_misaligned_teacher=self.on_misaligned_teacher,
+                require_teacher=self.require_teacher,
+                load=None if stored is None else cached_file_loader(stored.parent),
             )
+            if stored is not None:
+                save_splits(stored, splits)
+                del splits
+                self._splits = load_splits(stored)
+            else:
+                self._splits = splits
         return self._splits
 
     def examples(self, split: str) -> list[Example]:
@@ -229,15 +303,19 @@ class DistillDataModule(pl.LightningDataModule):
             )
 
     # ----------------------------------------------------------------- tokenization
-    def _fingerprint(self, split: str, rows: Mapping[str, list[Any]], encoder: Encoder) -> str:
-        from datasets.fingerprint import Hasher
-
+    def _fingerprint(self, split: str, encoder: Encoder) -> str:
+        """The tokenized split's key: tokenizer, encoder settings and the data version, or (no
+        version) the texts themselves."""
         digest = hashlib.sha256()
-        digest.update(Hasher.hash(self.tokenizer).encode())
+        digest.update(self.tokenizer_hash.encode())
         digest.update(json.dumps(encoder.settings(), sort_keys=True).encode())
         digest.update(json.dumps([ENCODING_VERSION, split, self.benchmark.name]).encode())
-        for column in sorted(rows):
-            digest.update(json.dumps(rows[column], ensure_ascii=False).encode())
+        if self.data_version is not None:
+            digest.update(json.dumps(["data_version", self.data_version, self.label_source]).encode())
+        else:
+            rows = self._rows(split)
+            for column in sorted(rows):
+                digest.update(json.dumps(rows[column], ensure_ascii=False).encode())
         return digest.hexdigest()[:40]
 
     def _rows(self, split: str) -> dict[str, list[Any]]:
@@ -262,7 +340,6 @@ class DistillDataModule(pl.LightningDataModule):
             raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
         import datasets
 
-        rows = self._rows(split)
         encoder = Encoder(
             self.tokenizer,
             label_prefix=self.task_prefixes["label"],
@@ -277,16 +354,24 @@ class DistillDataModule(pl.LightningDataModule):
             rationale_task=split == "train" and self.targets == "step_by_step",
             student_kind=self.student_kind,
         )
-        fingerprint = self._fingerprint(split, rows, encoder)
-        cache_file = None
+        fingerprint = self._fingerprint(split, encoder)
+        cache_file = manifest = None
         if self.cache_dir is not None:
             directory = self.cache_dir / self.benchmark.name
             directory.mkdir(parents=True, exist_ok=True)
             cache_file = str(directory / f"{split}-{fingerprint}.arrow")
+            manifest = directory / f"{split}-{fingerprint}.files.json"
+            stored = self._load_tokenized(manifest)
+            if stored is not None:
+                self._datasets[split] = stored
+                return stored
+        rows = self._rows(split)
         features = datasets.Features(
             {name: datasets.Value("string") for name in ("uid", "input", "gold", "target", "rationale")}
         )
         raw = datasets.Dataset.from_dict(rows, features=features)
+        del rows
+        num_proc = self.num_proc if self.num_proc is not None else auto_num_proc(len(raw))
         encoded = raw.map(
             encoder,
             batched=True,
@@ -295,10 +380,30 @@ class DistillDataModule(pl.LightningDataModule):
             cache_file_name=cache_file,
             load_from_cache_file=True,
             new_fingerprint=fingerprint,
+            num_proc=num_proc if num_proc and num_proc > 1 else None,
             desc=f"tokenizing {self.benchmark.name} {split}",
         )
+        if manifest is not None and encoded.cache_files:
+            # the files of the tokenized split in order (several with num_proc): a warm start reads these alone
+            files = [Path(f["filename"]).name for f in encoded.cache_files]
+            staging = manifest.with_name(f".{manifest.name}.{os.getpid()}")
+            staging.write_text(json.dumps(files))
+            os.replace(staging, manifest)
         self._datasets[split] = encoded
         return encoded
+
+    @staticmethod
+    def _load_tokenized(manifest: Path) -> Any:
+        """The tokenized split a manifest lists (its Arrow files, memory-mapped), or None when incomplete."""
+        if not manifest.is_file():
+            return None
+        import datasets
+
+        paths = [manifest.parent / name for name in json.loads(manifest.read_text())]
+        if not paths or not all(path.is_file() for path in paths):
+            return None
+        parts = [datasets.Dataset.from_file(str(path)) for path in paths]
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str | None = None) -> None:

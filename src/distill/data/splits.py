@@ -14,7 +14,9 @@
   (val/test always keep gold labels for evaluation).
 * Which files need the teacher (``data.teacher``): the train file, when the method learns from
   rationales (``targets`` step_by_step or single_task) or ``label_source=teacher``; its missing
-  shards are an error that names the ``annotate.py`` command writing them. Every other file (test,
+  shards are an error that names the ``annotate.py`` command writing them (``require_teacher=False``,
+  for the data summary: a report, not a training run, the train file is then read without the teacher
+  and ``Splits.missing_teacher`` says what a training run would need). Every other file (test,
   val from its own file; train for standard finetuning on gold) gets the teacher's completions when
   there are shards, and no teacher otherwise: those splits are scored on gold labels.
 * Completions must belong to their rows: shards of the wrong sizes are refused
@@ -34,7 +36,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,8 @@ class FileStats:
 
 @dataclass
 class Splits:
-    """The examples of each split, how each was built, and what was dropped."""
+    """The examples of each split, how each was built, and what was dropped. The splits are lists, or
+    :class:`distill.data.cache.ExampleTable` sequences where they were read back from the data cache."""
 
     train: list[Example]
     val: list[Example]
@@ -110,6 +113,8 @@ class Splits:
     sources: dict[str, str]  # split -> how it was built, in words
     dropped: dict[str, int]  # split -> examples dropped (parse failures), never silent
     label_source: str = "gold"
+    #: file split -> what a training run would need from the teacher it lacks (require_teacher=False only)
+    missing_teacher: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> list[Example]:
         if split not in SPLITS:
@@ -120,6 +125,11 @@ class Splits:
 def training_label(example: Example, label_source: str) -> str | None:
     """The label the student learns for a train example under ``label_source``."""
     return example.teacher_label if label_source == "teacher" else example.gold
+
+
+def reads_files(benchmark: Benchmark) -> bool:
+    """Whether the benchmark's examples come from files (not made in code by ``generate``)."""
+    return type(benchmark).generate is Benchmark.generate
 
 
 def _uid(name: str, file_split: str, index: int) -> str:
@@ -172,12 +182,19 @@ def annotate_command(benchmark: Benchmark, data_dir: Path, file_split: str, teac
 def missing_teacher_message(
     benchmark: Benchmark, data_dir: Path, file_split: str, teacher: str, needed_by: str
 ) -> str:
+    return (
+        f"{missing_teacher_note(benchmark, data_dir, file_split, teacher, needed_by)}\n"
+        f"(or teacher=hf teacher.model=PATH), point data.teacher at a teacher that has them, or train on gold "
+        f"labels without rationales: method=standard data.label_source=gold"
+    )
+
+
+def missing_teacher_note(benchmark: Benchmark, data_dir: Path, file_split: str, teacher: str, needed_by: str) -> str:
+    """Which shards of ``teacher`` are missing, why training needs them, and the command that writes them."""
     first = teacher_dir(data_dir, benchmark.name, teacher) / f"{file_split}_CoT_0.json"
     return (
         f"{first}: no completions of teacher {teacher!r} (data.teacher={teacher}) for file split {file_split!r}, "
-        f"and {needed_by}. Write them with\n  {annotate_command(benchmark, data_dir, file_split, teacher)}\n"
-        f"(or teacher=hf teacher.model=PATH), point data.teacher at a teacher that has them, or train on gold "
-        f"labels without rationales: method=standard data.label_source=gold"
+        f"and {needed_by}. Write them with\n  {annotate_command(benchmark, data_dir, file_split, teacher)}"
     )
 
 
@@ -347,11 +364,17 @@ def build_splits(
     on_parse_failure: str = "drop_rationale",
     targets: str | None = None,
     on_misaligned_teacher: str = "error",
+    require_teacher: bool = True,
+    load: Callable[..., tuple[Sequence[Example], FileStats]] | None = None,
 ) -> Splits:
     """Read the files ``split_files`` names and build train/val/test (see the module doc).
 
     ``targets`` is the method the batches serve (``standard``, ``step_by_step``, ``single_task``);
     None (unknown) makes the train file need the teacher whenever one is named.
+    ``require_teacher=False`` builds a report, not a training set: a train file the teacher has no
+    shards of is read without it (and step_by_step without a rationale is no error); what a training
+    run would need is in ``Splits.missing_teacher``. ``load`` reads one file as :func:`load_file`
+    does (same arguments and results; the data module passes a cached one).
     """
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"data.label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
@@ -376,12 +399,24 @@ def build_splits(
 
     def file(file_split: str, logical: str, needed_by: str | None = None) -> list[Example]:
         if file_split not in loaded:
-            loaded[file_split] = load_file(
+            examples, stats = (load or load_file)(
                 benchmark, data_dir, file_split, teacher, logical, needed_by, on_misaligned_teacher
             )
+            loaded[file_split] = (list(examples), stats)
         return loaded[file_split][0]
 
-    pool = file(train_file, "train", _train_needs_teacher(targets, label_source))
+    missing_teacher: dict[str, str] = {}
+    train_needs = _train_needs_teacher(targets, label_source)
+    if (
+        not require_teacher
+        and teacher is not None
+        and train_needs is not None
+        and reads_files(benchmark)
+        and not shard_paths(data_dir, benchmark.name, teacher, train_file)
+    ):
+        missing_teacher[train_file] = missing_teacher_note(benchmark, Path(data_dir), train_file, teacher, train_needs)
+        train_needs = None
+    pool = file(train_file, "train", train_needs)
     _check_configured_fields(benchmark, pool, loaded[train_file][1])
     sources: dict[str, str] = {}
     if val_file is None or val_file == train_file:
@@ -410,7 +445,7 @@ def build_splits(
         raise DataError(
             f"{len(failures)} train teacher completion(s) could not be parsed (data.on_parse_failure=error): {shown}"
         )
-    if label_source == "teacher":
+    if label_source == "teacher" and not missing_teacher:
         if teacher is None and not any(e.teacher_label is not None for e in train):
             raise DataError("data.label_source=teacher needs teacher outputs: set data.teacher (e.g. llm)")
         kept = [e for e in train if e.teacher_label is not None]
@@ -421,7 +456,7 @@ def build_splits(
     dropped["train"] = len(train) - len(kept)
     if not kept:
         raise DataError(f"no train examples left for {benchmark.name} after dropping {dropped['train']} unparseable")
-    if targets == "step_by_step" and not any(e.rationale for e in kept):
+    if targets == "step_by_step" and not missing_teacher and not any(e.rationale for e in kept):
         stats = loaded[train_file][1]
         raise DataError(
             f"method=step_by_step learns from rationales, but none of the {len(kept)} train examples of "
@@ -439,4 +474,5 @@ def build_splits(
         sources=sources,
         dropped=dropped,
         label_source=label_source,
+        missing_teacher=missing_teacher,
     )

@@ -11,26 +11,31 @@
   label-task prefix), labels and rationales, measured with the student's tokenizer.
 
 A file without the teacher's shards (test and val are scored on gold and need none) shows "-" for
-the teacher. Warnings close the report: teacher labels at chance level against gold
+the teacher. The summary is a report, not a training run: a train file the teacher has no shards of
+(a teacher tried on a few test items first) is read without it, shown as ``TEACHER:missing``, and a
+note says what a training run would need (the ``annotate.py`` command that writes the shards). Warnings close the report: teacher labels at chance level against gold
 (``data.on_misaligned_teacher=warn``), and step_by_step with rationales on under
 :data:`LOW_RATIONALE_SHARE` of the train examples.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distill.data.cache import cached_json
 from distill.data.encoding import target_text
 from distill.data.splits import SPLITS
 
 if TYPE_CHECKING:
     from distill.data.datamodule import DistillDataModule
 
-__all__ = ["format_summary", "length_stats", "split_figures", "summary_warnings", "LOW_RATIONALE_SHARE"]
+__all__ = ["format_summary", "length_stats", "split_figures", "summary_figures", "summary_warnings", "LOW_RATIONALE_SHARE"]
 
 #: step_by_step with rationales on fewer train examples than this share is warned about
 LOW_RATIONALE_SHARE = 0.5
@@ -62,17 +67,22 @@ def length_stats(lengths: Sequence[int], limit: int | None = None) -> str:
 def split_figures(datamodule: DistillDataModule, split: str) -> dict[str, Any]:
     """Teacher figures over the examples a split holds (dropped ones count as parse failures)."""
     benchmark = datamodule.benchmark
-    examples = datamodule.examples(split)
     dropped = datamodule.splits.dropped.get(split, 0)
-    failures = sum(e.teacher_error is not None for e in examples) + dropped
-    parsed = [e for e in examples if e.teacher_label is not None]
-    correct = sum(e.gold is not None and benchmark.score(e.teacher_label, e.gold) for e in parsed)
-    outside = sum(not benchmark.label_fits(e.teacher_label, e) for e in parsed)
-    has_teacher = bool(parsed) or failures > 0
-    total = len(examples) + dropped
+    rows = failures = parsed = correct = outside = rationales = 0
+    for e in datamodule.examples(split):  # one pass: a split may be read back from the cache
+        rows += 1
+        failures += e.teacher_error is not None
+        rationales += e.rationale is not None
+        if e.teacher_label is not None:
+            parsed += 1
+            correct += e.gold is not None and benchmark.score(e.teacher_label, e.gold)
+            outside += not benchmark.label_fits(e.teacher_label, e)
+    failures += dropped
+    has_teacher = parsed > 0 or failures > 0
+    total = rows + dropped
     return {
-        "rows": len(examples),
-        "rationales": sum(e.rationale is not None for e in examples),
+        "rows": rows,
+        "rationales": rationales,
         "dropped": dropped,
         "teacher_acc": _rate(correct, total) if has_teacher else "-",
         "parse_failures": failures if has_teacher else "-",
@@ -80,12 +90,83 @@ def split_figures(datamodule: DistillDataModule, split: str) -> dict[str, Any]:
     }
 
 
-def _token_lengths(tokenizer: Any, texts: list[str], special: bool) -> list[int]:
-    if not texts:
-        return []
-    ids = tokenizer(texts, add_special_tokens=special)["input_ids"]
-    # targets get eos appended by the encoder
-    return [len(x) + (0 if special else 1) for x in ids]
+#: texts tokenized at once for the length figures (the token ids of a whole split would not fit in memory)
+_LENGTH_CHUNK = 10_000
+
+
+def _length_counter(tokenizer: Any) -> Any:
+    """A function ``(texts, special) -> token counts`` of ``tokenizer`` without truncation or padding: a fast
+    tokenizer's Rust backend (a copy, so the tokenizer's own settings stay), which skips building the
+    Python encodings, else the tokenizer itself."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        from tokenizers import Tokenizer
+
+        counter = Tokenizer.from_str(backend.to_str())
+        counter.no_truncation()
+        counter.no_padding()
+        return lambda texts, special: [len(e.ids) for e in counter.encode_batch_fast(texts, add_special_tokens=special)]
+    return lambda texts, special: [
+        len(ids)
+        for ids in tokenizer(
+            texts, add_special_tokens=special, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
+    ]
+
+
+def _token_lengths(tokenizer: Any, texts: Sequence[str], special: bool, counter: Any = None) -> list[int]:
+    count = counter or _length_counter(tokenizer)
+    lengths: list[int] = []
+    for start in range(0, len(texts), _LENGTH_CHUNK):
+        # targets get eos appended by the encoder
+        lengths += [n + (0 if special else 1) for n in count(list(texts[start : start + _LENGTH_CHUNK]), special)]
+    return lengths
+
+
+def _length_rows(dm: DistillDataModule) -> list[list[str]]:
+    prefix = dm.task_prefixes["label"]
+    label_limit = dm.max_target_length + (dm.max_rationale_length if dm.targets == "single_task" else 0)
+    counter = _length_counter(dm.tokenizer)
+    rows = []
+    for split in SPLITS:
+        inputs: list[str] = []
+        targets: list[str] = []
+        rationales: list[str] = []
+        source = dm.label_source if split == "train" else "gold"
+        for e in dm.examples(split):
+            inputs.append(prefix + e.input)
+            target = target_text(e, dm.targets, source)
+            if target is not None:
+                targets.append(target)
+            if e.rationale is not None:
+                rationales.append(e.rationale)
+        rows.append(
+            [
+                split,
+                length_stats(_token_lengths(dm.tokenizer, inputs, True, counter), dm.max_input_length),
+                length_stats(_token_lengths(dm.tokenizer, targets, False, counter), label_limit),
+                length_stats(_token_lengths(dm.tokenizer, rationales, False, counter), dm.max_rationale_length),
+            ]
+        )
+    return rows
+
+
+def summary_figures(datamodule: DistillDataModule) -> dict[str, Any]:
+    """The figures the summary computes from the examples: :func:`split_figures` per split and the
+    token-length rows (with a tokenizer). Computed once per data version, tokenizer and settings
+    when the data module has a cache (``cache_dir``), read from there afterwards."""
+    dm = datamodule
+    settings = [dm.targets, dm.label_source, dm.task_prefixes["label"], dm.max_input_length, dm.max_target_length,
+                dm.max_rationale_length, dm.tokenizer_hash if dm.tokenizer is not None else None]
+    key = hashlib.sha256(json.dumps([dm.data_version, settings]).encode()).hexdigest()[:40]
+
+    def compute() -> dict[str, Any]:
+        return {
+            "splits": {split: split_figures(dm, split) for split in SPLITS},
+            "lengths": _length_rows(dm) if dm.tokenizer is not None else None,
+        }
+
+    return cached_json(dm.cache_path(f"summary-{key}.json"), compute)
 
 
 def _tokenizer_name(tokenizer: Any) -> str:
@@ -94,15 +175,15 @@ def _tokenizer_name(tokenizer: Any) -> str:
     return f"{type(tokenizer).__name__} {path.parent.name}/{path.name}" if path.is_dir() else name
 
 
-def summary_warnings(datamodule: DistillDataModule) -> list[str]:
-    """What a researcher must not miss before training on this data."""
+def summary_warnings(datamodule: DistillDataModule, figures: dict[str, Any] | None = None) -> list[str]:
+    """What a researcher must not miss before training on this data (``figures``: :func:`summary_figures`)."""
     warnings = [w for stats in datamodule.splits.files.values() for w in stats.warnings]
-    if datamodule.targets == "step_by_step":
-        train = datamodule.examples("train")
-        with_rationale = sum(e.rationale is not None for e in train)
-        if train and with_rationale < LOW_RATIONALE_SHARE * len(train):
+    if datamodule.targets == "step_by_step" and not datamodule.splits.missing_teacher:  # else the note says why
+        train = (figures or summary_figures(datamodule))["splits"]["train"]
+        with_rationale, rows = train["rationales"], train["rows"]
+        if rows and with_rationale < LOW_RATIONALE_SHARE * rows:
             warnings.append(
-                f"only {with_rationale} of {len(train)} train examples ({with_rationale / len(train):.0%}) have a "
+                f"only {with_rationale} of {rows} train examples ({with_rationale / rows:.0%}) have a "
                 f"rationale: step_by_step's rationale task learns from those alone (teacher {datamodule.teacher}; "
                 f"see the parse failures above, or data.benchmark.rationale_field)"
             )
@@ -125,11 +206,12 @@ def format_summary(datamodule: DistillDataModule) -> str:
     file_rows = []
     for stats in splits.files.values():
         has_teacher = stats.teacher is not None
+        lacking = stats.file_split in splits.missing_teacher
         file_rows.append(
             [
                 f"{name}_{stats.file_split}",
                 stats.rows,
-                stats.teacher or "-",
+                f"{dm.teacher}:missing" if lacking else stats.teacher or "-",
                 f"{stats.teacher_accuracy:.4f}" if has_teacher and stats.teacher_accuracy is not None else "-",
                 stats.parse_failures if has_teacher else "-",
                 stats.label_space_violations if has_teacher else "-",
@@ -139,8 +221,9 @@ def format_summary(datamodule: DistillDataModule) -> str:
 
     lines += ["", "Splits as used:"]
     split_rows = []
+    figures = summary_figures(dm)
     for split in SPLITS:
-        fig = split_figures(dm, split)
+        fig = figures["splits"][split]
         split_rows.append(
             [
                 split,
@@ -158,33 +241,25 @@ def format_summary(datamodule: DistillDataModule) -> str:
         split_rows,
     )
 
-    if dm.tokenizer is not None:
-        prefix = dm.task_prefixes["label"]
-        label_limit = dm.max_target_length + (dm.max_rationale_length if dm.targets == "single_task" else 0)
+    if figures["lengths"] is not None:
         lines += [
             "",
             f"Token lengths p50/p90/p99/max (tokenizer {_tokenizer_name(dm.tokenizer)}; "
-            f"inputs with prefix {prefix!r}; (n > limit) are truncated):",
+            f"inputs with prefix {dm.task_prefixes['label']!r}; (n > limit) are truncated):",
         ]
-        length_rows = []
-        for split in SPLITS:
-            examples = dm.examples(split)
-            source = dm.label_source if split == "train" else "gold"
-            targets = [t for t in (target_text(e, dm.targets, source) for e in examples) if t is not None]
-            rationales = [e.rationale for e in examples if e.rationale is not None]
-            length_rows.append(
-                [
-                    split,
-                    length_stats(_token_lengths(dm.tokenizer, [prefix + e.input for e in examples], True), dm.max_input_length),
-                    length_stats(_token_lengths(dm.tokenizer, targets, False), label_limit),
-                    length_stats(_token_lengths(dm.tokenizer, rationales, False), dm.max_rationale_length),
-                ]
-            )
+        length_rows = figures["lengths"]
         lines += _table(["split", "inputs", "labels", "rationales"], length_rows)
+    for file_split, note in splits.missing_teacher.items():
+        users = [split for split in SPLITS if f"{name}_{file_split}" in splits.sources.get(split, "")]
+        lines += [
+            "",
+            f"NOTE: teacher {dm.teacher} has no shards of {name}_{file_split} (split(s) {', '.join(users)} shown "
+            f"without it); a training run needs them: {note}",
+        ]
     failures = [f for stats in splits.files.values() for f in stats.failures]
     if failures:
         shown = "; ".join(failures[:3]) + ("; ..." if len(failures) > 3 else "")
         lines += ["", f"Unparsed teacher completions ({len(failures)}): {shown}"]
-    for warning in summary_warnings(dm):
+    for warning in summary_warnings(dm, figures):
         lines += ["", f"WARNING: {warning}"]
     return "\n".join(lines)

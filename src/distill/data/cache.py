@@ -1,0 +1,302 @@
+"""The parsed splits (and figures computed from them) on disk, keyed by the data's version.
+
+A warm start reads these instead of reparsing the release: e-SNLI's 549k train rows take minutes
+to parse, attach and summarise, and every run of a sweep (every rank of a DDP job) would pay it.
+
+* :func:`data_version` is the key: the sizes and modification times of the files a benchmark reads
+  (its records ``{name}_*.json`` and the teacher's shards), the settings that choose and filter the
+  examples, the benchmark's own configuration (NLI's separator, a jsonl task's fields) and the
+  source of the code that parses them. A changed file, setting or parser is a new version; the
+  old one is never read. Benchmarks made in code (``generate``) have no version and are not cached.
+* :func:`save_splits` / :func:`load_splits`: the examples of each split in an Arrow file
+  (memory-mapped: rows are read where they are used, never held as Python objects), the files'
+  figures, sources and drops in ``splits.json``. :class:`ExampleTable` is a split read back: a
+  sequence of :class:`~distill.benchmarks.base.Example`, built on access, in the stored order.
+* :func:`cached_file_loader`: one file's examples and figures (:func:`distill.data.splits.load_file`)
+  stored the same way, keyed by :func:`file_version` (that file and its teacher's shards, the
+  benchmark, the parser): runs that select other examples from the same files (another
+  ``fraction``, ``seed`` or method of a sweep) read the parsed file instead of parsing it again.
+* :func:`cached_json`: a figure computed once per version (the summary's).
+
+Writes are atomic (a directory renamed into place), so concurrent runs never read half a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from distill.benchmarks.base import Benchmark, Example
+from distill.data.splits import SPLITS, FileStats, Splits, reads_files
+
+__all__ = [
+    "CACHE_VERSION",
+    "data_version",
+    "file_version",
+    "save_splits",
+    "load_splits",
+    "cached_file_loader",
+    "ExampleTable",
+    "cached_json",
+]
+
+#: bump when what is stored changes
+CACHE_VERSION = 1
+#: the modules whose code decides what the examples hold (besides the benchmark's own classes)
+_PARSING_MODULES = ("distill.data.splits", "distill.data.alignment", "distill.benchmarks.io", "distill.benchmarks.base")
+_COLUMNS = ("uid", "input", "gold", "teacher_label", "rationale", "teacher_error", "record")
+
+
+def _code_digest(benchmark: Benchmark) -> str:
+    digest = hashlib.sha256()
+    files = set()
+    for cls in type(benchmark).__mro__:
+        try:
+            files.add(inspect.getsourcefile(cls))
+        except TypeError:  # built-in classes (object) have no source
+            pass
+    files |= {sys.modules[name].__file__ for name in _PARSING_MODULES if name in sys.modules}
+    for path in sorted(f for f in files if f):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def _version(
+    benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Any, file_split: str | None
+) -> str | None:
+    if not reads_files(benchmark):
+        return None
+    from datasets.fingerprint import Hasher
+
+    try:
+        configuration = Hasher.hash(benchmark)
+    except Exception:  # noqa: BLE001 - a benchmark holding something unpicklable is simply not cached
+        return None
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CACHE_VERSION, teacher, settings], sort_keys=True, default=str).encode())
+    digest.update(configuration.encode())
+    digest.update(_code_digest(benchmark).encode())
+    directory = Path(data_dir) / benchmark.name
+    split = "*" if file_split is None else file_split
+    files = sorted(directory.glob(f"{benchmark.name}_{split}.json"))
+    if teacher is not None:
+        files += sorted((directory / teacher).glob(f"{split}_CoT_*.json"))
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:40]
+
+
+def data_version(benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Mapping[str, Any]) -> str | None:
+    """A key for the examples ``build_splits`` makes from these files with these settings (see the
+    module doc); None for a benchmark made in code, or one whose configuration cannot be hashed."""
+    return _version(benchmark, data_dir, teacher, dict(settings), None)
+
+
+def file_version(
+    benchmark: Benchmark, data_dir: str | Path, file_split: str, teacher: str | None, on_misaligned_teacher: str
+) -> str | None:
+    """A key for what :func:`distill.data.splits.load_file` reads from one file split: its records,
+    the teacher's shards of it, the benchmark and the parser (None where :func:`data_version` is)."""
+    return _version(benchmark, data_dir, teacher, ["file", file_split, on_misaligned_teacher], file_split)
+
+
+class _Record(Mapping[str, Any]):
+    """A raw record kept as its JSON text, decoded on first use."""
+
+    __slots__ = ("_text", "_data")
+
+    def __init__(self, text: str | None) -> None:
+        self._text = text
+        self._data: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self._text) if self._text else {}
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:
+        return repr(self._decoded())
+
+
+class ExampleTable(Sequence[Example]):
+    """One split's examples read back from an Arrow table: built on access, in the stored order."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @staticmethod
+    def _example(row: Mapping[str, Any]) -> Example:
+        return Example(
+            uid=row["uid"],
+            input=row["input"],
+            gold=row["gold"],
+            teacher_label=row["teacher_label"],
+            rationale=row["rationale"],
+            teacher_error=row["teacher_error"],
+            record=_Record(row["record"]),
+        )
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"example {index} out of range ({len(self)} examples)")
+        return self._example({name: self.table.column(name)[index].as_py() for name in _COLUMNS})
+
+    def __iter__(self) -> Iterator[Example]:
+        for batch in self.table.to_batches(max_chunksize=10_000):
+            columns = batch.to_pydict()
+            for i in range(batch.num_rows):
+                yield self._example({name: columns[name][i] for name in _COLUMNS})
+
+    def column(self, name: str) -> list[Any]:
+        """One field of every example (``uid``, ``input``, ``gold``, ``rationale``, ...)."""
+        return self.table.column(name).to_pylist()
+
+
+def _record_text(record: Mapping[str, Any]) -> str | None:
+    if isinstance(record, _Record):  # read back from a cache: its JSON as stored
+        return record._text
+    return json.dumps(dict(record), ensure_ascii=False) if record else None
+
+
+def _write_table(path: Path, examples: Sequence[Example]) -> None:
+    import pyarrow as pa
+
+    columns = {name: [] for name in _COLUMNS}
+    for e in examples:
+        columns["uid"].append(e.uid)
+        columns["input"].append(e.input)
+        columns["gold"].append(e.gold)
+        columns["teacher_label"].append(e.teacher_label)
+        columns["rationale"].append(e.rationale)
+        columns["teacher_error"].append(e.teacher_error)
+        columns["record"].append(_record_text(e.record))
+    table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=10_000)
+
+
+def _publish(build: Callable[[Path], None], target: Path) -> None:
+    """Build into a temporary directory next to ``target``, then rename it into place (atomic)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(staging)
+        os.rename(staging, target)
+    except OSError:
+        if not target.is_dir():  # another process published the same version first: fine
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def cached_file_loader(cache_dir: Path) -> Callable[..., tuple[Sequence[Example], FileStats]]:
+    """A :func:`distill.data.splits.load_file` that stores each file it reads under ``cache_dir``
+    (``file-{file_version}``) and reads it back from there next time."""
+
+    def load(benchmark, data_dir, file_split, teacher="llm", logical="train", needed_by="they were asked for",
+             on_misaligned_teacher="error"):  # noqa: ANN001, ANN202 - load_file's signature
+        from distill.data.splits import load_file
+
+        version = file_version(benchmark, data_dir, file_split, teacher, on_misaligned_teacher)
+        stored = None if version is None else cache_dir / f"file-{version}"
+        if stored is not None and (stored / "file.json").is_file():
+            stats = FileStats(**json.loads((stored / "file.json").read_text(encoding="utf-8")))
+            # read without the teacher's shards: a file that needs them goes through load_file (its error)
+            if not (needed_by is not None and teacher is not None and stats.teacher != teacher):
+                return list(_read_table(stored / "examples.arrow")), stats
+        examples, stats = load_file(benchmark, data_dir, file_split, teacher, logical, needed_by, on_misaligned_teacher)
+        if stored is not None and not stored.is_dir():
+
+            def build(staging: Path) -> None:
+                _write_table(staging / "examples.arrow", examples)
+                (staging / "file.json").write_text(json.dumps(asdict(stats), ensure_ascii=False), encoding="utf-8")
+
+            _publish(build, stored)
+        return examples, stats
+
+    return load
+
+
+def _read_table(path: Path) -> ExampleTable:
+    import pyarrow as pa
+
+    return ExampleTable(pa.ipc.open_file(pa.memory_map(str(path))).read_all())
+
+
+def save_splits(directory: Path, splits: Splits) -> None:
+    """Store ``splits`` in ``directory`` (created atomically; an existing one is kept)."""
+    if directory.is_dir():
+        return
+
+    def build(staging: Path) -> None:
+        for split in SPLITS:
+            _write_table(staging / f"{split}.arrow", splits[split])
+        meta = {
+            "files": {name: asdict(stats) for name, stats in splits.files.items()},
+            "sources": splits.sources,
+            "dropped": splits.dropped,
+            "label_source": splits.label_source,
+            "missing_teacher": splits.missing_teacher,
+        }
+        (staging / "splits.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+
+    _publish(build, directory)
+
+
+def load_splits(directory: Path) -> Splits | None:
+    """The splits :func:`save_splits` stored in ``directory``, or None when there are none."""
+    meta_path = directory / "splits.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    tables = {split: _read_table(directory / f"{split}.arrow") for split in SPLITS}
+    return Splits(
+        train=tables["train"],  # type: ignore[arg-type]
+        val=tables["val"],  # type: ignore[arg-type]
+        test=tables["test"],  # type: ignore[arg-type]
+        files={name: FileStats(**stats) for name, stats in meta["files"].items()},
+        sources=meta["sources"],
+        dropped=meta["dropped"],
+        label_source=meta["label_source"],
+        missing_teacher=meta["missing_teacher"],
+    )
+
+
+def cached_json(path: Path | None, compute: Callable[[], Any]) -> Any:
+    """``compute()``, stored as JSON at ``path`` and read from there next time (None: no cache)."""
+    if path is None:
+        return compute()
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+    os.replace(staging, path)
+    return json.loads(path.read_text(encoding="utf-8"))
