@@ -31,6 +31,20 @@ def test_holdout_is_seeded_disjoint_and_ten_percent(release):
     assert "holdout" in a.sources["val"]
 
 
+def test_test_subset_is_one_fixed_subset_for_every_run(release):
+    release.svamp("train", 100)
+    release.svamp("test", 50)
+    svamp = get_benchmark("svamp")
+    runs = [build_splits(svamp, release.root, seed=seed, fraction=fraction, targets=targets, test_subset=20)
+            for seed, fraction, targets in [(0, 1.0, "standard"), (3, 0.5, "step_by_step")]]
+    picked = uids(runs[0].test)
+    assert len(picked) == 20 and picked == uids(runs[1].test)
+    assert picked == sorted(picked, key=lambda u: int(u.rsplit("/", 1)[1]))  # file order
+    assert picked != [f"svamp/test/{i}" for i in range(20)]  # a draw, not the head of the file
+    assert "a fixed subset of 20 of 50" in runs[0].sources["test"]
+    assert uids(build_splits(svamp, release.root, test_subset=500).test) == [f"svamp/test/{i}" for i in range(50)]
+
+
 def test_official_validation_file_is_used_when_configured(release):
     for split, n in [("train", 40), ("valid", 12), ("test", 9)]:
         release.nli("esnli", split, n)

@@ -107,6 +107,7 @@ class DistillDataModule(pl.LightningDataModule):
         seed: int = 0,
         holdout_fraction: float = 0.1,
         holdout_seed: int = 0,
+        test_subset: int | None = None,
         on_parse_failure: str = "drop_rationale",
         on_misaligned_teacher: str = "error",
         targets: str = "step_by_step",
@@ -143,6 +144,7 @@ class DistillDataModule(pl.LightningDataModule):
         self.seed = int(seed)
         self.holdout_fraction = float(holdout_fraction)
         self.holdout_seed = int(holdout_seed)
+        self.test_subset = None if test_subset is None else int(test_subset)
         self.on_parse_failure = on_parse_failure
         self.on_misaligned_teacher = on_misaligned_teacher
         # False for the data summary (a report): a train file the teacher lacks is read without it
@@ -199,6 +201,7 @@ class DistillDataModule(pl.LightningDataModule):
                 "split_files": self.split_files, "label_source": self.label_source, "fraction": self.fraction,
                 "seed": self.seed if self.fraction < 1.0 else None,  # picks nothing from the whole train
                 "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed,
+                **({"test_subset": self.test_subset} if self.test_subset is not None else {}),
                 "on_parse_failure": self.on_parse_failure, "targets": self.targets,
                 "on_misaligned_teacher": self.on_misaligned_teacher,
             }  # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
@@ -245,6 +248,7 @@ class DistillDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 holdout_fraction=self.holdout_fraction,
                 holdout_seed=self.holdout_seed,
+                test_subset=self.test_subset,
                 on_parse_failure=self.on_parse_failure,
                 targets=self.targets,
                 on_misaligned_teacher=self.on_misaligned_teacher,

@@ -361,6 +361,7 @@ def build_splits(
     seed: int = 0,
     holdout_fraction: float = 0.1,
     holdout_seed: int = 0,
+    test_subset: int | None = None,
     on_parse_failure: str = "drop_rationale",
     targets: str | None = None,
     on_misaligned_teacher: str = "error",
@@ -371,6 +372,8 @@ def build_splits(
 
     ``targets`` is the method the batches serve (``standard``, ``step_by_step``, ``single_task``);
     None (unknown) makes the train file need the teacher whenever one is named.
+    ``test_subset`` (a count) tests on that many test examples, a subset fixed by ``holdout_seed``
+    (the same for every run), in file order.
     ``require_teacher=False`` builds a report, not a training set: a train file the teacher has no
     shards of is read without it (and step_by_step without a rationale is no error); what a training
     run would need is in ``Splits.missing_teacher``. ``load`` reads one file as :func:`load_file`
@@ -431,6 +434,10 @@ def build_splits(
         train_source = f"{benchmark.name}_{train_file}"
     test = file(test_file, "test") if test_file is not None else []
     sources["test"] = f"{benchmark.name}_{test_file}" if test_file is not None else "none"
+    if test_subset is not None and int(test_subset) < len(test):
+        picked = sorted(np.random.default_rng(holdout_seed).permutation(len(test))[: int(test_subset)].tolist())
+        sources["test"] += f", a fixed subset of {len(picked)} of {len(test)} (seed {holdout_seed})"
+        test = [test[i] for i in picked]
 
     subset = nested_subset(len(pool), fraction, seed)
     train = [pool[i] for i in subset]
