@@ -120,3 +120,29 @@ def test_repro_minilm_grid_is_the_core_grid_and_every_job_composes() -> None:
         assert cfg.data.split_files.train == expected_train and cfg.data.split_files.val is None
         assert cfg.data.split_files.test == "test"
     assert cells == {("esnli", 0.125), ("esnli", 1.0), ("cqa", 0.125), ("cqa", 1.0), ("anli1", 1.0), ("svamp", 1.0)}
+
+
+def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
+    """experiment=repro_smollm2: SVAMP, CQA 12.5%, ANLI, e-SNLI 12.5% (tested on a fixed 2,048),
+    standard finetuning vs step-by-step on gold labels and PaLM rationales, 3 seeds, one protocol."""
+    jobs = sweep_jobs("repro_smollm2")
+    assert len(jobs) == 24
+    cells, protocols = set(), set()
+    for job in jobs:
+        cfg = compose_train(["experiment=repro_smollm2", *job])
+        benchmark = cfg.data.benchmark.name
+        cells.add((benchmark, cfg.data.fraction, cfg.data.test_subset))
+        assert cfg.model.short_name == "smollm2" and cfg.data.label_source == "gold" and cfg.data.teacher == "llm"
+        assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1, 2)
+        protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
+                       cfg.data.max_input_length, cfg.data.max_rationale_length))
+        expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
+        assert cfg.data.split_files.train == expected_train and cfg.data.split_files.val is None
+        assert cfg.data.split_files.test == "test"
+    assert len(protocols) == 1  # the same steps, batch, schedule and lengths for both methods
+    assert cells == {("svamp", 1.0, None), ("cqa", 0.125, None), ("anli1", 1.0, None), ("esnli", 0.125, 2048)}
+    lr_jobs = sweep_jobs("repro_smollm2_lr")
+    assert len(lr_jobs) == 12
+    for job in lr_jobs:
+        cfg = compose_train(["experiment=repro_smollm2_lr", *job])
+        assert cfg.method.name == "standard" and cfg.model.short_name == "smollm2"
