@@ -228,6 +228,9 @@ def prepare_causal_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTo
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    # what save_pretrained writes: transformers 5 saves init kwargs, not the attribute (a SmolLM2
+    # tokenizer exported without this reloads padding on the right)
+    tokenizer.init_kwargs["padding_side"] = "left"
     return tokenizer
 
 
