@@ -146,3 +146,16 @@ class Release:
 @pytest.fixture
 def release(tmp_path: Path) -> Release:
     return Release(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct converted once into the models cache (``$DISTILL_MODELS_DIR``, default
+    ``~/.cache/distill/models``): the first test that asks converts it (about a minute), every
+    later test of the run, and later runs on the same machine, load the same copy."""
+    from distill.models.smollm2 import SmolLM2Unavailable, smollm2_dir
+
+    try:
+        return smollm2_dir()
+    except SmolLM2Unavailable as err:
+        pytest.skip(f"SmolLM2-135M-Instruct is not to be had here: {err}")

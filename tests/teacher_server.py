@@ -78,7 +78,7 @@ def run_annotate(args: list[str], env: Mapping[str, str] | None = None, **kw) ->
     full_env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                 "OMP_WAIT_POLICY": "PASSIVE", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "annotate.py"), *args], cwd=REPO, env=full_env,
-                          capture_output=True, text=True, timeout=120, **kw)
+                          capture_output=True, text=True, **{"timeout": 120, **kw})
 
 
 def read_sidecar(path: Path) -> list[dict]:

