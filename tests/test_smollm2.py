@@ -92,12 +92,15 @@ def test_a_trained_checkpoint_exports_to_plain_transformers(smollm2_path, tmp_pa
     train(compose_train([*overrides, "model=smollm2", f"model.name_or_path={smollm2_path}", "trainer.max_steps=1",
                          "trainer.val_check_interval=1", "data.batch_size=2", "data.eval_batch_size=4",
                          "data.benchmark.train_size=8", "data.benchmark.test_size=4", "data.max_target_length=12",
-                         "optimizer.lr=1e-5", "callbacks.last_checkpoint_every_n_steps=null"], run_dir))
+                         "optimizer.lr=1e-5", "callbacks.last_checkpoint_every_n_steps=null",
+                         "speed.cpu_bf16=false"], run_dir))  # fp32: what plain transformers decodes in
     results = json.loads((run_dir / "results.json").read_text())
     assert results["config"]["model"] == "smollm2" and results["peak_memory"]["rss"] > 0
     module = load_module(results["best_checkpoint"])
-    inputs = [r["input"] for r in read_jsonl(run_dir / "predictions_test.jsonl")]
+    records = read_jsonl(run_dir / "predictions_test.jsonl")
+    inputs = [r["input"] for r in records]
     expected = [p["prediction"] for p in predict(module.model, module.tokenizer, module.settings, inputs)]
+    assert expected == [r["prediction"] for r in records]  # the checkpoint reproduces the run's own test
     assert len(set(expected)) > 1, "varied predictions, or the comparison is weak"
     out = export_student(module, tmp_path / "export")
     assert plain_transformers_predictions(Path(out), inputs) == expected
