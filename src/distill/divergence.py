@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class Diverged(RuntimeError):
-    """A run's loss or gradients became non-finite at ``step`` (the optimizer step being computed)."""
+    """A run's loss, gradients or weights became non-finite at optimizer step ``step``."""
 
     def __init__(self, step: int, what: str) -> None:
         super().__init__(f"training diverged at step {step}: {what}")
@@ -61,9 +61,11 @@ class StopOnDivergence(pl.Callback):
     def _has_loss_scaler(trainer: pl.Trainer) -> bool:
         return getattr(trainer.precision_plugin, "scaler", None) is not None
 
-    def _non_finite(self, trainer: pl.Trainer, what: str, step: int | None = None) -> None:
+    def _non_finite(self, trainer: pl.Trainer, what: str, step: int | None = None, skippable: bool = True) -> None:
+        """Raise (or warn) for ``step`` (default: the step being computed); a ``skippable`` one is
+        left to a loss scaler until too many come in a row."""
         step = trainer.global_step + 1 if step is None else step
-        if self._has_loss_scaler(trainer):
+        if skippable and self._has_loss_scaler(trainer):
             self._skipped_in_a_row += 1
             if self._skipped_in_a_row <= self.max_skipped_steps:
                 return  # the scaler skips this step and lowers its scale
@@ -102,11 +104,9 @@ class StopOnDivergence(pl.Callback):
         norm = _global_norm([p.detach() for p in pl_module.parameters() if p.requires_grad])
         if norm is not None and not math.isfinite(norm):
             terms = getattr(pl_module, "last_losses", None) or {}
-            # not a skippable step: the update is in the weights; its checkpoint is not written
-            if self.action == "warn":
-                log.warning("training diverged at step %d: non-finite weights; going on (action=warn)", trainer.global_step)
-                return
-            raise Diverged(trainer.global_step, f"non-finite weights after its update (losses {_describe(terms)})")
+            # not a skippable step: the update is in the weights (its checkpoint is not written)
+            self._non_finite(trainer, f"non-finite weights after its update (losses {_describe(terms)})",
+                             step=trainer.global_step, skippable=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped_in_a_row": self._skipped_in_a_row}

@@ -240,12 +240,9 @@ class DistillModule(pl.LightningModule):
         return out
 
     # ------------------------------------------------------------------ state
-    def _record_precision(self) -> None:
+    def setup(self, stage: str) -> None:
         """The trainer's precision becomes the student's: checkpoints and exports carry it."""
         self.settings = self.settings.in_precision(normalize(self.trainer.precision))
-
-    def setup(self, stage: str) -> None:
-        self._record_precision()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val_acc"] = self.best_val_acc
