@@ -17,10 +17,14 @@ from distill.runtime import configure_threads
 log = logging.getLogger(__name__)
 
 
+def overridden(key: str) -> bool:
+    """Whether the command line set ``key`` (``key=...``, ``+key=...`` or ``~key``)."""
+    return any(o.split("=")[0].lstrip("+~") == key for o in HydraConfig.get().overrides.task)
+
+
 def data_config(cfg: DictConfig) -> DictConfig:
     """The data section: the training run's own, unless the command line chose a data config."""
-    chose_data = any(o.split("=")[0].lstrip("+~") == "data" for o in HydraConfig.get().overrides.task)
-    run_cfg = None if chose_data else run_config_of(cfg.ckpt_path)
+    run_cfg = None if overridden("data") else run_config_of(cfg.ckpt_path)
     if run_cfg is None:
         return cfg.data
     # command-line data.* overrides still apply on top of the run's data config
@@ -42,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_config(cfg), tokenizer=module.tokenizer, targets=module.method, student_kind=module.student.kind
     )
     # the precision the run tested in, unless the command line names one
-    chose_precision = any(o.split("=")[0].lstrip("+") == "trainer.precision" for o in HydraConfig.get().overrides.task)
+    chose_precision = overridden("trainer.precision")
     precision = cfg.trainer.precision if chose_precision else module.settings.precision
     log.info("evaluating in precision %s%s", precision, "" if chose_precision else " (the run's own)")
     trainer = hydra.utils.instantiate(
