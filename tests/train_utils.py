@@ -35,15 +35,17 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
 
 
 def module_and_train_batch(
-    student: dict, speed=None, method: str = "step_by_step", batch_size: int = 8, with_datamodule: bool = False
+    student: dict, speed=None, method: str = "step_by_step", batch_size: int = 8, with_datamodule: bool = False,
+    shared_input: bool = False,
 ):
     """A DistillModule for ``student`` (a ``conf/model`` spec) in eval mode (no dropout) and one
-    train batch of arith laid out for its kind (and the data module); every arith example carries
-    a rationale."""
+    train batch of arith laid out for its kind (and the data module; ``shared_input``: in that
+    layout); every arith example carries a rationale."""
     from distill.data import DistillDataModule
     from distill.models.module import DistillModule
 
-    module = DistillModule(model=student, method=method, speed=speed.as_dict() if speed else None)
+    module = DistillModule(model=student, method=method, speed=speed.as_dict() if speed else None,
+                           shared_input=shared_input)
     module.eval()  # no dropout: both computations must see the same function
     dm = DistillDataModule(
         benchmark={"_target_": "distill.benchmarks.arith.Arith", "train_size": 16, "val_size": 4, "test_size": 4},
@@ -54,10 +56,11 @@ def module_and_train_batch(
         batch_size=batch_size,
         cache_dir=None,
         student_kind=module.student.kind,
+        shared_input=shared_input,
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    if method == "step_by_step":
+    if method == "step_by_step" and not shared_input:
         assert "rationale" in batch, "arith examples all carry rationales"
     return (module, batch, dm) if with_datamodule else (module, batch)
 

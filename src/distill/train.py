@@ -67,6 +67,7 @@ def build_module(
         predictions_dir=output_dir if cfg.predictions.write else None,
         with_rationale=cfg.predictions.with_rationale,
         speed=speed.as_dict(),
+        shared_input=datamodule.shared_input,
     )
 
 

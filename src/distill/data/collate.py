@@ -131,6 +131,7 @@ class Collator:
         rationale_task: bool = False,
         pad_to_multiple_of: int = 1,
         student_kind: str = "seq2seq",
+        shared_markers: tuple[Sequence[int], Sequence[int]] | None = None,
     ) -> None:
         if student_kind not in ("seq2seq", "causal"):
             raise ValueError(f"unknown student kind {student_kind!r}: expected 'seq2seq' or 'causal'")
@@ -139,6 +140,9 @@ class Collator:
         self.rationale_task = rationale_task
         self.pad_to_multiple_of = pad_to_multiple_of
         self.student_kind = student_kind
+        #: (label marker, rationale marker) ids: train batches in the shared-input layout
+        #: (:mod:`distill.data.shared_input`), whose ``label_input_ids`` are x alone
+        self.shared_markers = shared_markers
 
     def _task(self, rows: Sequence[dict[str, Any]], task: str) -> dict[str, torch.Tensor]:
         inputs, targets = [r[f"{task}_input_ids"] for r in rows], [r[f"{task}_ids"] for r in rows]
@@ -148,7 +152,30 @@ class Collator:
             return pad_causal_task(inputs, targets, self.pad_token_id, self.pad_to_multiple_of, with_targets=True)
         return pad_prompts(inputs, self.pad_token_id, self.pad_to_multiple_of)
 
+    def _shared(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """A train batch in the shared-input layout: ``{"shared": ..., "uid"}`` for a causal student
+        (one sequence per row); the encoder input as ``"shared"`` and each task's decoder side as
+        ``"label"``/``"rationale"`` for a seq2seq one."""
+        from distill.data.shared_input import pad_decoder_task, pad_shared_causal
+
+        label_marker, rationale_marker = self.shared_markers
+        inputs = [r["label_input_ids"] for r in rows]
+        labels = [r["label_ids"] for r in rows]
+        rationales = [r["rationale_ids"] for r in rows] if self.rationale_task else [[] for _ in rows]
+        batch: dict[str, Any] = {"uid": [r["uid"] for r in rows]}
+        if self.student_kind == "causal":
+            batch["shared"] = pad_shared_causal(inputs, label_marker, labels, rationale_marker, rationales,
+                                                self.pad_token_id, self.pad_to_multiple_of)
+            return batch
+        batch["shared"] = pad_sequences(inputs, self.pad_token_id, self.pad_to_multiple_of)
+        batch["label"] = pad_decoder_task(label_marker, labels, self.pad_to_multiple_of)
+        if any(rationales):
+            batch["rationale"] = pad_decoder_task(rationale_marker, rationales, self.pad_to_multiple_of)
+        return batch
+
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if self.train and self.shared_markers is not None:
+            return self._shared(rows)
         batch: dict[str, Any] = {"label": self._task(rows, "label"), "uid": [r["uid"] for r in rows]}
         if self.train:
             if self.rationale_task and any(r["rationale_ids"] for r in rows):

@@ -16,6 +16,9 @@ Batches (see the project's DataModule contract):
   ``"rationale"`` only with ``targets="step_by_step"`` and when some example of the micro-batch
   has a rationale (rows without one have labels all -100).
 * val/test/predict: ``{"label": {...}, "uid": [...], "input": [...], "gold": [...]}``.
+* ``shared_input`` (step_by_step): x once for both tasks, the task markers after it; train batches
+  as in :class:`distill.data.collate.Collator`, eval batches hold x alone (generation appends the
+  label marker): :mod:`distill.data.shared_input`.
 
 ``student_kind`` lays the task batches out for the student: ``seq2seq`` (encoder input and
 target apart) or ``causal`` (one ``prompt + completion`` sequence per row with the loss on the
@@ -128,6 +131,7 @@ class DistillDataModule(pl.LightningDataModule):
         student_kind: str = "seq2seq",
         require_teacher: bool = True,
         num_proc: int | None = None,
+        shared_input: bool = False,
     ) -> None:
         super().__init__()
         if targets not in TARGETS:
@@ -154,6 +158,8 @@ class DistillDataModule(pl.LightningDataModule):
         self._data_version: Any = _UNSET
         self._tokenizer_hash: str | None = None
         self.targets = targets
+        # step_by_step alone has two tasks to share x between (the other targets ignore it)
+        self.shared_input = bool(shared_input) and targets == "step_by_step"
         self.batch_size = int(batch_size)
         self.micro_batch_size = micro_batch_size
         self.eval_batch_size = int(eval_batch_size)
@@ -274,6 +280,15 @@ class DistillDataModule(pl.LightningDataModule):
             return {"label": self.label_prefix, "rationale": self.rationale_prefix}
         return {"label": "", "rationale": ""}
 
+    @property
+    def shared_markers(self) -> tuple[list[int], list[int]] | None:
+        """(label, rationale) marker ids of the shared-input layout; None in the paper's."""
+        if not self.shared_input:
+            return None
+        from distill.data.shared_input import marker_ids
+
+        return marker_ids(self.tokenizer, self.label_prefix), marker_ids(self.tokenizer, self.rationale_prefix)
+
     def encode_inputs(self, texts: Sequence[str], task: str = "label") -> dict[str, Any]:
         """Tokenize raw inputs the way the batches do (prefix, truncation), padded (left for a causal
         student's prompts), as tensors:
@@ -357,6 +372,7 @@ class DistillDataModule(pl.LightningDataModule):
             max_rationale_length=self.max_rationale_length,
             rationale_task=split == "train" and self.targets == "step_by_step",
             student_kind=self.student_kind,
+            shared_input=self.shared_input,
         )
         fingerprint = self._fingerprint(split, encoder)
         cache_file = manifest = None
@@ -446,13 +462,14 @@ class DistillDataModule(pl.LightningDataModule):
         dataset = self.dataset("train")
         columns = ["uid", "label_input_ids", "label_ids"]
         if self.targets == "step_by_step":
-            columns += ["rationale_input_ids", "rationale_ids"]
+            columns += ["rationale_ids"] if self.shared_input else ["rationale_input_ids", "rationale_ids"]
         collator = Collator(
             self.tokenizer.pad_token_id,
             train=True,
             rationale_task=self.targets == "step_by_step",
             pad_to_multiple_of=self.pad_to_multiple_of,
             student_kind=self.student_kind,
+            shared_markers=self.shared_markers,
         )
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)

@@ -72,7 +72,9 @@ class Encoder:
     Output columns: ``label_input_ids``, ``label_ids`` and, for the rationale task,
     ``rationale_input_ids`` and ``rationale_ids`` (empty for examples without a rationale);
     ``length`` orders examples for length-grouped batching. ``*_input_ids`` are the encoder input
-    of a ``seq2seq`` student, the prompt of a ``causal`` one (see the module doc).
+    of a ``seq2seq`` student, the prompt of a ``causal`` one (see the module doc). With
+    ``shared_input``, ``label_input_ids`` holds x alone for both tasks and there is no
+    ``rationale_input_ids`` (:mod:`distill.data.shared_input`).
     """
 
     def __init__(
@@ -85,9 +87,11 @@ class Encoder:
         max_rationale_length: int,
         rationale_task: bool,
         student_kind: str = "seq2seq",
+        shared_input: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.student_kind = student_kind
+        self.shared_input = shared_input
         self.label_prefix = label_prefix
         self.rationale_prefix = rationale_prefix
         self.max_input_length = max_input_length
@@ -105,6 +109,8 @@ class Encoder:
             "max_rationale_length": self.max_rationale_length,
             "rationale_task": self.rationale_task,
             "student_kind": self.student_kind,
+            # only when on, so the caches of the paper's layout keep their keys
+            **({"shared_input": True} if self.shared_input else {}),
         }
 
     def _inputs(self, prefix: str, texts: list[str]) -> list[list[int]]:
@@ -125,7 +131,26 @@ class Encoder:
                 out[i] = list(tokens) + [eos]
         return out
 
+    def _shared(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """The shared-input layout: ``label_input_ids`` is x alone (room left for the marker after it,
+        causal), the markers are added by the collator (:mod:`distill.data.shared_input`)."""
+        from distill.data.shared_input import marker_room
+
+        room = marker_room(self.tokenizer, [self.label_prefix, self.rationale_prefix], self.student_kind)
+        out: dict[str, list[Any]] = {
+            "label_input_ids": encode_inputs(self.tokenizer, list(batch["input"]), self.max_input_length - room,
+                                             self.student_kind),
+            "label_ids": self._targets(batch["target"], self.max_target_length),
+        }
+        if self.rationale_task:
+            out["rationale_ids"] = self._targets(batch["rationale"], self.max_rationale_length)
+        rationales = out.get("rationale_ids", [[] for _ in out["label_ids"]])
+        out["length"] = [len(i) + len(t) + len(r) for i, t, r in zip(out["label_input_ids"], out["label_ids"], rationales)]
+        return out
+
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if self.shared_input:
+            return self._shared(batch)
         out: dict[str, list[Any]] = {
             "label_input_ids": self._inputs(self.label_prefix, batch["input"]),
             "label_ids": self._targets(batch["target"], self.max_target_length),

@@ -2,7 +2,9 @@
 
 Greedy decoding for both kinds of student (:func:`distill.models.student.kind_of`): a seq2seq
 student decodes from its encoder input; a causal student continues its left-padded prompt, and
-only what it writes after the prompt (up to its eos) is the output.
+only what it writes after the prompt (up to its eos) is the output. A student trained in the
+shared-input layout (:mod:`distill.data.shared_input`) reads x alone and is given the task's marker
+after it: appended to the prompt (causal) or as the decoder's first tokens (seq2seq).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distill.data.collate import encode_batch
+from distill.data.shared_input import marker_ids, marker_room
 from distill.data.targets import split_single_task_output
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
 from distill.precision import DEFAULT_PRECISION, autocast_for, normalize
@@ -38,6 +42,8 @@ class InferenceSettings:
     #: the Lightning precision the student was trained and tested in (:mod:`distill.precision`):
     #: what generation runs in, so a checkpoint or export reproduces the run's predictions
     precision: str = DEFAULT_PRECISION
+    #: trained in the shared-input layout: the task marker follows x (``method.shared_input``)
+    shared_input: bool = False
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -52,6 +58,16 @@ class InferenceSettings:
         return self if precision is None else replace(self, precision=normalize(precision))
 
 
+def task_inputs(settings: InferenceSettings, tokenizer: PreTrainedTokenizerBase, task: str) -> tuple[str, list[int] | None, int]:
+    """How a task's input is built, as in training: ``(text prefix, marker ids after x or None,
+    token limit of the encoded text)``."""
+    prefix = settings.label_prefix if task == "label" else settings.rationale_prefix
+    if not settings.shared_input:
+        return prefix, None, settings.max_input_length
+    room = marker_room(tokenizer, [settings.label_prefix, settings.rationale_prefix], settings.kind)
+    return "", marker_ids(tokenizer, prefix), settings.max_input_length - room
+
+
 @torch.no_grad()
 def generate_from_ids(
     model: PreTrainedModel,
@@ -59,9 +75,20 @@ def generate_from_ids(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     max_new_tokens: int,
+    marker: list[int] | None = None,
 ) -> list[str]:
     """Greedy decoding, special tokens stripped. A causal student's ``input_ids`` are its
-    left-padded prompts: the output is what it writes after them."""
+    left-padded prompts: the output is what it writes after them. ``marker``: the task marker
+    that follows x (shared-input layout), appended to each prompt or started the decoder with."""
+    extra: dict[str, torch.Tensor] = {}
+    if marker is not None:
+        rows = input_ids.shape[0]
+        marker_row = torch.tensor([marker], dtype=input_ids.dtype, device=input_ids.device).expand(rows, -1)
+        if kind_of(model) == CAUSAL:
+            input_ids = torch.cat([input_ids, marker_row], dim=1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(marker_row, dtype=attention_mask.dtype)], dim=1)
+        else:  # the model's own right shift of "marker + one more" is "decoder start + marker"
+            extra["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=F.pad(marker_row, (0, 1)))
     out = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -69,9 +96,12 @@ def generate_from_ids(
         num_beams=1,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
+        **extra,
     )
     if kind_of(model) == CAUSAL:
         out = out[:, input_ids.shape[1] :]
+    elif extra:
+        out = out[:, extra["decoder_input_ids"].shape[1] :]
     return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
@@ -83,7 +113,9 @@ def generate_from_texts(
     max_input_length: int,
     max_new_tokens: int,
     batch_size: int = 32,
+    marker: list[int] | None = None,
 ) -> list[str]:
+    """Generations for raw texts, each given ``prefix`` (or, shared-input layout, ``marker`` after it)."""
     # sorted by length so each batch pads little; results go back in input order
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     by_index: dict[int, str] = {}
@@ -94,7 +126,8 @@ def generate_from_texts(
             for name, tensor in encode_batch(tokenizer, [prefix + texts[i] for i in chunk], max_input_length,
                                              kind_of(model)).items()
         }
-        for i, text in zip(chunk, generate_from_ids(model, tokenizer, enc["input_ids"], enc["attention_mask"], max_new_tokens)):
+        generated = generate_from_ids(model, tokenizer, enc["input_ids"], enc["attention_mask"], max_new_tokens, marker)
+        for i, text in zip(chunk, generated):
             by_index[i] = text
     return [by_index[i] for i in range(len(texts))]
 
@@ -119,15 +152,15 @@ def predict(
     ``settings.precision`` (the run's own)."""
     model.eval()
     with autocast_for(settings.precision, model.device.type):
+        prefix, marker, limit = task_inputs(settings, tokenizer, "label")
         outputs = generate_from_texts(
-            model, tokenizer, inputs, settings.label_prefix, settings.max_input_length,
-            settings.label_max_new_tokens, batch_size,
+            model, tokenizer, inputs, prefix, limit, settings.label_max_new_tokens, batch_size, marker
         )
         labels, rationales = labels_from_outputs(outputs, settings.method)
         if with_rationale and settings.method == "step_by_step":
+            prefix, marker, limit = task_inputs(settings, tokenizer, "rationale")
             rationales = generate_from_texts(
-                model, tokenizer, inputs, settings.rationale_prefix, settings.max_input_length,
-                settings.rationale_max_new_tokens, batch_size,
+                model, tokenizer, inputs, prefix, limit, settings.rationale_max_new_tokens, batch_size, marker
             )
     records = []
     for text, label, rationale in zip(inputs, labels, rationales):

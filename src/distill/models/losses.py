@@ -17,17 +17,23 @@ positions of their own columns, a causal student's at the positions just before 
 the completion's tokens are predicted); :func:`target_logits` is the one place that differs.
 
 Both are exact: the losses equal the plain path's to float rounding (``tests/test_losses.py``).
+
+The shared-input layout (``method.shared_input``, :mod:`distill.data.shared_input`) computes x once
+for both tasks: :func:`shared_task_losses`; its yardstick, the same tokens through separate passes,
+is :func:`unshared_task_losses` (``tests/test_shared_input.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
 
 from distill.data.collate import IGNORE_INDEX
+from distill.data.shared_input import unshared_causal_tasks
 from distill.models.student import CAUSAL, kind_of
 
 __all__ = [
@@ -35,10 +41,13 @@ __all__ = [
     "combine_losses",
     "head_sees_only",
     "plain_task_loss",
+    "shared_losses_agree",
+    "shared_task_losses",
     "stack_task_batches",
     "target_logits",
     "task_losses",
     "fast_losses_agree",
+    "unshared_task_losses",
 ]
 
 #: the keys of a task batch that the model itself takes (the rest index the targets)
@@ -175,6 +184,147 @@ def fast_losses_agree(
                 if not torch.allclose(fast[name].float(), plain.float(), rtol=rtol, atol=1e-5):
                     return f"{name} loss {float(fast[name]):.6f} on the fast path, {float(plain):.6f} from the model"
     except Exception as err:  # noqa: BLE001 - any failure means: use the plain path
+        return f"{type(err).__name__}: {err}"
+    finally:
+        model.train(was_training)
+    return None
+
+
+# ---------------------------------------------------------------------- the shared-input layout
+def attention_mask_for(model: torch.nn.Module, allowed: torch.Tensor) -> torch.Tensor:
+    """A boolean ``(rows, 1, q, k)`` mask in the form the model's attention takes a custom mask:
+    as is for SDPA, additive for eager attention; other kernels (flash attention) take none."""
+    implementation = getattr(model.config, "_attn_implementation", None) or "eager"
+    if implementation == "sdpa":
+        return allowed
+    if implementation == "eager":
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    raise ValueError(f"attention implementation {implementation!r} takes no custom 4D mask: method.shared_input "
+                     "needs sdpa or eager attention for a causal student")
+
+
+def _means(token_losses: torch.Tensor, sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    parts = token_losses.split(list(sizes.values()))
+    return {name: part.mean() for name, part in zip(sizes, parts) if part.numel()}
+
+
+def _cross_entropy(logits: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), target_ids, reduction="none")
+
+
+def _shared_causal_losses(model: torch.nn.Module, shared: Mapping[str, torch.Tensor], target_only: bool) -> dict[str, torch.Tensor]:
+    sizes = {name: shared[f"{name}_ids"].shape[0] for name in ("label", "rationale")}
+    rows, cols = torch.cat([shared["label_positions"], shared["rationale_positions"]]).unbind(1)
+    flat_positions = rows * shared["input_ids"].shape[1] + cols
+    inputs = {"input_ids": shared["input_ids"], "position_ids": shared["position_ids"],
+              "attention_mask": attention_mask_for(model, shared["attention_mask"])}
+    with head_sees_only(model, flat_positions) if target_only else nullcontext():
+        logits = model(**inputs).logits
+    if not target_only:
+        logits = logits.reshape(-1, logits.shape[-1]).index_select(0, flat_positions)
+    return _means(_cross_entropy(logits, torch.cat([shared["label_ids"], shared["rationale_ids"]])), sizes)
+
+
+def _decoder_logits(
+    model: torch.nn.Module, encoder_outputs: Any, attention_mask: torch.Tensor, task: Mapping[str, torch.Tensor],
+    target_only: bool,
+) -> torch.Tensor:
+    """Logits at a decoder task's target positions, the encoder output given."""
+    rows, cols = task["target_positions"].unbind(1)
+    flat_positions = rows * task["labels"].shape[1] + cols
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=task["decoder_sequence"])
+    with head_sees_only(model, flat_positions) if target_only else nullcontext():
+        logits = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
+                       decoder_input_ids=decoder_input_ids).logits
+    return logits if target_only else logits.reshape(-1, logits.shape[-1]).index_select(0, flat_positions)
+
+
+def _stack_decoder_tasks(tasks: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    width = max(task["labels"].shape[1] for task in tasks)
+    offsets = [0]
+    for task in tasks[:-1]:
+        offsets.append(offsets[-1] + task["labels"].shape[0])
+    positions = [torch.stack((t["target_positions"][:, 0] + o, t["target_positions"][:, 1]), dim=1)
+                 for t, o in zip(tasks, offsets)]
+    return {
+        "decoder_sequence": torch.cat([_pad_width(t["decoder_sequence"], width, IGNORE_INDEX) for t in tasks]),
+        "labels": torch.cat([_pad_width(t["labels"], width, IGNORE_INDEX) for t in tasks]),
+        "target_positions": torch.cat(positions),
+        "target_ids": torch.cat([t["target_ids"] for t in tasks]),
+    }
+
+
+def _shared_seq2seq_losses(
+    model: torch.nn.Module, batch: Mapping[str, Any], stack: bool, target_only: bool
+) -> dict[str, torch.Tensor]:
+    from transformers.modeling_outputs import BaseModelOutput
+
+    encoder_inputs = batch["shared"]
+    hidden = model.get_encoder()(input_ids=encoder_inputs["input_ids"],
+                                 attention_mask=encoder_inputs["attention_mask"]).last_hidden_state
+    names = [name for name in ("label", "rationale") if name in batch]
+    sizes = {name: batch[name]["target_ids"].shape[0] for name in names}
+    if stack and len(names) > 1:
+        task = _stack_decoder_tasks([batch[name] for name in names])
+        encoded = BaseModelOutput(last_hidden_state=hidden.repeat(len(names), 1, 1))
+        mask = encoder_inputs["attention_mask"].repeat(len(names), 1)
+        logits = _decoder_logits(model, encoded, mask, task, target_only)
+        return _means(_cross_entropy(logits, task["target_ids"]), sizes)
+    encoded = BaseModelOutput(last_hidden_state=hidden)
+    token_losses = [
+        _cross_entropy(_decoder_logits(model, encoded, encoder_inputs["attention_mask"], batch[name], target_only),
+                       batch[name]["target_ids"])
+        for name in names
+    ]
+    return _means(torch.cat(token_losses), sizes)
+
+
+def shared_task_losses(
+    model: torch.nn.Module, batch: Mapping[str, Any], stack: bool = False, target_only: bool = True
+) -> dict[str, torch.Tensor]:
+    """Mean target-token cross-entropy of each task of a shared-input batch, x computed once: one
+    forward over the branch layout (causal), or one encoder pass read by both decoder passes
+    (seq2seq; with ``stack``, one decoder pass over both tasks' rows). A task without targets in
+    the batch is left out."""
+    if kind_of(model) == CAUSAL:
+        return _shared_causal_losses(model, batch["shared"], target_only)
+    return _shared_seq2seq_losses(model, batch, stack, target_only)
+
+
+def unshared_task_losses(model: torch.nn.Module, batch: Mapping[str, Any], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """The model's own loss per task for the same tokens in the same layout, x computed once per task:
+    what :func:`shared_task_losses` equals (and the fallback when a model cannot take the branch mask)."""
+    if kind_of(model) == CAUSAL:
+        return {name: plain_task_loss(model, task)
+                for name, task in unshared_causal_tasks(batch["shared"], pad_token_id).items()}
+    encoder_inputs = batch["shared"]
+    return {
+        name: model(input_ids=encoder_inputs["input_ids"], attention_mask=encoder_inputs["attention_mask"],
+                    decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=batch[name]["decoder_sequence"]),
+                    labels=batch[name]["labels"]).loss
+        for name in ("label", "rationale") if name in batch and batch[name]["target_ids"].numel()
+    }
+
+
+def shared_losses_agree(
+    model: torch.nn.Module, batch: Mapping[str, Any], pad_token_id: int, stack: bool, target_only: bool,
+    rtol: float = 1e-3,
+) -> str | None:
+    """Check the shared pass against :func:`unshared_task_losses` on one batch (eval mode, no
+    gradient): None when they agree, else why not (the caller then computes the unshared way)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            shared = shared_task_losses(model, batch, stack, target_only)
+            unshared = unshared_task_losses(model, batch, pad_token_id)
+            if shared.keys() != unshared.keys():
+                return f"tasks {sorted(shared)} from the shared pass, {sorted(unshared)} from separate ones"
+            for name, loss in unshared.items():
+                if not torch.allclose(shared[name].float(), loss.float(), rtol=rtol, atol=1e-5):
+                    return f"{name} loss {float(shared[name]):.6f} in one pass, {float(loss):.6f} in separate ones"
+    except Exception as err:  # noqa: BLE001 - any failure means: compute the unshared way
         return f"{type(err).__name__}: {err}"
     finally:
         model.train(was_training)

@@ -20,8 +20,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from distill.models.inference import InferenceSettings, generate_from_ids, generate_from_texts, labels_from_outputs
-from distill.models.losses import combine_losses, fast_losses_agree, plain_task_loss, task_losses
+from distill.models.inference import (
+    InferenceSettings,
+    generate_from_ids,
+    generate_from_texts,
+    labels_from_outputs,
+    task_inputs,
+)
+from distill.models.losses import (
+    combine_losses,
+    fast_losses_agree,
+    plain_task_loss,
+    shared_losses_agree,
+    shared_task_losses,
+    task_losses,
+    unshared_task_losses,
+)
 from distill.models.student import Student, architecture_of, load_student
 from distill.precision import DEFAULT_PRECISION, normalize
 from distill.speed import PLAIN, Speed
@@ -57,6 +71,8 @@ class DistillModule(pl.LightningModule):
         predictions_dir: where ``predictions_{split}.jsonl`` go (None: not written).
         with_rationale: also generate and write the rationale for each prediction.
         speed: the resolved speed levers (:class:`distill.speed.Speed` fields); none: the plain path.
+        shared_input: step_by_step in the shared-input layout (x once, task markers after it;
+            :mod:`distill.data.shared_input`); the batches must be laid out so.
     """
 
     def __init__(
@@ -75,6 +91,7 @@ class DistillModule(pl.LightningModule):
         with_rationale: bool = False,
         speed: Mapping[str, Any] | None = None,
         student: Student | None = None,
+        shared_input: bool = False,
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -99,11 +116,13 @@ class DistillModule(pl.LightningModule):
             label_max_new_tokens=label_max_new_tokens,
             rationale_max_new_tokens=rationale_max_new_tokens,
             kind=self.student.kind,
+            shared_input=bool(shared_input) and method == "step_by_step",
         )
         self.predictions_dir = predictions_dir
         self.with_rationale = with_rationale
         self.speed = Speed(**_plain(speed)) if speed else PLAIN
         self._fast_losses_checked = False
+        self._shared_pass = True  # False once the first batch showed the model cannot take the branch mask
         self.best_val_acc = float("-inf")
         self._eval_records: list[dict[str, Any]] = []
         self.last_losses: dict[str, torch.Tensor] = {}
@@ -117,14 +136,21 @@ class DistillModule(pl.LightningModule):
             tasks["rationale"] = batch["rationale"]
         return tasks
 
+    def _shared_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-task losses of a shared-input batch: x once, or (fallback) once per task."""
+        if not self._shared_pass:
+            return unshared_task_losses(self.model, batch, self.tokenizer.pad_token_id)
+        fast = self.speed.fast_losses
+        return shared_task_losses(self.model, batch, fast and self.speed.stack_tasks, fast and self.speed.target_only_logits)
+
     def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        tasks = self._tasks(batch)
-        if self.speed.fast_losses:
-            per_task = task_losses(
-                self.model, tasks, self.tokenizer.pad_token_id, self.speed.stack_tasks, self.speed.target_only_logits
-            )
+        if "shared" in batch:
+            per_task = self._shared_losses(batch)
+        elif self.speed.fast_losses:
+            per_task = task_losses(self.model, self._tasks(batch), self.tokenizer.pad_token_id,
+                                   self.speed.stack_tasks, self.speed.target_only_logits)
         else:
-            per_task = {name: plain_task_loss(self.model, task) for name, task in tasks.items()}
+            per_task = {name: plain_task_loss(self.model, task) for name, task in self._tasks(batch).items()}
         losses = {
             "loss": combine_losses(per_task["label"], per_task.get("rationale"), self.rationale_weight, self.alpha),
             "loss_label": per_task["label"],
@@ -143,17 +169,30 @@ class DistillModule(pl.LightningModule):
                         "computing losses the plain way", problem)
             self.speed = replace(self.speed, target_only_logits=False, stack_tasks=False)
 
+    def _check_shared_pass(self, batch: Mapping[str, Any]) -> None:
+        """Once per fit, on its first batch: the one pass over x must give the separate passes' losses."""
+        fast = self.speed.fast_losses
+        problem = shared_losses_agree(self.model, batch, self.tokenizer.pad_token_id,
+                                      fast and self.speed.stack_tasks, fast and self.speed.target_only_logits)
+        if problem:
+            log.warning("shared_input: one pass over x disagrees with separate passes (%s); computing each "
+                        "task's pass apart (same layout, no speed-up)", problem)
+            self._shared_pass = False
+
     def on_fit_start(self) -> None:
         self._fast_losses_checked = False
+        self._shared_pass = True
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         if not self._fast_losses_checked:
-            if self.speed.fast_losses:
+            if "shared" in batch:
+                self._check_shared_pass(batch)
+            elif self.speed.fast_losses:
                 self._check_fast_losses(batch)
             self._fast_losses_checked = True
         losses = self.compute_losses(batch)
         self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by StopOnDivergence
-        size = batch["label"]["input_ids"].shape[0]
+        size = len(batch["uid"])
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=size)
         return losses["loss"]
@@ -161,14 +200,16 @@ class DistillModule(pl.LightningModule):
     # ------------------------------------------------------------------ generation
     def predict_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[str], list[str | None]]:
         """Labels (and, for ``single_task``, the rationale that preceded them) for a label-task batch."""
-        texts = generate_from_ids(self.model, self.tokenizer, input_ids, attention_mask, self.settings.label_max_new_tokens)
+        _, marker, _ = task_inputs(self.settings, self.tokenizer, "label")
+        texts = generate_from_ids(self.model, self.tokenizer, input_ids, attention_mask,
+                                  self.settings.label_max_new_tokens, marker)
         return labels_from_outputs(texts, self.method)
 
     def generate_rationales(self, inputs: list[str]) -> list[str]:
-        s = self.settings
+        prefix, marker, limit = task_inputs(self.settings, self.tokenizer, "rationale")
         return generate_from_texts(
-            self.model, self.tokenizer, inputs, s.rationale_prefix, s.max_input_length, s.rationale_max_new_tokens,
-            batch_size=max(len(inputs), 1),
+            self.model, self.tokenizer, inputs, prefix, limit, self.settings.rationale_max_new_tokens,
+            batch_size=max(len(inputs), 1), marker=marker,
         )
 
     # ------------------------------------------------------------------ evaluation

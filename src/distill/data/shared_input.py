@@ -1,0 +1,174 @@
+"""The shared-input layout of step-by-step (``method.shared_input=true``): x once, both tasks after it.
+
+The paper's layout puts a task marker before x and so computes x twice a step (``[label] x -> y``,
+``[rationale] x -> r``). Here the marker follows x, so both tasks read the same x:
+
+* ``causal``: one sequence per row, ``x | m_label y | m_rationale r | pad``. The two parts after x
+  are *branches*: a branch token attends to x and to the tokens of its own branch before it, never
+  to the other branch, and its position ids continue from the end of x, so every token is computed
+  as in the two separate sequences ``x m_label y`` and ``x m_rationale r``
+  (:func:`branch_attention_mask`; padding attends to itself alone, so no row is empty).
+* ``seq2seq``: the encoder reads x alone (no prefix); each task's decoder sequence starts with its
+  marker (``m_label y``, ``m_rationale r``); the loss is on y and r only. Both decoder passes read one
+  encoder output (:func:`pad_decoder_task`).
+
+Markers are the task prefixes (``data.label_prefix``/``rationale_prefix``) tokenized on their own
+(:func:`marker_ids`); they must be non-empty, or the tasks could not be told apart. Evaluation asks
+for the label alone: ``x m_label`` (causal) or x with ``m_label`` as the decoder's first tokens.
+The computation this layout replaces, the same tokens through two separate passes, is
+:func:`unshared_causal_tasks` (the yardstick of tests and of the first training step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from distill.data.collate import IGNORE_INDEX, pad_causal_task, pad_sequences
+
+__all__ = [
+    "branch_attention_mask",
+    "marker_ids",
+    "marker_room",
+    "pad_decoder_task",
+    "pad_shared_causal",
+    "unshared_causal_tasks",
+]
+
+
+def marker_ids(tokenizer: Any, prefix: str) -> list[int]:
+    """The token ids of a task marker (its prefix, no special tokens); an empty one is an error."""
+    ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else []
+    if not ids:
+        raise ValueError(
+            f"method.shared_input needs a non-empty task marker, got prefix {prefix!r}: set data.label_prefix "
+            "and data.rationale_prefix (the two tasks read the same x and are told apart by them alone)"
+        )
+    return ids
+
+
+def marker_room(tokenizer: Any, prefixes: Sequence[str], kind: str) -> int:
+    """Tokens of ``max_input_length`` that x leaves for a marker: the longest marker for a causal
+    student (``x m`` fits the limit, as ``m x`` did), none for seq2seq (the marker is in the decoder)."""
+    return max(len(marker_ids(tokenizer, p)) for p in prefixes) if kind == "causal" else 0
+
+
+def _round_up(width: int, multiple: int) -> int:
+    return -(-width // multiple) * multiple
+
+
+def branch_attention_mask(spans: torch.Tensor, width: int) -> torch.Tensor:
+    """``(rows, 1, width, width)`` bool, True where a query may attend to a key, for rows laid out
+    ``x | branch 1 | branch 2 | pad`` with ``spans[row] = (len x, len branch 1, len branch 2)``:
+    causal within x and within each branch, each branch sees all of x, padding sees itself."""
+    index = torch.arange(width)
+    x_end = spans[:, 0:1]
+    first_end = x_end + spans[:, 1:2]
+    second_end = first_end + spans[:, 2:3]
+    # which part each column is: 0 x, 1 first branch, 2 second branch, 3 padding
+    part = (index >= x_end).long() + (index >= first_end).long() + (index >= second_end).long()
+    query, key = part[:, :, None], part[:, None, :]
+    causal = index[None, :, None] >= index[None, None, :]
+    real = query < 3
+    allowed = causal & real & ((key == 0) | (query == key))
+    allowed |= torch.eye(width, dtype=torch.bool)[None]
+    return allowed[:, None]
+
+
+def _targets_at(label_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Row, column of the output predicting each target token (its own column - 1) and the tokens."""
+    is_target = label_ids != IGNORE_INDEX
+    positions = is_target.nonzero()
+    positions[:, 1] -= 1
+    return {"target_positions": positions, "target_ids": label_ids[is_target]}
+
+
+def pad_shared_causal(
+    inputs: Sequence[Sequence[int]],
+    label_marker: Sequence[int],
+    labels: Sequence[Sequence[int]],
+    rationale_marker: Sequence[int],
+    rationales: Sequence[Sequence[int]],
+    pad_token_id: int,
+    pad_to_multiple_of: int = 1,
+) -> dict[str, Any]:
+    """One causal train batch of both tasks: ``input_ids``, ``attention_mask`` (the 4D branch mask),
+    ``position_ids``, ``spans`` (rows x (len x, len label branch, len rationale branch)), and per
+    task ``{task}_positions``/``{task}_ids`` (where each target token is predicted, and the token).
+    A row without a rationale has no rationale branch; a row without a label, no label branch."""
+    rows, spans, position_rows = [], [], []
+    for x, y, r in zip(inputs, labels, rationales):
+        if not x:
+            raise ValueError("a causal student's prompt needs at least one token (encode_inputs gives one)")
+        label_branch = [*label_marker, *y] if y else []
+        rationale_branch = [*rationale_marker, *r] if r else []
+        rows.append([*x, *label_branch, *rationale_branch])
+        spans.append((len(x), len(label_branch), len(rationale_branch)))
+        n = len(x)
+        position_rows.append([*range(n), *range(n, n + len(label_branch)), *range(n, n + len(rationale_branch))])
+    batch = pad_sequences(rows, pad_token_id, pad_to_multiple_of)
+    width = batch["input_ids"].shape[1]
+    span_tensor = torch.tensor(spans, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    task_labels = {name: torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long) for name in ("label", "rationale")}
+    for row, (positions, (n, n_label, n_rationale), y, r) in enumerate(zip(position_rows, spans, labels, rationales)):
+        position_ids[row, : len(positions)] = torch.as_tensor(positions, dtype=torch.long)
+        if y:
+            start = n + len(label_marker)
+            task_labels["label"][row, start : start + len(y)] = torch.as_tensor(y, dtype=torch.long)
+        if r:
+            start = n + n_label + len(rationale_marker)
+            task_labels["rationale"][row, start : start + len(r)] = torch.as_tensor(r, dtype=torch.long)
+    out: dict[str, Any] = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": branch_attention_mask(span_tensor, width),
+        "position_ids": position_ids,
+        "spans": span_tensor,
+    }
+    for name, label_ids in task_labels.items():
+        targets = _targets_at(label_ids)
+        out[f"{name}_positions"], out[f"{name}_ids"] = targets["target_positions"], targets["target_ids"]
+    return out
+
+
+def unshared_causal_tasks(batch: dict[str, Any], pad_token_id: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The same tokens as two ordinary causal task batches (``x m_label y`` and ``x m_rationale r``,
+    :func:`distill.data.collate.pad_causal_task`): what the shared pass must equal. A task is
+    present when some row has its branch."""
+    ids, spans = batch["input_ids"], batch["spans"].tolist()
+    tasks: dict[str, dict[str, torch.Tensor]] = {}
+    for index, name in enumerate(("label", "rationale")):
+        predicted = batch[f"{name}_positions"]
+        if not predicted.shape[0]:
+            continue
+        prompts, completions = [], []
+        for row, (n, n_label, _) in enumerate(spans):
+            start = n if index == 0 else n + n_label
+            branch = ids[row, start : start + spans[row][1 + index]].tolist()
+            columns = predicted[predicted[:, 0] == row, 1] + 1  # the target tokens' own columns
+            marker = int(columns.min()) - start if columns.numel() else len(branch)
+            prompts.append(ids[row, :n].tolist() + branch[:marker])
+            completions.append(branch[marker:])
+        tasks[name] = pad_causal_task(prompts, completions, pad_token_id, with_targets=True)
+    return tasks
+
+
+def pad_decoder_task(
+    marker: Sequence[int], targets: Sequence[Sequence[int]], pad_to_multiple_of: int = 1
+) -> dict[str, torch.Tensor]:
+    """A seq2seq task's decoder side: ``decoder_sequence`` (``marker + target`` per row, -100 padded:
+    the model shifts it right into its decoder input), ``labels`` (the same with the marker -100:
+    the loss is on the target alone), ``target_positions`` (their own columns) and ``target_ids``.
+    A row without a target has an all -100 row."""
+    width = _round_up(max(1, max(len(marker) + len(t) for t in targets)), pad_to_multiple_of)
+    sequence = torch.full((len(targets), width), IGNORE_INDEX, dtype=torch.long)
+    labels = torch.full((len(targets), width), IGNORE_INDEX, dtype=torch.long)
+    for row, target in enumerate(targets):
+        if target:
+            sequence[row, : len(marker) + len(target)] = torch.as_tensor([*marker, *target], dtype=torch.long)
+            labels[row, len(marker) : len(marker) + len(target)] = torch.as_tensor(target, dtype=torch.long)
+    is_target = labels != IGNORE_INDEX
+    return {"decoder_sequence": sequence, "labels": labels, "target_positions": is_target.nonzero(),
+            "target_ids": labels[is_target]}
