@@ -139,7 +139,7 @@ def test_a_model_whose_attention_leaks_across_branches_is_caught(monkeypatch, ca
     # a kernel that ignored the branch mask would let the rationale branch read the label branch
     monkeypatch.setattr(losses, "attention_mask_for", lambda model, allowed: torch.ones_like(allowed).tril())
     module._check_shared_pass(batch)
-    assert "disagrees with separate passes" in caplog.text
+    assert "disagrees with separate passes" in caplog.text and "does not keep the branches apart" in caplog.text
     got = module.compute_losses(batch)
     want = unshared_task_losses(module.model, batch, module.tokenizer.pad_token_id)
     assert torch.allclose(got["loss_rationale"], want["rationale"]) and torch.allclose(got["loss_label"], want["label"])

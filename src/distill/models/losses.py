@@ -307,12 +307,38 @@ def unshared_task_losses(model: torch.nn.Module, batch: Mapping[str, Any], pad_t
     }
 
 
+def _with_branch_changed(shared: Mapping[str, torch.Tensor], branch: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    """A causal shared batch whose ``branch`` (1 label, 2 rationale) has every token replaced."""
+    spans = shared["spans"].to(shared["input_ids"].device)
+    start = spans[:, 0] + (spans[:, 1] if branch == 2 else 0)
+    columns = torch.arange(shared["input_ids"].shape[1], device=spans.device)
+    inside = (columns >= start[:, None]) & (columns < (start + spans[:, branch])[:, None])
+    ids = shared["input_ids"].clone()
+    ids[inside] = (ids[inside] + 1) % vocab_size
+    return {**shared, "input_ids": ids}
+
+
+def _branches_leak(model: torch.nn.Module, batch: Mapping[str, Any], base: Mapping[str, torch.Tensor]) -> str | None:
+    """Whether a causal branch's loss moves when the other branch's tokens change (it must not:
+    its keys are masked out, so the loss stays the same to the last bit or near it)."""
+    for branch, other in ((1, "rationale"), (2, "label")):
+        if other not in base:
+            continue
+        changed = _shared_causal_losses(model, _with_branch_changed(batch["shared"], branch, model.config.vocab_size), True)
+        if not torch.allclose(changed[other].float(), base[other].float(), rtol=1e-5, atol=1e-7):
+            return (f"the {other} loss moves ({float(base[other]):.6f} -> {float(changed[other]):.6f}) when the other "
+                    "branch changes: the attention does not keep the branches apart")
+    return None
+
+
 def shared_losses_agree(
     model: torch.nn.Module, batch: Mapping[str, Any], pad_token_id: int, stack: bool, target_only: bool,
     rtol: float = 1e-3,
 ) -> str | None:
-    """Check the shared pass against :func:`unshared_task_losses` on one batch (eval mode, no
-    gradient): None when they agree, else why not (the caller then computes the unshared way)."""
+    """Check the shared pass on one batch (eval mode, no gradient): its losses equal
+    :func:`unshared_task_losses` (to ``rtol``: low precision rounds differently), and, causal, a
+    branch's loss does not move when the other branch changes. None when so, else why not (the
+    caller then computes the unshared way)."""
     was_training = model.training
     model.eval()
     try:
@@ -324,6 +350,8 @@ def shared_losses_agree(
             for name, loss in unshared.items():
                 if not torch.allclose(shared[name].float(), loss.float(), rtol=rtol, atol=1e-5):
                     return f"{name} loss {float(shared[name]):.6f} in one pass, {float(loss):.6f} in separate ones"
+            if kind_of(model) == CAUSAL:
+                return _branches_leak(model, batch, _shared_causal_losses(model, batch["shared"], True))
     except Exception as err:  # noqa: BLE001 - any failure means: compute the unshared way
         return f"{type(err).__name__}: {err}"
     finally:
