@@ -10,6 +10,8 @@ the run wrote, and a model whose attention leaks across branches is caught on th
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from distill.models.inference import predict
 from distill.models.losses import combine_losses, shared_task_losses, unshared_task_losses
 from distill.speed import PLAIN, Speed
 from distill.train import train
-from train_utils import QUICK, compose_train, module_and_train_batch
+from train_utils import QUICK, REPO, compose_train, module_and_train_batch, subprocess_env
 
 TINY_CAUSAL = {"kind": "tiny_causal", "name_or_path": None, "short_name": "tiny_causal", "hidden_size": 64,
                "intermediate_size": 128, "num_layers": 2, "num_heads": 4}
@@ -147,13 +149,24 @@ def test_a_model_whose_attention_leaks_across_branches_is_caught(monkeypatch, ca
 
 @pytest.mark.parametrize("model", ["tiny_causal", "tiny"])
 def test_train_in_the_shared_layout_and_predict_from_its_checkpoint(model, tmp_path):
+    """train.py in the layout; distill.predict and eval.py on its checkpoint write the run's predictions
+    (both give the label marker after x, as the run did)."""
     overrides = [o if o != "model=tiny" else f"model={model}" for o in QUICK]
-    train(compose_train([*overrides, "method.shared_input=true", "data.benchmark.train_size=32",
-                         "data.benchmark.test_size=8", "optimizer.lr=1e-5"], tmp_path))
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["status"] == "ok" and results["global_step"] == 4
+    arith = ["data.benchmark.train_size=32", "data.benchmark.test_size=8"]
+    run_dir = tmp_path / "run"
+    train(compose_train([*overrides, *arith, "method.shared_input=true", "optimizer.lr=1e-5"], run_dir))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok" and results["global_step"] == 4 and results["config"]["shared_input"] is True
     module = load_module(results["best_checkpoint"])
     assert module.settings.shared_input
-    records = [json.loads(line) for line in (tmp_path / "predictions_test.jsonl").read_text().splitlines()]
+    written = (run_dir / "predictions_test.jsonl").read_text()
+    records = [json.loads(line) for line in written.splitlines()]
     got = predict(module.model, module.tokenizer, module.settings, [r["input"] for r in records])
     assert [g["prediction"] for g in got] == [r["prediction"] for r in records]
+    if model == "tiny_causal":  # eval.py's own data module lays x out as the run did
+        subprocess.run(
+            [sys.executable, "eval.py", f"ckpt_path={results['best_checkpoint']}", "split=test", *arith,
+             f"hydra.run.dir={tmp_path / 'eval'}", "data.eval_batch_size=8"],
+            cwd=REPO, env=subprocess_env(), check=True, capture_output=True, timeout=300,
+        )
+        assert (tmp_path / "eval" / "predictions_test.jsonl").read_text() == written

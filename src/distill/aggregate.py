@@ -35,7 +35,7 @@ from typing import Any
 
 #: the configuration fields that identify a result; runs equal on all but ``seed`` are pooled
 GROUP_KEYS = ("benchmark", "model", "method", "label_source", "fraction", "rationale_weight", "alpha",
-              "max_steps", "global_batch_size")
+              "max_steps", "global_batch_size", "shared_input")
 METRICS = ("test/acc", "val/acc_best")
 #: the paper's students in size order, for the model-size axis when parameter counts are unknown
 MODEL_ORDER = ("tiny", "minilm", "t5_v1_1_small", "flan_t5_small", "t5_v1_1_base", "flan_t5_base",
@@ -106,7 +106,7 @@ def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
         "benchmark": get("data", "benchmark", "name"), "model": get("model", "short_name"),
         "method": get("method", "name"), "label_source": get("data", "label_source"),
         "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
-        "alpha": get("method", "alpha"), "seed": get("seed"),
+        "alpha": get("method", "alpha"), "seed": get("seed"), "shared_input": get("method", "shared_input"),
     }
 
 
@@ -237,6 +237,7 @@ def read_wandb(project: str, api: Any = None) -> list[Run]:
             "method": get("method", "name"), "label_source": get("data", "label_source"),
             "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
             "alpha": get("method", "alpha"), "seed": get("seed"), "global_batch_size": get("data", "batch_size"),
+            "shared_input": get("method", "shared_input"),
             "max_steps": get("trainer", "max_steps"),
         }
         summary = dict(getattr(wb_run, "summary", {}) or {})
@@ -264,13 +265,14 @@ def read_source(source: str) -> list[Run]:
 
 
 # ---------------------------------------------------------------------------- grouping
-def method_label(method: Any, label_source: Any) -> str:
-    """The paper's name for a method and label source."""
+def method_label(method: Any, label_source: Any, shared_input: Any = False) -> str:
+    """The paper's name for a method and label source (and the shared-input layout of step-by-step)."""
     gold = label_source in (None, "gold")
     if method == "standard":
         return "standard finetuning" if gold else "standard distillation"
     if method == "step_by_step":
-        return "distilling step-by-step" + ("" if gold else " (teacher labels)")
+        return ("distilling step-by-step" + ("" if gold else " (teacher labels)")
+                + (" (shared input)" if shared_input else ""))
     if method == "single_task":
         return "single-task rationale+label" + ("" if gold else " (teacher labels)")
     return f"{method} ({label_source})"
@@ -293,7 +295,7 @@ class Group:
 
     @property
     def label(self) -> str:
-        return method_label(self.key["method"], self.key["label_source"])
+        return method_label(self.key["method"], self.key["label_source"], self.key.get("shared_input"))
 
     def values(self, metric: str) -> list[float]:
         return [r.metrics[metric] for r in self.runs if metric in r.metrics and math.isfinite(r.metrics[metric])]
@@ -315,12 +317,17 @@ class Group:
         return int(statistics.median(counts)) if counts else None
 
 
+def _group_value(config: dict[str, Any], key: str) -> Any:
+    """A run's value for a group key; runs from before ``shared_input`` was recorded used the paper's layout."""
+    return bool(config.get(key)) if key == "shared_input" else config.get(key)
+
+
 def group_runs(runs: Iterable[Run]) -> list[Group]:
     """Successful runs pooled by everything but the seed, in a stable order."""
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
         if run.ok:
-            groups[tuple(run.config.get(k) for k in GROUP_KEYS)].append(run)
+            groups[tuple(_group_value(run.config, k) for k in GROUP_KEYS)].append(run)
     out = [Group(dict(zip(GROUP_KEYS, key)), members) for key, members in groups.items()]
     return sorted(out, key=lambda g: tuple(_sort_key(g.key[k]) for k in GROUP_KEYS))
 

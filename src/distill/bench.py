@@ -7,13 +7,15 @@ their ratio. Each run trains ``bench.steps`` optimizer steps after ``bench.warmu
 then generates labels for ``bench.eval_batches`` validation batches:
 
     train examples/s; train tokens/s (non-pad input and target tokens, both tasks); s/step;
+    computed tokens/step (the positions the model runs, padding included: what a layout saves);
     eval examples/s (label generation); peak memory (CUDA allocator, or the process's RSS on CPU);
     MFU: model FLOPs (6 x non-embedding parameters x the non-pad tokens each side of the model
     sees, encoder and decoder counted apart; a causal student is all decoder and sees prompt and
     completion tokens) per second, over a matmul peak measured here
 
 ``speed=...`` among the overrides runs that one configuration alone; ``bench.modes=fast`` or
-``bench.modes=plain,fast`` choose; ``bench.repeats=N`` alternates the modes N times and keeps each
+``bench.modes=plain,fast`` choose; a mode ``NAME+shared`` runs ``speed=NAME`` in the shared-input
+layout of step-by-step (``method.shared_input=true``), e.g. ``bench.modes=fast,fast+shared``; ``bench.repeats=N`` alternates the modes N times and keeps each
 mode's best run; ``bench.profile=N`` runs N more steps under ``torch.profiler`` after the timed ones
 and prints, per mode, where a step's time goes: the top operators by self time and, on a GPU, the
 kernel-busy time and the kernel launches per step. Nothing is written besides Lightning's scratch files in a temporary folder.
@@ -50,6 +52,7 @@ FIGURES = {
     "train_examples_per_s": "examples/s",
     "train_tokens_per_s": "tokens/s",
     "seconds_per_step": "s (lower is better)",
+    "computed_tokens_per_step": "positions (lower is better)",
     "eval_examples_per_s": "examples/s",
     "peak_memory_mb": "MiB (lower is better)",
     "mfu_percent": "% of the measured peak",
@@ -65,6 +68,7 @@ class ThroughputMeter(pl.Callback):
         self.last = None if steps is None else warmup + steps
         self.examples = 0
         self.tokens: dict[str, Any] = {"encoder": 0, "decoder": 0}
+        self.computed = 0
         self.seconds = 0.0
         self.steps = 0
         self._start: float | None = None
@@ -78,9 +82,13 @@ class ThroughputMeter(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._start is None or self.seconds:
             return
-        self.examples += batch["label"]["input_ids"].shape[0]
-        tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
+        self.examples += len(batch["uid"])
+        self.computed += computed_positions(batch, pl_module)
         causal = pl_module.student.kind == CAUSAL
+        if "shared" in batch:
+            self._count_shared(batch, causal)
+            return self._maybe_stop(trainer)
+        tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
         for task in tasks:
             non_pad = batch[task]["attention_mask"].sum()
             if causal:  # one sequence, prompt and completion, through the decoder
@@ -88,6 +96,19 @@ class ThroughputMeter(pl.Callback):
             else:
                 self.tokens["encoder"] = self.tokens["encoder"] + non_pad
                 self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
+        self._maybe_stop(trainer)
+
+    def _count_shared(self, batch: Any, causal: bool) -> None:
+        shared = batch["shared"]
+        if causal:  # x once, then both branches: every non-pad position of the one sequence
+            self.tokens["decoder"] = self.tokens["decoder"] + int(shared["spans"].sum())
+            return
+        self.tokens["encoder"] = self.tokens["encoder"] + shared["attention_mask"].sum()
+        for task in ("label", "rationale"):
+            if task in batch:  # the marker and the target: the decoder's non-pad inputs
+                self.tokens["decoder"] = self.tokens["decoder"] + int((batch[task]["decoder_sequence"] != -100).sum())
+
+    def _maybe_stop(self, trainer: pl.Trainer) -> None:
         if self.last is not None and trainer.global_step >= self.last:
             self._stop(trainer)
 
@@ -101,6 +122,28 @@ class ThroughputMeter(pl.Callback):
         self.seconds = time.perf_counter() - self._start
         self.steps = trainer.global_step - self.warmup
         self.tokens = {side: int(count) for side, count in self.tokens.items()}
+
+
+def computed_positions(batch: Any, module: pl.LightningModule) -> int:
+    """Positions (padding included) that one micro-batch runs through the model: each forward's
+    rows x width, encoder and decoder apart; stacked tasks are padded to their common width."""
+    causal = module.student.kind == CAUSAL
+    if "shared" in batch:
+        if causal:
+            return batch["shared"]["input_ids"].numel()
+        decoders = [batch[t]["decoder_sequence"] for t in ("label", "rationale") if t in batch]
+        encoder = batch["shared"]["input_ids"].numel()
+        if module.speed.fast_losses and module.speed.stack_tasks and len(decoders) > 1:
+            # one decoder pass over both tasks' rows, and the encoder output read by each
+            return encoder + sum(d.shape[0] for d in decoders) * max(d.shape[1] for d in decoders)
+        return encoder + sum(d.numel() for d in decoders)
+    tasks = [batch["label"]] + ([batch["rationale"]] if "rationale" in batch and module.method == "step_by_step" else [])
+    widths = [(t["input_ids"].shape[1], t["labels"].shape[1]) for t in tasks]
+    rows = [t["input_ids"].shape[0] for t in tasks]
+    if module.speed.fast_losses and module.speed.stack_tasks and len(tasks) > 1:
+        input_width, label_width = (max(w[0] for w in widths), max(w[1] for w in widths))
+        return sum(rows) * (input_width + (0 if causal else label_width))
+    return sum(r * (w[0] + (0 if causal else w[1])) for r, w in zip(rows, widths))
 
 
 class StepProfiler(pl.Callback):
@@ -263,6 +306,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "train_examples_per_s": meter.examples / seconds,
         "train_tokens_per_s": (meter.tokens["encoder"] + meter.tokens["decoder"]) / seconds,
         "seconds_per_step": seconds / max(meter.steps, 1),
+        "computed_tokens_per_step": meter.computed / max(meter.steps, 1),
         "eval_examples_per_s": eval_examples / eval_seconds,
         "peak_memory_mb": peak_memory_mb(),
         "mfu_percent": 100 * model_flops / seconds / peak,
@@ -274,6 +318,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": "cuda:" + torch.cuda.get_device_name() if device == "cuda" else "cpu",
         "label": f"{cfg.data.benchmark.name} / {cfg.model.short_name} / {cfg.method.name}",
+        "layout": "shared input" if datamodule.shared_input else "paper (marker before x)",
         "profile": callbacks[-1].summary if bench["profile"] > 0 else "",
     }
 
@@ -289,23 +334,35 @@ def run_in_subprocess(argv: list[str]) -> dict[str, Any]:
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """The modes side by side, each after the first with its ratio to the first."""
     modes = list(results)
     first = results[modes[0]]
     lines = [f"distill bench: {first['label']}  ({first['device']}, {first['threads']} threads, "
              f"global batch {first['global_batch']}, {first['timed_steps']} timed steps)"]
     for mode in modes:
         r = results[mode]
-        lines.append(f"  {mode}: {r['speed']}; precision {r['precision']}; matmul peak {r['matmul_peak_tflops']:.3f} TFLOP/s")
-    ratio = len(modes) == 2
-    header = f"  {'':<22}" + "".join(f"{m:>14}" for m in modes) + (f"{modes[1] + '/' + modes[0]:>16}" if ratio else "")
+        lines.append(f"  {mode}: {r['speed']}; layout {r.get('layout', 'paper')}; precision {r['precision']}; "
+                     f"matmul peak {r['matmul_peak_tflops']:.3f} TFLOP/s")
+    ratios = modes[1:]
+    header = f"  {'':<24}" + "".join(f"{m:>14}" for m in modes) + "".join(f"{m + '/' + modes[0]:>20}" for m in ratios)
     lines.append(header)
     for key, unit in FIGURES.items():
-        row = f"  {key:<22}" + "".join(f"{results[m][key]:>14,.2f}" for m in modes)
-        if ratio:
-            base = results[modes[0]][key]
-            row += f"{results[modes[1]][key] / base:>15.2f}x" if base else f"{'-':>16}"
+        row = f"  {key:<24}" + "".join(f"{results[m].get(key, float('nan')):>14,.2f}" for m in modes)
+        base = first.get(key)
+        for mode in ratios:
+            value = results[mode].get(key)
+            row += f"{value / base:>19.2f}x" if base and value is not None else f"{'-':>20}"
         lines.append(row + f"  {unit}")
     return "\n".join(lines)
+
+
+def mode_overrides(mode: str) -> list[str]:
+    """A bench mode as train.py overrides: ``NAME`` is ``speed=NAME``; ``NAME+shared`` adds the
+    shared-input layout."""
+    speed, _, layout = mode.partition("+")
+    if layout not in ("", "shared") or not speed:
+        raise SystemExit(f"bench mode {mode!r}: expected a speed config name, optionally +shared (e.g. fast+shared)")
+    return [f"speed={speed}"] + (["method.shared_input=true"] if layout == "shared" else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,11 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     passed = [a for a in argv if not a.startswith(("bench.modes=", "bench.repeats="))]
     chosen = [a.partition("=")[2] for a in passed if a.startswith("speed=")]
     modes = chosen or [m.strip() for m in str(bench["modes"]).split(",") if m.strip()]
+    for mode in modes:
+        mode_overrides(mode)  # a bad mode fails before any run
     passed = [a for a in passed if not a.startswith("speed=")]
     results: dict[str, dict[str, Any]] = {}
     for _ in range(max(1, int(bench["repeats"]))):
         for mode in modes:
-            result = run_in_subprocess([*passed, f"speed={mode}"])
+            result = run_in_subprocess([*passed, *mode_overrides(mode)])
             best = results.get(mode)
             if best is None or result["train_examples_per_s"] > best["train_examples_per_s"]:
                 results[mode] = result

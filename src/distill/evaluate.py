@@ -43,7 +43,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module.predictions_dir = str(output_dir)
     module.with_rationale = cfg.predictions.with_rationale
     datamodule = hydra.utils.instantiate(
-        data_config(cfg), tokenizer=module.tokenizer, targets=module.method, student_kind=module.student.kind
+        data_config(cfg), tokenizer=module.tokenizer, targets=module.method, student_kind=module.student.kind,
+        shared_input=module.settings.shared_input,
     )
     # the precision the run tested in, unless the command line names one
     chose_precision = overridden("trainer.precision")

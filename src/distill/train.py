@@ -74,13 +74,15 @@ def build_module(
 def build_datamodule(
     cfg: DictConfig, tokenizer: Any, speed: Speed = PLAIN, student_kind: str = "seq2seq"
 ) -> pl.LightningDataModule:
-    """The data module of ``cfg.data``, its batches laid out for a ``seq2seq`` or ``causal`` student."""
+    """The data module of ``cfg.data``, its batches laid out for a ``seq2seq`` or ``causal`` student
+    (and, with ``method.shared_input``, in the shared-input layout)."""
     return hydra.utils.instantiate(
         cfg.data,
         tokenizer=tokenizer,
         pad_to_multiple_of=speed.pad_to_multiple_of,
         pin_memory=speed.pin_memory,
         student_kind=student_kind,
+        shared_input=bool(cfg.method.get("shared_input", False)),
         _recursive_=False,
     )
 
@@ -138,6 +140,7 @@ def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
         "label_source": cfg.data.label_source,
         "rationale_weight": cfg.method.rationale_weight,
         "alpha": cfg.method.alpha,
+        "shared_input": bool(cfg.method.get("shared_input", False)),
         "seed": cfg.seed,
         "global_batch_size": cfg.data.batch_size,
         "micro_batch_size": micro,
