@@ -142,7 +142,16 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
     assert len(protocols) == 1  # the same steps, batch, schedule and lengths for both methods
     assert cells == {("svamp", 1.0, None), ("cqa", 0.125, None), ("anli1", 1.0, None), ("esnli", 0.125, 2048)}
     lr_jobs = sweep_jobs("repro_smollm2_lr")
-    assert len(lr_jobs) == 12
+    assert len(lr_jobs) == 8
     for job in lr_jobs:
         cfg = compose_train(["experiment=repro_smollm2_lr", *job])
         assert cfg.method.name == "standard" and cfg.model.short_name == "smollm2"
+    # the shared-input layout on two cells, the grid's own protocol
+    shared_jobs = sweep_jobs("repro_smollm2_shared")
+    assert len(shared_jobs) == 6
+    for job in shared_jobs:
+        cfg = compose_train(["experiment=repro_smollm2_shared", *job])
+        assert cfg.method.name == "step_by_step" and cfg.method.shared_input is True
+        assert cfg.data.benchmark.name in ("svamp", "cqa")
+        assert {(cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
+                 cfg.data.max_input_length, cfg.data.max_rationale_length)} == protocols
