@@ -60,7 +60,7 @@ def sweep(tmp_path: Path) -> Path:
     for method in ("standard", "step_by_step"):
         for fraction in (0.5, 1.0):
             for seed in (0, 1, 2):
-                overrides = [f"data.label_source=gold", f"method={method}", f"data.fraction={fraction}", f"seed={seed}", "model=tiny"]
+                overrides = ["data.label_source=gold", f"method={method}", f"data.fraction={fraction}", f"seed={seed}", "model=tiny"]
                 if (method, fraction, seed) == ("step_by_step", 1.0, 1):
                     write_run(root, num, overrides, method=method, fraction=fraction, seed=seed, acc=None, status="failed")
                 elif (method, fraction, seed) == ("step_by_step", 1.0, 2):

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from distill.checkpoints import load_module
-from distill.data.shared_input import branch_attention_mask, marker_ids, pad_decoder_task, pad_shared_causal
+from distill.data.encoding import marker_ids
+from distill.data.shared_input import branch_attention_mask, pad_decoder_task, pad_shared_causal
 from distill.models import losses
 from distill.models.inference import predict
 from distill.models.losses import combine_losses, shared_task_losses, unshared_task_losses

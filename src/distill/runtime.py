@@ -5,6 +5,7 @@ from __future__ import annotations
 import netrc
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 #: config keys whose values never leave the process (logs, W&B, saved configs)
@@ -74,10 +75,9 @@ def scrub_secrets(value: Any) -> Any:
     return value
 
 
-def cache_home() -> "Path":
+def cache_home() -> Path:
     """Where distill keeps what it settles or converts once per machine: ``$DISTILL_CACHE_DIR``,
     else ``$XDG_CACHE_HOME/distill``, else ``~/.cache/distill``."""
-    from pathlib import Path
 
     if os.environ.get("DISTILL_CACHE_DIR"):
         return Path(os.environ["DISTILL_CACHE_DIR"])

@@ -50,7 +50,7 @@ from distill.benchmarks.base import Benchmark, Example
 from distill.data.batching import EvalBatchSampler, GlobalBatchSampler, plan_batches
 from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
 from distill.data.collate import Collator, encode_batch
-from distill.data.encoding import ENCODING_VERSION, Encoder, target_text
+from distill.data.encoding import ENCODING_VERSION, Encoder, marker_ids, target_text
 from distill.data.splits import SPLITS, Splits, build_splits
 
 __all__ = ["DistillDataModule", "TARGETS"]
@@ -285,8 +285,6 @@ class DistillDataModule(pl.LightningDataModule):
         """(label, rationale) marker ids of the shared-input layout; None in the paper's."""
         if not self.shared_input:
             return None
-        from distill.data.shared_input import marker_ids
-
         return marker_ids(self.tokenizer, self.label_prefix), marker_ids(self.tokenizer, self.rationale_prefix)
 
     def encode_inputs(self, texts: Sequence[str], task: str = "label") -> dict[str, Any]:

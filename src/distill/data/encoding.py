@@ -19,12 +19,13 @@ survives; generation truncates the same way):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from distill.benchmarks.base import Example
 from distill.data.targets import single_task_target
 
-__all__ = ["ENCODING_VERSION", "Encoder", "encode_inputs", "prompt_start_tokens", "target_text"]
+__all__ = ["ENCODING_VERSION", "Encoder", "encode_inputs", "marker_ids", "marker_room", "prompt_start_tokens", "target_text"]
 
 #: bump when the encoded columns change, so stale cache files are not reused
 ENCODING_VERSION = 1
@@ -64,6 +65,23 @@ def encode_inputs(tokenizer: Any, texts: list[str], max_length: int, kind: str =
     # an empty prompt still needs one position whose output predicts the completion's first token
     fallback = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     return [start + list(tokens) if start or tokens else fallback for tokens in ids]
+
+
+def marker_ids(tokenizer: Any, prefix: str) -> list[int]:
+    """The token ids of a task marker (its prefix, no special tokens); an empty one is an error."""
+    ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else []
+    if not ids:
+        raise ValueError(
+            f"method.shared_input needs a non-empty task marker, got prefix {prefix!r}: set data.label_prefix "
+            "and data.rationale_prefix (the two tasks read the same x and are told apart by them alone)"
+        )
+    return ids
+
+
+def marker_room(tokenizer: Any, prefixes: Sequence[str], kind: str) -> int:
+    """Tokens of ``max_input_length`` that x leaves for a marker: the longest marker for a causal
+    student (``x m`` fits the limit, as ``m x`` did), none for seq2seq (the marker is in the decoder)."""
+    return max(len(marker_ids(tokenizer, p)) for p in prefixes) if kind == "causal" else 0
 
 
 class Encoder:
@@ -134,8 +152,6 @@ class Encoder:
     def _shared(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         """The shared-input layout: ``label_input_ids`` is x alone (room left for the marker after it,
         causal), the markers are added by the collator (:mod:`distill.data.shared_input`)."""
-        from distill.data.shared_input import marker_room
-
         room = marker_room(self.tokenizer, [self.label_prefix, self.rationale_prefix], self.student_kind)
         out: dict[str, list[Any]] = {
             "label_input_ids": encode_inputs(self.tokenizer, list(batch["input"]), self.max_input_length - room,

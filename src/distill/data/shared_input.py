@@ -13,7 +13,7 @@ The paper's layout puts a task marker before x and so computes x twice a step (`
   encoder output (:func:`pad_decoder_task`).
 
 Markers are the task prefixes (``data.label_prefix``/``rationale_prefix``) tokenized on their own
-(:func:`marker_ids`); they must be non-empty, or the tasks could not be told apart. Evaluation asks
+(:func:`distill.data.encoding.marker_ids`); they must be non-empty, or the tasks could not be told apart. Evaluation asks
 for the label alone: ``x m_label`` (causal) or x with ``m_label`` as the decoder's first tokens.
 The computation this layout replaces, the same tokens through two separate passes, is
 :func:`unshared_causal_tasks` (the yardstick of tests and of the first training step).
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from distill.data.collate import IGNORE_INDEX, pad_causal_task, pad_sequences
+from distill.data.encoding import marker_ids, marker_room
 
 __all__ = [
     "branch_attention_mask",
@@ -36,23 +37,6 @@ __all__ = [
     "pad_shared_causal",
     "unshared_causal_tasks",
 ]
-
-
-def marker_ids(tokenizer: Any, prefix: str) -> list[int]:
-    """The token ids of a task marker (its prefix, no special tokens); an empty one is an error."""
-    ids = list(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else []
-    if not ids:
-        raise ValueError(
-            f"method.shared_input needs a non-empty task marker, got prefix {prefix!r}: set data.label_prefix "
-            "and data.rationale_prefix (the two tasks read the same x and are told apart by them alone)"
-        )
-    return ids
-
-
-def marker_room(tokenizer: Any, prefixes: Sequence[str], kind: str) -> int:
-    """Tokens of ``max_input_length`` that x leaves for a marker: the longest marker for a causal
-    student (``x m`` fits the limit, as ``m x`` did), none for seq2seq (the marker is in the decoder)."""
-    return max(len(marker_ids(tokenizer, p)) for p in prefixes) if kind == "causal" else 0
 
 
 def _round_up(width: int, multiple: int) -> int:

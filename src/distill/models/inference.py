@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from distill.data.collate import encode_batch
-from distill.data.shared_input import marker_ids, marker_room
+from distill.data.encoding import marker_ids, marker_room
 from distill.data.targets import split_single_task_output
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
 from distill.precision import DEFAULT_PRECISION, autocast_for, normalize
