@@ -14,6 +14,9 @@ The layout follows the student's kind:
   prompt and padding (the model shifts it itself); the output predicting the token at column
   ``c`` is the one at ``c - 1``. Eval batches hold the prompts alone, left-padded, for generation.
 
+Step-by-step in the shared-input layout (``shared_markers``) lays a train batch out with x once for
+both tasks (:mod:`distill.data.shared_input`); its eval batches are the same as above, x alone.
+
 A picklable class (no lambdas), so DataLoader workers (``num_workers > 0``) can use it.
 """
 
