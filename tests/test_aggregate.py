@@ -189,3 +189,36 @@ def test_reads_a_wandb_project_through_the_api() -> None:
     assert group.label == "distilling step-by-step (teacher labels)"
     mean, se, n = group.stat("test/acc")
     assert (mean, n) == (pytest.approx(0.65), 2) and se == pytest.approx(0.05)
+
+
+def test_paired_differences_pair_seeds_and_show_the_teacher(tmp_path: Path) -> None:
+    """step-by-step minus finetuning seed by seed on each cell (a seed one method lacks is left
+    out), mean ± standard error, the teacher's test accuracy beside it; and the bar plot."""
+    root = tmp_path / "grid"
+    accs = {("svamp", "standard"): [0.40, 0.44, 0.42], ("svamp", "step_by_step"): [0.45, 0.47, 0.50],
+            ("cqa", "standard"): [0.60, 0.61, 0.62], ("cqa", "step_by_step"): [0.58, 0.64, None]}
+    num = 0
+    for (benchmark, method), values in accs.items():
+        for seed, acc in enumerate(values):
+            if acc is None:
+                continue
+            run = write_run(root, num, [f"seed={seed}"], method=method, fraction=1.0, seed=seed, acc=acc)
+            body = json.loads((run / "results.json").read_text())
+            body["config"]["benchmark"] = benchmark
+            body["metrics"]["test/teacher_acc"] = {"svamp": 0.74, "cqa": 0.82}[benchmark]
+            (run / "results.json").write_text(json.dumps(body))
+            num += 1
+    result = agg.aggregate([str(root)], tmp_path / "out")
+    paired = {row["benchmark"]: row for row in csv.DictReader((tmp_path / "out" / "paired.csv").open())}
+    svamp = [0.45 - 0.40, 0.47 - 0.44, 0.50 - 0.42]
+    assert float(paired["svamp"]["difference"]) == pytest.approx(statistics.fmean(svamp))
+    assert float(paired["svamp"]["difference_se"]) == pytest.approx(statistics.stdev(svamp) / math.sqrt(3))
+    assert paired["cqa"]["n"] == "2" and paired["cqa"]["seeds"] == "0 1"  # seed 2 of step-by-step never ran
+    assert float(paired["cqa"]["difference"]) == pytest.approx(((0.58 - 0.60) + (0.64 - 0.61)) / 2)
+    assert float(paired["cqa"]["baseline"]) == pytest.approx(0.605)  # over the paired seeds only
+    md = (tmp_path / "out" / "results.md").read_text()
+    table = md[md.index("### Paired differences"):]
+    svamp_row = next(line for line in table.splitlines() if "| svamp" in line)
+    assert "step-by-step − standard finetuning" in svamp_row and "+5.33 ± 1.45" in svamp_row and "74.00" in svamp_row
+    plot = tmp_path / "out" / "accuracy_by_benchmark.png"
+    assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC

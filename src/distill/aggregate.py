@@ -7,11 +7,13 @@ Reads every run of one or more multirun directories (each run's ``results.json``
 ``.hydra/``) or of a W&B project, groups runs that differ only in their seed, and writes:
 
 - ``results.md``: per benchmark and student, one row per method and one column per training-data
-  fraction, ``mean ± standard error`` over seeds (the paper's layout), then the long table and
-  every run that failed;
+  fraction, ``mean ± standard error`` over seeds (the paper's layout); the paired differences
+  (step-by-step minus its baseline, seed by seed, with the teacher's own test accuracy beside
+  them); the long table; every run that failed;
 - ``results.csv``: the long table (one row per configuration, with n, mean, standard error);
-- ``runs.csv``: one row per run, failed ones included, with status and reason;
-- ``accuracy_vs_fraction.png``, ``accuracy_vs_model_size.png``, ``accuracy_vs_lambda.png``: one line
+  ``paired.csv``: the paired differences; ``runs.csv``: one row per run, failed ones included;
+- ``accuracy_by_benchmark.png``: the methods side by side per benchmark, the teacher marked;
+  ``accuracy_vs_fraction.png``, ``accuracy_vs_model_size.png``, ``accuracy_vs_lambda.png``: one line
   per method, error bars = standard error (each only when the sweep varies that axis).
 
 Nothing is dropped silently: a run whose ``status`` is not ``ok``, whose ``results.json`` is missing
@@ -37,6 +39,19 @@ from typing import Any
 GROUP_KEYS = ("benchmark", "model", "method", "label_source", "fraction", "rationale_weight", "alpha",
               "max_steps", "global_batch_size", "shared_input")
 METRICS = ("test/acc", "val/acc_best")
+#: the teacher's own accuracy on a run's test examples (train.py records it where the teacher has them)
+TEACHER_METRIC = "test/teacher_acc"
+#: what a difference is paired within: the same cell, seed by seed
+CELL_KEYS = ("benchmark", "model", "fraction", "max_steps", "global_batch_size")
+#: (comparison, baseline, method): the differences results.md reports, method minus baseline
+COMPARISONS = (
+    ("step-by-step − standard finetuning", {"method": "standard", "label_source": "gold"},
+     {"method": "step_by_step", "label_source": "gold", "shared_input": False}),
+    ("step-by-step − standard distillation", {"method": "standard", "label_source": "teacher"},
+     {"method": "step_by_step", "label_source": "teacher", "shared_input": False}),
+    ("shared input − paper layout (step-by-step)", {"method": "step_by_step", "label_source": "gold", "shared_input": False},
+     {"method": "step_by_step", "label_source": "gold", "shared_input": True}),
+)
 #: the paper's students in size order, for the model-size axis when parameter counts are unknown
 MODEL_ORDER = ("tiny", "minilm", "t5_v1_1_small", "flan_t5_small", "t5_v1_1_base", "flan_t5_base",
                "t5_v1_1_large", "flan_t5_large", "t5_v1_1_xl", "t5_v1_1_xxl")
@@ -422,7 +437,7 @@ def _display(text: str) -> str:
     return text.replace(cwd, "")
 
 
-def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: Sequence[str]) -> str:
+def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: Sequence[str], paired: Any = None) -> str:
     ok = [r for r in runs if r.ok]
     failed = [r for r in runs if not r.ok]
     diverged = sum(r.status == "diverged" for r in failed)
@@ -435,6 +450,8 @@ def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: 
         "",
     ]
     lines += paper_tables(groups, metric)
+    if paired is not None:
+        lines += paired_table(paired, metric)
     lines += ["### All configurations", "",
               "| benchmark | model | method | labels | fraction | λ | α | steps | seeds | " + " | ".join(METRICS) + " |",
               "|---|---|---|---|---:|---:|---:|---:|---|" + "---:|" * len(METRICS)]
@@ -455,7 +472,136 @@ def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: 
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- paired differences
+def runs_frame(runs: Iterable[Run], metric: str) -> Any:
+    """The successful runs as a pandas DataFrame: group keys, seed, ``metric`` and the teacher's."""
+    import pandas as pd
+
+    rows = [{**{k: _group_value(r.config, k) for k in GROUP_KEYS}, "seed": r.config.get("seed"),
+             "value": r.metrics.get(metric), "teacher": r.metrics.get(TEACHER_METRIC)} for r in runs if r.ok]
+    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "seed", "value", "teacher"])
+
+
+def paired_differences(runs: Iterable[Run], metric: str) -> Any:
+    """Per cell (:data:`CELL_KEYS`) and comparison (:data:`COMPARISONS`): the method minus its
+    baseline seed by seed (seeds both ran), mean and standard error over those seeds, both means,
+    and the teacher's test accuracy; one row per λ/α of the method."""
+    import pandas as pd
+
+    frame = runs_frame(runs, metric).dropna(subset=["value"])
+    cell = list(CELL_KEYS)
+    tables = []
+    for name, baseline, method in COMPARISONS:
+        def chosen(selector: dict[str, Any]) -> Any:
+            mask = pd.Series(True, index=frame.index)
+            for key, value in selector.items():
+                mask &= frame[key] == value
+            return frame[mask]
+
+        pairs = chosen(baseline).merge(chosen(method), on=[*cell, "seed"], suffixes=("_base", ""))
+        if pairs.empty:
+            continue
+        pairs["difference"] = pairs["value"] - pairs["value_base"]
+        pairs["teacher"] = pairs["teacher"].fillna(pairs["teacher_base"])
+        stats = (pairs.groupby([*cell, "rationale_weight", "alpha"], dropna=False, sort=True)
+                 .agg(n=("difference", "size"), difference=("difference", "mean"), difference_se=("difference", "sem"),
+                      baseline=("value_base", "mean"), method=("value", "mean"), teacher=("teacher", "mean"),
+                      seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(seeds, key=str))))
+                 .reset_index())
+        stats.insert(0, "comparison", name)
+        tables.append(stats)
+    if not tables:
+        return pd.DataFrame()
+    return pd.concat(tables, ignore_index=True)
+
+
+def _percent(value: Any, se: Any = None, n: Any = None) -> str:
+    import pandas as pd
+
+    if value is None or pd.isna(value):
+        return "-"
+    if se is None:
+        return f"{value * 100:.2f}"
+    if pd.isna(se):
+        return f"{value * 100:+.2f} (n={int(n)})"
+    return f"{value * 100:+.2f} ± {se * 100:.2f}"
+
+
+def _loss_weight(rationale_weight: Any, alpha: Any) -> str:
+    """The method's loss weight as the tables print it: ``α=...`` for the official form, else λ."""
+    import pandas as pd
+
+    if alpha is not None and not pd.isna(alpha):
+        return f"α={alpha:g}"
+    return "" if rationale_weight is None or pd.isna(rationale_weight) else f"{rationale_weight:g}"
+
+
+def paired_table(paired: Any, metric: str) -> list[str]:
+    """The paired differences as a Markdown section (empty when nothing pairs)."""
+    if paired.empty:
+        return []
+    table = paired.assign(**{
+        "fraction": paired["fraction"].map(fmt_fraction),
+        "λ": [_loss_weight(w, a) for w, a in zip(paired["rationale_weight"], paired["alpha"])],
+        "baseline (%)": paired["baseline"].map(_percent),
+        "method (%)": paired["method"].map(_percent),
+        "difference (points)": [_percent(d, se, n) for d, se, n in zip(paired["difference"], paired["difference_se"], paired["n"])],
+        "teacher (%)": paired["teacher"].map(_percent),
+    }).rename(columns={"max_steps": "steps"})
+    columns = ["comparison", "benchmark", "model", "fraction", "steps", "λ", "seeds", "baseline (%)", "method (%)",
+               "difference (points)", "teacher (%)"]
+    return [f"### Paired differences · {metric}", "",
+            "Each method minus its baseline on the same cell and seed (seeds both ran), mean ± standard error "
+            "over seeds, in percentage points; the teacher's own accuracy on the same test examples beside it.", "",
+            table[columns].to_markdown(index=False, disable_numparse=True), ""]
+
+
 # ---------------------------------------------------------------------------- plots
+def plot_by_benchmark(groups: list[Group], runs: list[Run], metric: str, path: Path) -> bool:
+    """Bars per benchmark and training fraction, one per method (mean ± standard error), the
+    teacher's accuracy marked; one panel per student. False when no panel has two methods."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teacher = runs_frame(runs, metric).groupby("benchmark")["teacher"].mean().to_dict()
+    panels: dict[Any, list[Group]] = defaultdict(list)
+    for g in groups:
+        if g.stat(metric) is not None:
+            panels[g.key["model"]].append(g)
+    panels = {k: v for k, v in panels.items() if len({g.label for g in v}) >= 2}
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (model, members) in zip(axes.flat, sorted(panels.items(), key=lambda kv: (_model_rank(kv[0]), str(kv[0])))):
+        cells = sorted({(g.key["benchmark"], g.key["fraction"]) for g in members}, key=lambda c: (str(c[0]), _sort_key(c[1])))
+        labels = sorted({g.label for g in members})
+        width = 0.8 / len(labels)
+        for i, label in enumerate(labels):
+            stats = {(g.key["benchmark"], g.key["fraction"]): g.stat(metric) for g in members if g.label == label}
+            xs = [c + (i - (len(labels) - 1) / 2) * width for c in range(len(cells))]
+            ys = [stats[c][0] * 100 if c in stats else float("nan") for c in cells]
+            errs = [(stats[c][1] or 0.0) * 100 if c in stats else 0.0 for c in cells]
+            ax.bar(xs, ys, width, yerr=errs, capsize=3, label=label)
+        marked = False
+        for c, (benchmark, _) in enumerate(cells):
+            value = teacher.get(benchmark)
+            if value is not None and value == value:
+                ax.hlines(value * 100, c - 0.45, c + 0.45, colors="black", linestyles="dashed",
+                          label=None if marked else "teacher")
+                marked = True
+        ax.set_xticks(range(len(cells)), [f"{b}\n{fmt_fraction(f)} of train" for b, f in cells], fontsize=8)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(str(model), fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def _plot_panels(groups: list[Group], metric: str, panel_keys: tuple[str, ...], x_of: Any, xlabel: str,
                  path: Path, logx: bool = False, xticks: Any = None) -> bool:
     """One subplot per panel, one line per method; returns False when no panel has 2+ x values."""
@@ -558,8 +704,11 @@ def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> di
         reasons = "; ".join(f"{r.source}: {r.reason}" for r in runs[:10])
         raise AggregateError(f"none of the {len(runs)} run(s) succeeded: {reasons}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(markdown_report(runs, groups, metric, sources))
+    paired = paired_differences(runs, metric)
+    (out / "results.md").write_text(markdown_report(runs, groups, metric, sources, paired))
     write_csv(out / "results.csv", long_rows(groups))
+    if not paired.empty:
+        paired.to_csv(out / "paired.csv", index=False)
     write_csv(out / "runs.csv", [
         {"source": r.source, "status": r.status, "reason": r.reason, "job": r.job,
          **{k: r.config.get(k) for k in (*GROUP_KEYS, "seed")},
@@ -567,6 +716,8 @@ def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> di
         for r in runs
     ])
     plots = write_plots(groups, metric, out)
+    if plot_by_benchmark(groups, runs, metric, out / "accuracy_by_benchmark.png"):
+        plots.insert(0, out / "accuracy_by_benchmark.png")
     return {"runs": runs, "groups": groups, "plots": plots, "failed": [r for r in runs if not r.ok]}
 
 

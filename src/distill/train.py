@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from distill.data.batching import plan_batches
-from distill.data.summary import format_summary
+from distill.data.summary import format_summary, split_figures
 from distill.divergence import Diverged
 from distill.models.module import DistillModule
 from distill.precision import normalize
@@ -182,7 +182,8 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
         f"memory      {format_peak_memory(results.get('peak_memory') or {})}",
         f"val/acc     best {fmt('val/acc_best')}",
-        f"test/acc    {fmt('test/acc')}   (majority-class baseline {fmt('test/majority_baseline')})",
+        f"test/acc    {fmt('test/acc')}   (majority-class baseline {fmt('test/majority_baseline')}"
+        + (f", teacher {fmt('test/teacher_acc')})" if "test/teacher_acc" in m else ")"),
         f"outputs     {results['output_dir']}",
     ]
     if results.get("status", "ok") != "ok":
@@ -242,6 +243,9 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(_metrics(trainer))
         metrics["test/majority_baseline"] = majority_baseline([e.gold for e in datamodule.examples("test")])
+        teacher = split_figures(datamodule, "test")["teacher_accuracy"]
+        if teacher is not None:  # the teacher's own labels on the same test examples
+            metrics["test/teacher_acc"] = teacher
 
     results = {
         "status": "ok" if diverged is None else "diverged",

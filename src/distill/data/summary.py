@@ -84,6 +84,8 @@ def split_figures(datamodule: DistillDataModule, split: str) -> dict[str, Any]:
         "rows": rows,
         "rationales": rationales,
         "dropped": dropped,
+        # the teacher's own accuracy against gold (an unparsed completion counts as wrong); None: no teacher
+        "teacher_accuracy": correct / total if has_teacher and total else None,
         "teacher_acc": _rate(correct, total) if has_teacher else "-",
         "parse_failures": failures if has_teacher else "-",
         "outside_label_space": outside if has_teacher else "-",
