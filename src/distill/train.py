@@ -174,7 +174,8 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f"benchmark   {c['benchmark']}  (label source: {c['label_source']}, train fraction {c['fraction']})",
         f"method      {c['method']}"
         + (f"  (lambda={c['rationale_weight']})" if c["method"] == "step_by_step" and c["alpha"] is None else "")
-        + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else ""),
+        + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else "")
+        + ("  shared input (x once for both tasks)" if c.get("shared_input") else ""),
         f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})"
         f"{'  precision ' + c['precision'] if c.get('precision') else ''}",
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"

@@ -178,6 +178,8 @@ class DistillModule(pl.LightningModule):
             log.warning("shared_input: one pass over x disagrees with separate passes (%s); computing each "
                         "task's pass apart (same layout, no speed-up)", problem)
             self._shared_pass = False
+        else:
+            log.info("shared_input: x computed once for both tasks (equal to separate passes on the first batch)")
 
     def on_fit_start(self) -> None:
         self._fast_losses_checked = False
