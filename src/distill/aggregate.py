@@ -54,7 +54,7 @@ COMPARISONS = (
 )
 #: the paper's students in size order, for the model-size axis when parameter counts are unknown
 MODEL_ORDER = ("tiny", "minilm", "t5_v1_1_small", "flan_t5_small", "t5_v1_1_base", "flan_t5_base",
-               "t5_v1_1_large", "flan_t5_large", "t5_v1_1_xl", "t5_v1_1_xxl")
+               "t5_v1_1_large", "flan_t5_large", "t5_v1_1_xxl")
 
 
 class AggregateError(RuntimeError):

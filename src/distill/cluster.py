@@ -30,7 +30,6 @@ OmegaConf resolvers registered on import (idempotent), for use in configs:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -158,18 +157,6 @@ def wandb_tags(user_tags: Iterable[Any] | None, *pairs: Any) -> list[str]:
     return list(dict.fromkeys(tags))  # unique, in order
 
 
-# ---------------------------------------------------------------------------- SLURM helpers
-def in_slurm_job() -> bool:
-    return "SLURM_JOB_ID" in os.environ
-
-
-def slurm_summary() -> dict[str, str]:
-    """The SLURM variables that decide a Lightning job's layout (for logs and results)."""
-    keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_NTASKS",
-            "SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
-    return {k: os.environ[k] for k in keys if k in os.environ}
-
-
 # ---------------------------------------------------------------------------- resolvers
 def _resolver_devices(devices: Any, accelerator: Any = "cpu") -> int:
     return count_devices(devices, accelerator)
@@ -205,6 +192,6 @@ def register_resolvers() -> None:
 register_resolvers()
 
 __all__: Sequence[str] = (
-    "auto_precision", "cluster_environment", "count_devices", "in_slurm_job",
-    "register_resolvers", "slurm_gpus_per_node", "slurm_summary", "wandb_tags",
+    "auto_precision", "cluster_environment", "count_devices", "register_resolvers", "slurm_gpus_per_node",
+    "wandb_tags",
 )

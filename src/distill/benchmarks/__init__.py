@@ -3,8 +3,8 @@
 Every class is importable from here for Hydra's ``_target_`` (``distill.benchmarks.CQA``), and
 :func:`get_benchmark` builds one by name (``get_benchmark("cqa")``,
 ``get_benchmark("jsonl", name="mytask", label_field="answer", input_fields=["question"])``).
-Modules are imported when first asked for, so a benchmark added in its own module (``arith``)
-needs only a line in :data:`REGISTRY`.
+A benchmark in a module not imported here (``arith``) is imported when first asked for by name:
+it needs only a line in :data:`REGISTRY`.
 """
 
 from __future__ import annotations
