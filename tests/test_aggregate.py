@@ -222,3 +222,16 @@ def test_paired_differences_pair_seeds_and_show_the_teacher(tmp_path: Path) -> N
     assert "step-by-step − standard finetuning" in svamp_row and "+5.33 ± 1.45" in svamp_row and "74.00" in svamp_row
     plot = tmp_path / "out" / "accuracy_by_benchmark.png"
     assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_kept_runs_rebuild_the_same_tables(sweep: Path, tmp_path: Path) -> None:
+    """--keep-runs copies each run's small files (never a checkpoint); the copy aggregates alike."""
+    (sweep / "0" / "checkpoints").mkdir()
+    (sweep / "0" / "checkpoints" / "last.ckpt").write_bytes(b"large")
+    assert agg.main([str(sweep), "--out", str(tmp_path / "a"), "--keep-runs", str(tmp_path / "kept")]) == 0
+    kept = tmp_path / "kept" / sweep.name
+    assert (kept / "0" / "results.json").is_file() and (kept / "0" / ".hydra" / "config.yaml").is_file()
+    assert not list(kept.rglob("*.ckpt"))
+    agg.aggregate([str(kept)], tmp_path / "b")
+    table = (tmp_path / "a" / "results.csv").read_text()
+    assert table and (tmp_path / "b" / "results.csv").read_text() == table

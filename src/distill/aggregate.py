@@ -2,6 +2,7 @@
 
     python -m distill.aggregate logs/train/multiruns/2026-01-01_12-00-00 --out experiments/example
     python -m distill.aggregate my-entity/distill --out results/    # a W&B project (online)
+    python -m distill.aggregate logs/grid --out results/ --keep-runs experiments/grid/runs   # and keep its small files
 
 Reads every run of one or more multirun directories (each run's ``results.json`` and
 ``.hydra/``) or of a W&B project, groups runs that differ only in their seed, and writes:
@@ -721,6 +722,32 @@ def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> di
     return {"runs": runs, "groups": groups, "plots": plots, "failed": [r for r in runs if not r.ok]}
 
 
+#: what :func:`keep_runs` copies of a run: enough to rebuild every table, nothing large
+KEPT_FILES = ("results.json", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "csv/metrics.csv")
+
+
+def keep_runs(sources: Sequence[str], destination: Path) -> int:
+    """Copy the small files of every run directory under ``sources`` (:data:`KEPT_FILES`; never a
+    checkpoint) to ``destination``, keeping each run's path below its source; returns how many runs."""
+    import shutil
+
+    copied = 0
+    for source in sources:
+        root = Path(source).expanduser()
+        for results in sorted(root.rglob("results.json")):
+            run_dir = results.parent
+            if {".submitit", ".superseded"} & set(run_dir.relative_to(root).parts):
+                continue
+            target = destination / root.name / run_dir.relative_to(root)
+            for name in KEPT_FILES:
+                found = run_dir / name if name != "csv/metrics.csv" else next(iter(sorted(run_dir.glob("csv/**/metrics.csv"))), None)
+                if found is not None and found.is_file():
+                    (target / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(found, target / name)
+            copied += 1
+    return copied
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill.aggregate", description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="+", metavar="DIR_OR_WANDB_PROJECT",
@@ -728,7 +755,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="where the tables and plots go")
     parser.add_argument("--metric", default="test/acc", choices=METRICS, help="the metric of tables and plots")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any run failed")
+    parser.add_argument("--keep-runs", type=Path, metavar="DIR",
+                        help="first copy each run's small files (results.json, .hydra/, its val curve) to DIR/<sweep>/")
     args = parser.parse_args(argv)
+    if args.keep_runs:
+        print(f"kept {keep_runs(args.sources, args.keep_runs)} run(s) under {args.keep_runs}")
     try:
         result = aggregate(args.sources, args.out, args.metric)
     except AggregateError as error:
