@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from distill.data.collate import encode_batch
 from distill.data.targets import split_single_task_output
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
-from distill.precision import DEFAULT_PRECISION, autocast_for, normalize
+from distill.precision import DEFAULT_PRECISION, generation_autocast, normalize
 
 SETTINGS_FILE = "distill.json"
 
@@ -35,7 +35,8 @@ class InferenceSettings:
     #: ``seq2seq`` (AutoModelForSeq2SeqLM) or ``causal`` (AutoModelForCausalLM): the class that loads an
     #: exported student (generation reads the kind from the model itself)
     kind: str = SEQ2SEQ
-    #: the Lightning precision the student was trained and tested in (:mod:`distill.precision`):
+    #: the Lightning precision the student generated in during its run's own evaluation and test
+    #: (:mod:`distill.precision`: the training precision, or ``32-true`` under ``speed.fp32_generation``):
     #: what generation runs in, so a checkpoint or export reproduces the run's predictions
     precision: str = DEFAULT_PRECISION
 
@@ -118,7 +119,7 @@ def predict(
     """Predictions for raw inputs: ``{"input", "prediction"[, "rationale"]}`` each, generated in
     ``settings.precision`` (the run's own)."""
     model.eval()
-    with autocast_for(settings.precision, model.device.type):
+    with generation_autocast(settings.precision, model.device.type):
         outputs = generate_from_texts(
             model, tokenizer, inputs, settings.label_prefix, settings.max_input_length,
             settings.label_max_new_tokens, batch_size,
