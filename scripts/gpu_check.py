@@ -103,6 +103,7 @@ def main() -> int:
         print(f"gpu_check: {name} {mode} (limit {timeout:.0f} s)", flush=True)
         results.setdefault(name, {})[mode] = run_one(overrides, timeout, log)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     with report.open("a") as f:
         for name, by_mode in results.items():
             done = {mode: r for mode, r in by_mode.items() if "error" not in r}

@@ -47,6 +47,12 @@ for name in ("transformers", "pytorch-lightning", "lightning", "peft", "hydra-co
 PY
 echo "gpu_check: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')" > "$OUT/gpu_check.txt"
 cat "$OUT/versions.txt" >> "$OUT/gpu_check.txt"
+# everything a run imports, before any run: a missing or mismatched package fails here, in seconds
+if ! python3 -c "import hydra, omegaconf, datasets, distill.bench, distill.train" >> "$OUT/gpu_check.txt" 2>&1; then
+  echo "gpu_check: the imports failed (see $OUT/gpu_check.txt); carry the missing wheels:" \
+       "bash scripts/gpu_check_prepare.sh NAME==VERSION ..." | tee -a "$OUT/gpu_check.txt" >&2
+  exit 2
+fi
 
 python3 scripts/gpu_check.py
 status=$?

@@ -6,7 +6,9 @@
 #               versions installed here (the ones the tests ran with)
 #   .gpu_data/  cqa from the official release ($DISTILL_SHARED_DATA or ../shared/datasets) and the
 #               MiniLM tokenizer files (not its weights: the check's students are built from configs)
-# Usage: bash scripts/gpu_check_prepare.sh        (then carry .whl and .gpu_data with the run)
+# Usage: bash scripts/gpu_check_prepare.sh [NAME==VERSION ...]   (then carry .whl and .gpu_data with the run)
+#   extra NAME==VERSION wheels are carried too, e.g. pyarrow==26.0.1 if the GPU image's pyarrow is older
+#   than datasets needs (gpu_check.sh stops at its import check, in seconds, if so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${DISTILL_SHARED_DATA:-../shared/datasets}
@@ -16,6 +18,7 @@ version() { python3 -c "import importlib.metadata as m, sys; print(m.version(sys
 rm -rf .whl && mkdir -p .whl
 wheels=()
 for name in hydra-core omegaconf datasets dill multiprocess; do wheels+=("$name==$(version "$name")"); done
+wheels+=("$@")
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .whl "${wheels[@]}"
