@@ -117,7 +117,7 @@ def predict(
     batch_size: int = 32,
 ) -> list[dict[str, str]]:
     """Predictions for raw inputs: ``{"input", "prediction"[, "rationale"]}`` each, generated in
-    ``settings.precision`` (the run's own)."""
+    ``settings.precision`` (what the run generated its own labels in)."""
     model.eval()
     with generation_autocast(settings.precision, model.device.type):
         outputs = generate_from_texts(
