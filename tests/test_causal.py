@@ -65,6 +65,21 @@ def test_tiny_causal_is_seedable_and_its_tokenizer_pads_on_the_left():
     assert tokenizer("two plus two")["input_ids"] == [tokenizer.cls_token_id, *tokenizer("two plus two", add_special_tokens=False)["input_ids"]]
 
 
+def test_tiny_causal_takes_grouped_query_attention():
+    """SmolLM2's shape, narrowed: 9 query heads sharing 3 key/value heads; the loss has a gradient."""
+    model, tokenizer = load_tiny_causal(hidden_size=72, intermediate_size=96, num_layers=1, num_heads=9,
+                                        num_key_value_heads=3)
+    attention = model.model.layers[0].self_attn
+    assert model.config.num_key_value_heads == 3
+    assert (attention.q_proj.out_features, attention.k_proj.out_features, attention.v_proj.out_features) == (72, 24, 24)
+    ids = tokenizer(["[label] 2 + 3 = 5"], return_tensors="pt")["input_ids"]
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert attention.k_proj.weight.grad.abs().sum() > 0
+    assert load_tiny_causal(num_layers=1)[0].config.num_key_value_heads == 4  # default: one per query head
+    with pytest.raises(ValueError, match="must divide model.num_heads"):
+        load_tiny_causal(num_heads=9, num_key_value_heads=2)
+
+
 def test_prompt_completion_layout():
     """Each row is prompt + completion + eos, right-padded; labels hold the completion (with its eos)
     and -100 on every prompt and padding column; a target's position is the column before it."""

@@ -1,8 +1,10 @@
-"""The precision a run trained and tested in is recorded (results.json, checkpoint, export) and is
-what eval.py, distill.predict and distill.export decode in, so they reproduce the run's test
-predictions exactly. Both paths are forced, whatever this CPU would pick (bf16 is slow but small
-on an AVX2-only CPU; fp32 on one with AMX or AVX512-BF16). The bf16 probe is settled once per
-machine. A checkpoint rebuilds its student from the saved architecture alone: no load report."""
+"""The precision a run trained in, and the one it generated in during its own evaluation and test
+(the same, or fp32 under a bf16-mixed run with ``speed.fp32_generation``), are recorded
+(results.json, checkpoint, export); eval.py, distill.predict and distill.export decode in the
+generation precision, so they reproduce the run's test predictions exactly. Every path is forced,
+whatever this CPU would pick (bf16 is slow but small on an AVX2-only CPU; fp32 on one with AMX or
+AVX512-BF16). Both probes (training- and decode-shaped) are settled once per machine. A checkpoint
+rebuilds its student from the saved architecture alone: no load report."""
 
 from __future__ import annotations
 
@@ -20,34 +22,45 @@ from distill.models.inference import InferenceSettings, predict
 from distill.train import train
 from train_utils import QUICK, REPO, compose_train, subprocess_env
 
-PRECISION = {"true": "bf16-mixed", "false": "32-true"}
+#: speed overrides -> (the precision the run trains in, the one it generates in)
+RUNS = {
+    "bf16_forced": (["speed.cpu_bf16=true", "speed.fp32_generation=false"], "bf16-mixed", "bf16-mixed"),
+    "fp32_forced": (["speed.cpu_bf16=false"], "32-true", "32-true"),
+    "bf16_run_fp32_generation": (["speed.cpu_bf16=true", "speed.fp32_generation=true"], "bf16-mixed", "32-true"),
+}
 #: what transformers prints when a student is rebuilt through its pretrained loader
 LOAD_NOISE = ("LOAD REPORT", "corrupted", "newly initialized", "MISSING")
 
 
-@pytest.fixture(scope="module", params=["true", "false"], ids=["bf16_forced", "fp32_forced"])
-def run(request, tmp_path_factory) -> tuple[Path, str]:
-    run_dir = tmp_path_factory.mktemp(f"run_bf16_{request.param}")
-    train(compose_train([*QUICK, f"speed.cpu_bf16={request.param}", "data.benchmark.train_size=64",
-                         "data.benchmark.test_size=16"], run_dir))
-    return run_dir, PRECISION[request.param]
+@pytest.fixture(scope="module", params=list(RUNS))
+def run(request, tmp_path_factory) -> tuple[Path, str, str]:
+    """A run dir, the precision it trained in and the one it generated in."""
+    overrides, trained, generated = RUNS[request.param]
+    run_dir = tmp_path_factory.mktemp(f"run_{request.param}")
+    train(compose_train([*QUICK, *overrides, "data.benchmark.train_size=64", "data.benchmark.test_size=16"], run_dir))
+    return run_dir, trained, generated
 
 
 def _records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_the_run_records_its_precision_in_results_and_checkpoints(run):
-    run_dir, precision = run
+def test_the_run_records_its_precisions_in_results_and_checkpoints(run):
+    run_dir, trained, generated = run
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["config"]["precision"] == precision
+    assert results["config"]["precision"] == trained
+    # named apart only where it differs from the training precision
+    assert results["config"].get("generation_precision", trained) == generated
+    assert ("generation_precision" in results["config"]) is (generated != trained)
     for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
-        assert torch.load(ckpt, map_location="cpu", weights_only=False)["precision"] == precision
-    assert load_module(results["best_checkpoint"]).settings.precision == precision
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        assert (saved["precision"], saved["generation_precision"]) == (trained, generated)
+    module = load_module(results["best_checkpoint"])
+    assert (module.run_precision, module.settings.precision) == (trained, generated)
 
 
 def test_predict_and_export_reproduce_the_runs_test_predictions(run, tmp_path):
-    run_dir, precision = run
+    run_dir, _, precision = run
     module = load_module(json.loads((run_dir / "results.json").read_text())["best_checkpoint"])
     records = _records(run_dir / "predictions_test.jsonl")
     inputs = [r["input"] for r in records]
@@ -60,8 +73,8 @@ def test_predict_and_export_reproduce_the_runs_test_predictions(run, tmp_path):
     assert [g["prediction"] for g in predict(model, tokenizer, settings, inputs)] == expected
 
 
-def test_eval_py_decodes_in_the_runs_precision_and_reproduces_its_predictions(run, tmp_path):
-    run_dir, precision = run
+def test_eval_py_decodes_in_the_runs_generation_precision_and_reproduces_its_predictions(run, tmp_path):
+    run_dir, _, precision = run
     ckpt = json.loads((run_dir / "results.json").read_text())["best_checkpoint"]
     done = subprocess.run(
         [sys.executable, "eval.py", f"ckpt_path={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}",
@@ -94,6 +107,57 @@ def test_the_bf16_probe_is_settled_once_per_machine(tmp_path, monkeypatch):
         assert json.loads((tmp_path / "cpu_bf16_probe.json").read_text())["bf16_faster"] is False
     finally:
         speed_module.cpu_bf16_is_faster.cache_clear()
+
+
+def test_the_decode_probe_is_settled_once_per_machine_beside_the_training_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    speed_module.cpu_bf16_generation_is_faster.cache_clear()
+    timings = iter([(1.0, 3.0), (3.0, 1.0)])  # (fp32, bf16) seconds: fp32 faster, then bf16
+    monkeypatch.setattr(speed_module, "_time_decode_steps", lambda: next(timings))
+    monkeypatch.setattr(speed_module, "_time_matmuls", lambda: pytest.fail("the training probe was timed"))
+    try:
+        assert speed_module.cpu_bf16_generation_is_faster() is False
+        saved = json.loads((tmp_path / "cpu_generation_probe.json").read_text())
+        assert (saved["bf16_faster"], saved["fp32_ms"], saved["bf16_ms"]) == (False, 1000.0, 3000.0)
+        assert not (tmp_path / "cpu_bf16_probe.json").exists()
+        speed_module.cpu_bf16_generation_is_faster.cache_clear()
+        assert speed_module.cpu_bf16_generation_is_faster() is False  # read back: the next timing would say yes
+        (tmp_path / "cpu_generation_probe.json").write_text(json.dumps(dict(saved, key="another machine")))
+        speed_module.cpu_bf16_generation_is_faster.cache_clear()
+        assert speed_module.cpu_bf16_generation_is_faster() is True  # another machine's answer is timed anew
+    finally:
+        speed_module.cpu_bf16_generation_is_faster.cache_clear()
+
+
+@pytest.mark.parametrize("fp32_generation", [False, True], ids=["bf16_generation", "fp32_generation"])
+def test_generation_runs_in_the_chosen_precision_inside_a_bf16_mixed_trainer_and_in_its_replay(fp32_generation, tmp_path):
+    """The student's output projection sees bf16 or fp32 as chosen, during a bf16-mixed
+    validation and in predict() from the settings the run records; both give the same labels."""
+    import pytorch_lightning as pl
+
+    from distill.speed import Speed
+    from train_utils import module_and_train_batch
+
+    speed = Speed(cpu_bf16=True, fp32_generation=fp32_generation)
+    module, _, dm = module_and_train_batch(
+        {"kind": "tiny", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2}, speed, with_datamodule=True
+    )
+    module.predictions_dir = str(tmp_path)
+    dtypes: list[torch.dtype] = []
+    module.model.lm_head.register_forward_hook(lambda _module, _inputs, output: dtypes.append(output.dtype))
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+    trainer.validate(module, datamodule=dm, verbose=False)
+    expected = torch.float32 if fp32_generation else torch.bfloat16
+    assert dtypes and set(dtypes) == {expected}
+    assert (module.run_precision, module.settings.precision) == ("bf16-mixed", "32-true" if fp32_generation else "bf16-mixed")
+
+    validated = _records(tmp_path / "predictions_val.jsonl")
+    dtypes.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's bf16 context changes nothing
+        replayed = predict(module.model, module.tokenizer, module.settings, [r["input"] for r in validated])
+    assert dtypes and set(dtypes) == {expected}
+    assert [r["prediction"] for r in replayed] == [r["prediction"] for r in validated]
 
 
 @pytest.fixture(scope="module")

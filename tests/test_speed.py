@@ -11,17 +11,18 @@ from distill.train import build_speed, build_trainer
 from train_utils import QUICK, compose_train
 
 FAST = {"fused_optimizer": True, "target_only_logits": True, "stack_tasks": "auto", "pad_to_multiple_of": "auto",
-        "pin_memory": "auto", "cpu_bf16": "auto"}
+        "pin_memory": "auto", "cpu_bf16": "auto", "fp32_generation": "auto"}
 
 
 def test_auto_is_settled_for_the_device(monkeypatch):
     monkeypatch.setattr(speed_module, "cpu_bf16_is_faster", lambda: False)
+    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: False)
     cpu = resolve_speed(FAST, on_cuda=False)
     assert cpu == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=False, pad_to_multiple_of=1,
-                        pin_memory=False, cpu_bf16=False)
+                        pin_memory=False, cpu_bf16=False, fp32_generation=True)
     cuda = resolve_speed(FAST, on_cuda=True)
     assert cuda == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=True, pad_to_multiple_of=8,
-                         pin_memory=True, cpu_bf16=False)
+                         pin_memory=True, cpu_bf16=False, fp32_generation=False)
 
 
 def test_cpu_bf16_follows_the_probe_and_never_applies_on_cuda(monkeypatch):
@@ -29,6 +30,17 @@ def test_cpu_bf16_follows_the_probe_and_never_applies_on_cuda(monkeypatch):
     assert resolve_speed(FAST, on_cuda=False).cpu_bf16
     assert not resolve_speed(FAST, on_cuda=True).cpu_bf16
     assert not resolve_speed({**FAST, "cpu_bf16": False}, on_cuda=False).cpu_bf16
+
+
+def test_fp32_generation_follows_the_decode_probe_on_cpu_and_the_run_on_cuda(monkeypatch):
+    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: True)
+    assert not resolve_speed(FAST, on_cuda=False).fp32_generation  # bf16 decodes faster: generate in bf16
+    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: False)
+    assert resolve_speed(FAST, on_cuda=False).fp32_generation
+    assert not resolve_speed(FAST, on_cuda=True).fp32_generation  # CUDA keeps the run's bf16
+    for forced in (True, False):
+        for on_cuda in (True, False):
+            assert resolve_speed({**FAST, "fp32_generation": forced}, on_cuda=on_cuda).fp32_generation is forced
 
 
 def test_unknown_levers_are_refused():

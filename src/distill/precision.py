@@ -3,7 +3,10 @@
 A run records Lightning's precision string (``32-true``, ``bf16-mixed``, ``16-mixed``, ...) in
 ``results.json``, its checkpoints and an export's ``distill.json``; ``eval.py``, ``distill.predict``
 and ``distill.export`` decode in it unless told otherwise, so they reproduce the run's predictions.
-:func:`autocast_for` is the context Lightning's mixed-precision plugin opens around a step.
+
+Generation may run in another precision than training (``speed.fp32_generation``: fp32 under a
+bf16-mixed run where decode-shaped work is faster so): :func:`generation_precision` names it, and
+:func:`generation_autocast` is the context it runs in, during the run and when it is replayed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["PRECISIONS", "DEFAULT_PRECISION", "normalize", "autocast_for"]
+__all__ = ["PRECISIONS", "DEFAULT_PRECISION", "normalize", "generation_precision", "generation_autocast"]
 
 DEFAULT_PRECISION = "32-true"
 #: Lightning's precision names and their short forms
@@ -34,13 +37,24 @@ def normalize(precision: str | int | None) -> str:
     return _ALIASES[name]
 
 
+def generation_precision(run_precision: str | None, fp32_generation: bool) -> str:
+    """What a run trained in ``run_precision`` generates in: ``32-true`` when ``fp32_generation``
+    asks for it under a mixed precision (the weights are fp32 there; ``-true`` precisions keep
+    theirs), else the run's own."""
+    precision = normalize(run_precision)
+    return DEFAULT_PRECISION if fp32_generation and precision in _MIXED else precision
+
+
 @contextlib.contextmanager
-def autocast_for(precision: str | None, device_type: str = "cpu") -> Iterator[None]:
-    """Autocast as Lightning's mixed-precision plugin does for ``precision`` (nothing for the
-    ``-true`` precisions: there the weights themselves carry the dtype)."""
+def generation_autocast(precision: str | None, device_type: str = "cpu") -> Iterator[None]:
+    """The context generation runs in for ``precision``, inside or outside a Lightning step:
+    autocast to the mixed dtype with its weight cache on (each weight is cast once per call, not
+    once per decoded token; the same values as uncached autocast), or autocast off, so ``32-true``
+    generation runs in fp32 even inside a bf16-mixed trainer's step."""
     dtype = _MIXED.get(normalize(precision))
     if dtype is None:
-        yield
+        with torch.autocast(device_type, enabled=False):
+            yield
         return
-    with torch.autocast(device_type, dtype=dtype, cache_enabled=False):
+    with torch.autocast(device_type, dtype=dtype, cache_enabled=True):
         yield

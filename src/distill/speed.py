@@ -15,6 +15,11 @@ pin_memory             page-locked host batches for asynchronous copies (auto: o
 cpu_bf16               bf16 autocast on a CPU whose bf16 matmul beats fp32 (AMX, AVX512-BF16),
                        decided by timing both once per machine (cached); never on AVX2-only
                        CPUs, where bf16 matmul is two orders of magnitude slower than fp32
+fp32_generation        label generation in fp32 under a bf16-mixed run, where a timed probe of
+                       decode-shaped work (a few rows per matmul) finds fp32 faster than bf16
+                       autocast on this CPU (auto: the probe, cached once per machine; never on
+                       CUDA, where generation keeps the run's bf16). Evaluation only: training
+                       is untouched, and checkpoints and exports record what generation ran in
 =====================  ==========================================================================
 """
 
@@ -29,7 +34,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,7 +44,7 @@ from distill.runtime import cache_home
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Speed", "PLAIN", "resolve_speed", "cpu_bf16_is_faster"]
+__all__ = ["Speed", "PLAIN", "resolve_speed", "cpu_bf16_is_faster", "cpu_bf16_generation_is_faster"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Speed:
     pad_to_multiple_of: int = 1
     pin_memory: bool = False
     cpu_bf16: bool = False
+    fp32_generation: bool = False
 
     @property
     def fast_losses(self) -> bool:
@@ -70,8 +76,8 @@ class Speed:
 PLAIN = Speed()
 
 
-def _machine_key(margin: float) -> str:
-    """What the probe's answer depends on: the CPU (model and flags), torch's build and kernels."""
+def _machine_key(margin: float, probe: str = "matmul") -> str:
+    """What a probe's answer depends on: the CPU (model and flags), torch's build and kernels, the probe."""
     cpu = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -79,6 +85,8 @@ def _machine_key(margin: float) -> str:
     except OSError:
         cpu = platform.processor()
     parts = [platform.machine(), cpu, torch.__version__, torch.backends.cpu.get_cpu_capability(), str(margin)]
+    if probe != "matmul":  # the matmul probe's key is the one its cache files were written with
+        parts.append(probe)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -96,40 +104,85 @@ def _time_matmuls() -> tuple[float, float]:
     return statistics.median(times["fp32"]), statistics.median(times["bf16"])
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_bf16_is_faster(margin: float = 1.5) -> bool:
-    """Whether a bf16 matmul on this CPU beats fp32 by ``margin``: timed (instruction-set flags do
-    not say how fast a build's kernels are) once per machine and torch build, then read back from
-    ``<cache_home>/cpu_bf16_probe.json``, so every process of a machine decides alike whatever the
-    load. Delete the file to time again; ``speed.cpu_bf16=true|false`` overrides it."""
-    path = cache_home() / "cpu_bf16_probe.json"
-    key = _machine_key(margin)
+def _time_decode_steps(rows: int = 8, width: int = 512, steps: int = 8) -> tuple[float, float]:
+    """Median seconds of ``steps`` decode-shaped products (``rows`` x ``width`` @ an fp32 weight of
+    ``width`` x ``4 * width``, as a student's feed-forward layer sees one new token per row) in fp32,
+    and under bf16 autocast as generation runs it (:func:`distill.precision.generation_autocast`:
+    the weight cast once per call, then bf16 products), timed alternately."""
+    weight = torch.nn.Parameter(torch.randn(4 * width, width))
+    x = torch.randn(rows, width)
+
+    def fp32() -> None:
+        for _ in range(steps):
+            torch.nn.functional.linear(x, weight)
+
+    def bf16() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=True):
+            for _ in range(steps):
+                torch.nn.functional.linear(x, weight)
+
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    with torch.no_grad():
+        fp32(), bf16()
+        for _ in range(7):
+            for name, work in (("fp32", fp32), ("bf16", bf16)):
+                started = time.perf_counter()
+                work()
+                times[name].append(time.perf_counter() - started)
+    return statistics.median(times["fp32"]), statistics.median(times["bf16"])
+
+
+def _settled_probe(file_name: str, what: str, key: str, timer: Callable[[], tuple[float, float]], margin: float) -> bool:
+    """Whether bf16 beats fp32 by ``margin`` in ``timer``'s work: timed once per machine (``key``)
+    and kept in ``<cache_home>/<file_name>``, so every process of a machine decides alike."""
+    path = cache_home() / file_name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_name(path.name + ".lock"), "a")
     except OSError as error:  # a read-only home still runs, deciding per process
-        log.warning("speed: cannot keep the cpu bf16 probe under %s (%s): timing it in this process", path, error)
-        fp32, bf16 = _time_matmuls()
+        log.warning("speed: cannot keep the %s under %s (%s): timing it in this process", what, path, error)
+        fp32, bf16 = timer()
         return bf16 * margin < fp32
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the ranks of a first DDP run wait for one probe
         try:
             saved = json.loads(path.read_text())
             if saved.get("key") == key:
-                log.info("speed: cpu bf16 probe settled for this machine in %s: bf16 %s", path,
+                log.info("speed: %s settled for this machine in %s: bf16 %s", what, path,
                          "faster" if saved["bf16_faster"] else "not faster")
                 return bool(saved["bf16_faster"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        fp32, bf16 = _time_matmuls()
+        fp32, bf16 = timer()
         faster = bf16 * margin < fp32
-        log.info("speed: cpu bf16 probe: fp32 %.2f ms, bf16 %.2f ms per matmul: bf16 %s; settled in %s",
-                 fp32 * 1e3, bf16 * 1e3, "faster" if faster else "not faster", path)
+        log.info("speed: %s: fp32 %.3f ms, bf16 %.3f ms: bf16 %s; settled in %s",
+                 what, fp32 * 1e3, bf16 * 1e3, "faster" if faster else "not faster", path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps({"key": key, "bf16_faster": faster, "fp32_ms": fp32 * 1e3, "bf16_ms": bf16 * 1e3,
                                    "torch": torch.__version__}, indent=2) + "\n")
         os.replace(tmp, path)
         return faster
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_is_faster(margin: float = 1.5) -> bool:
+    """Whether a bf16 matmul on this CPU beats fp32 by ``margin`` (a 128x512 @ 512x512 product, the
+    shape of training): timed (instruction-set flags do not say how fast a build's kernels are)
+    once per machine and torch build, then read back from ``<cache_home>/cpu_bf16_probe.json``, so
+    every process of a machine decides alike whatever the load. Delete the file to time again;
+    ``speed.cpu_bf16=true|false`` overrides it."""
+    return _settled_probe("cpu_bf16_probe.json", "cpu bf16 probe", _machine_key(margin), _time_matmuls, margin)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_generation_is_faster(margin: float = 1.0) -> bool:
+    """Whether generation's decode-shaped work (a few rows per matmul, :func:`_time_decode_steps`)
+    runs faster under bf16 autocast than in fp32 on this CPU: a training-shaped probe does not
+    say (casting the weights and small-row bf16 kernels can cost more than they give). Timed once
+    per machine and torch build, kept in ``<cache_home>/cpu_generation_probe.json``; delete it to
+    time again; ``speed.fp32_generation=true|false`` overrides it."""
+    return _settled_probe("cpu_generation_probe.json", "cpu generation probe", _machine_key(margin, "decode"),
+                          _time_decode_steps, margin)
 
 
 def _auto(value: Any, default: Any) -> Any:
@@ -143,6 +196,7 @@ def resolve_speed(cfg: Mapping[str, Any] | None, on_cuda: bool) -> Speed:
     if unknown:
         raise ValueError(f"unknown speed settings {sorted(unknown)}; known: {sorted(Speed.__dataclass_fields__)}")
     cpu_bf16 = _auto(cfg.get("cpu_bf16", False), "probe")
+    fp32_generation = _auto(cfg.get("fp32_generation", False), "probe")
     return Speed(
         fused_optimizer=bool(cfg.get("fused_optimizer", False)),
         target_only_logits=bool(cfg.get("target_only_logits", False)),
@@ -150,4 +204,6 @@ def resolve_speed(cfg: Mapping[str, Any] | None, on_cuda: bool) -> Speed:
         pad_to_multiple_of=int(_auto(cfg.get("pad_to_multiple_of", 1), 8 if on_cuda else 1)),
         pin_memory=bool(_auto(cfg.get("pin_memory", False), on_cuda)),
         cpu_bf16=not on_cuda and (cpu_bf16_is_faster() if cpu_bf16 == "probe" else bool(cpu_bf16)),
+        fp32_generation=(not on_cuda and not cpu_bf16_generation_is_faster()) if fp32_generation == "probe"
+        else bool(fp32_generation),
     )

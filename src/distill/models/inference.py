@@ -21,7 +21,7 @@ from distill.data.collate import encode_batch
 from distill.data.encoding import marker_ids, marker_room
 from distill.data.targets import split_single_task_output
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
-from distill.precision import DEFAULT_PRECISION, autocast_for, normalize
+from distill.precision import DEFAULT_PRECISION, generation_autocast, normalize
 
 SETTINGS_FILE = "distill.json"
 
@@ -39,7 +39,8 @@ class InferenceSettings:
     #: ``seq2seq`` (AutoModelForSeq2SeqLM) or ``causal`` (AutoModelForCausalLM): the class that loads an
     #: exported student (generation reads the kind from the model itself)
     kind: str = SEQ2SEQ
-    #: the Lightning precision the student was trained and tested in (:mod:`distill.precision`):
+    #: the Lightning precision the student generated in during its run's own evaluation and test
+    #: (:mod:`distill.precision`: the training precision, or ``32-true`` under ``speed.fp32_generation``):
     #: what generation runs in, so a checkpoint or export reproduces the run's predictions
     precision: str = DEFAULT_PRECISION
     #: trained in the shared-input layout: the task marker follows x (``method.shared_input``)
@@ -149,9 +150,9 @@ def predict(
     batch_size: int = 32,
 ) -> list[dict[str, str]]:
     """Predictions for raw inputs: ``{"input", "prediction"[, "rationale"]}`` each, generated in
-    ``settings.precision`` (the run's own)."""
+    ``settings.precision`` (what the run generated its own labels in)."""
     model.eval()
-    with autocast_for(settings.precision, model.device.type):
+    with generation_autocast(settings.precision, model.device.type):
         prefix, marker, limit = task_inputs(settings, tokenizer, "label")
         outputs = generate_from_texts(
             model, tokenizer, inputs, prefix, limit, settings.label_max_new_tokens, batch_size, marker

@@ -37,7 +37,7 @@ from distill.models.losses import (
     unshared_task_losses,
 )
 from distill.models.student import Student, architecture_of, load_student
-from distill.precision import DEFAULT_PRECISION, normalize
+from distill.precision import DEFAULT_PRECISION, generation_autocast, generation_precision, normalize
 from distill.speed import PLAIN, Speed
 
 __all__ = ["METHODS", "DistillModule", "combine_losses"]
@@ -127,6 +127,8 @@ class DistillModule(pl.LightningModule):
         self._eval_records: list[dict[str, Any]] = []
         self.last_losses: dict[str, torch.Tensor] = {}
         self._architecture: dict[str, Any] | None = None
+        #: the precision the run trains in (set by :meth:`setup`; ``settings.precision`` is generation's)
+        self.run_precision = DEFAULT_PRECISION
 
     # ------------------------------------------------------------------ training
     def _tasks(self, batch: Mapping[str, Any]) -> dict[str, Mapping[str, torch.Tensor]]:
@@ -201,18 +203,21 @@ class DistillModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ generation
     def predict_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[str], list[str | None]]:
-        """Labels (and, for ``single_task``, the rationale that preceded them) for a label-task batch."""
+        """Labels (and, for ``single_task``, the rationale that preceded them) for a label-task batch,
+        generated in ``settings.precision``."""
         _, marker, _ = task_inputs(self.settings, self.tokenizer, "label")
-        texts = generate_from_ids(self.model, self.tokenizer, input_ids, attention_mask,
-                                  self.settings.label_max_new_tokens, marker)
+        with generation_autocast(self.settings.precision, input_ids.device.type):
+            texts = generate_from_ids(self.model, self.tokenizer, input_ids, attention_mask,
+                                      self.settings.label_max_new_tokens, marker)
         return labels_from_outputs(texts, self.method)
 
     def generate_rationales(self, inputs: list[str]) -> list[str]:
         prefix, marker, limit = task_inputs(self.settings, self.tokenizer, "rationale")
-        return generate_from_texts(
-            self.model, self.tokenizer, inputs, prefix, limit, self.settings.rationale_max_new_tokens,
-            batch_size=max(len(inputs), 1), marker=marker,
-        )
+        with generation_autocast(self.settings.precision, self.device.type):
+            return generate_from_texts(
+                self.model, self.tokenizer, inputs, prefix, limit, self.settings.rationale_max_new_tokens,
+                batch_size=max(len(inputs), 1), marker=marker,
+            )
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Mapping[str, Any]) -> None:
@@ -284,12 +289,16 @@ class DistillModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ state
     def setup(self, stage: str) -> None:
-        """The trainer's precision becomes the student's: checkpoints and exports carry it."""
-        self.settings = self.settings.in_precision(normalize(self.trainer.precision))
+        """The trainer's precision becomes the run's, and what generation runs in follows it
+        (``32-true`` under a mixed precision where ``speed.fp32_generation`` says so): checkpoints
+        and exports carry both."""
+        self.run_precision = normalize(self.trainer.precision)
+        self.settings = self.settings.in_precision(generation_precision(self.run_precision, self.speed.fp32_generation))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val_acc"] = self.best_val_acc
-        checkpoint["precision"] = self.settings.precision
+        checkpoint["precision"] = self.run_precision
+        checkpoint["generation_precision"] = self.settings.precision
         if self._architecture is None:  # the tokenizer and config do not change during a run
             self._architecture = architecture_of(self.student)
         checkpoint["student_architecture"] = self._architecture
@@ -297,8 +306,10 @@ class DistillModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.best_val_acc = checkpoint.get("best_val_acc", float("-inf"))
         if getattr(self, "_trainer", None) is None:  # loaded for inference: decode as the run did
-            # (a checkpoint from before precision was recorded reads as 32-true)
-            self.settings = self.settings.in_precision(checkpoint.get("precision", DEFAULT_PRECISION))
+            # (a checkpoint from before generation's precision was recorded generated in the run's;
+            # one from before precision was recorded reads as 32-true)
+            self.run_precision = normalize(checkpoint.get("precision", DEFAULT_PRECISION))
+            self.settings = self.settings.in_precision(checkpoint.get("generation_precision", self.run_precision))
 
     # ------------------------------------------------------------------ optimisation
     def configure_gradient_clipping(

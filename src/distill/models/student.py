@@ -288,9 +288,15 @@ def load_tiny_causal(
     seed: int = 0,
     attention_dropout: float = 0.0,
     max_position_embeddings: int = 2048,
+    num_key_value_heads: int | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A small random Llama (tied embeddings) with the MiniLM tokenizer made causal
-    (:func:`causal_bert_tokenizer`)."""
+    (:func:`causal_bert_tokenizer`). ``num_key_value_heads`` below ``num_heads`` shares each
+    key/value head among a group of query heads (grouped-query attention, as SmolLM2's 9 and 3);
+    None: one per query head."""
+    kv_heads = num_heads if num_key_value_heads is None else int(num_key_value_heads)
+    if kv_heads < 1 or num_heads % kv_heads:
+        raise ValueError(f"model.num_key_value_heads={num_key_value_heads}: must divide model.num_heads={num_heads}")
     tokenizer = causal_bert_tokenizer(name_or_path)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -298,7 +304,7 @@ def load_tiny_causal(
         intermediate_size=intermediate_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=max_position_embeddings,
         attention_dropout=attention_dropout,
         tie_word_embeddings=True,
