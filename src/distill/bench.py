@@ -296,6 +296,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         eval_seconds = time.perf_counter() - started
         eval_examples = min(bench["eval_batches"] * datamodule.eval_batch_size, len(datamodule.examples("val")))
         precision = str(trainer.precision)
+        generation = module.settings.precision
     device = "cuda" if runs_on_cuda(cfg) else "cpu"
     low_precision = "bf16" in precision
     peak = matmul_peak_flops(torch.bfloat16 if low_precision else torch.float32, device)
@@ -312,6 +313,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "mfu_percent": 100 * model_flops / seconds / peak,
         "matmul_peak_tflops": peak / 1e12,
         "precision": precision,
+        "generation_precision": generation,
         "speed": speed.describe(),
         "global_batch": int(cfg.data.batch_size),
         "timed_steps": meter.steps,
@@ -341,7 +343,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
              f"global batch {first['global_batch']}, {first['timed_steps']} timed steps)"]
     for mode in modes:
         r = results[mode]
-        lines.append(f"  {mode}: {r['speed']}; layout {r.get('layout', 'paper')}; precision {r['precision']}; "
+        lines.append(f"  {mode}: {r['speed']}; layout {r.get('layout', 'paper')}; precision {r['precision']} "
+                     f"(generation {r.get('generation_precision', r['precision'])}); "
                      f"matmul peak {r['matmul_peak_tflops']:.3f} TFLOP/s")
     ratios = modes[1:]
     header = f"  {'':<24}" + "".join(f"{m:>14}" for m in modes) + "".join(f"{m + '/' + modes[0]:>20}" for m in ratios)
