@@ -33,7 +33,7 @@ def test_bench_prints_plain_fast_and_shared_side_by_side():
     assert "fast+shared: fused_optimizer" in table and "layout shared input" in table
     computed = {}
     for figure in ("train_examples_per_s", "train_tokens_per_s", "seconds_per_step", "computed_tokens_per_step",
-                   "eval_examples_per_s", "peak_memory_mb", "mfu_percent"):
+                   "eval_examples_per_s", "eval_decode_steps_per_batch", "peak_memory_mb", "mfu_percent"):
         row = next(line for line in table.splitlines() if line.strip().startswith(figure))
         plain, fast, shared, *ratios = row.split()[1:6]
         assert all(float(v.replace(",", "")) > 0 for v in (plain, fast, shared))

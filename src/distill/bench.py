@@ -8,7 +8,8 @@ then generates labels for ``bench.eval_batches`` validation batches:
 
     train examples/s; train tokens/s (non-pad input and target tokens, both tasks); s/step;
     computed tokens/step (the positions the model runs, padding included: what a layout saves);
-    eval examples/s (label generation); peak memory (CUDA allocator, or the process's RSS on CPU);
+    eval examples/s (label generation) and decode steps per eval batch (the longest label a batch
+    writes sets them: students that write longer labels cost more to evaluate); peak memory (CUDA allocator, or the process's RSS on CPU);
     MFU: model FLOPs (6 x non-embedding parameters x the non-pad tokens each side of the model
     sees, encoder and decoder counted apart; a causal student is all decoder and sees prompt and
     completion tokens) per second, over a matmul peak measured here
@@ -54,6 +55,7 @@ FIGURES = {
     "seconds_per_step": "s (lower is better)",
     "computed_tokens_per_step": "positions (lower is better)",
     "eval_examples_per_s": "examples/s",
+    "eval_decode_steps_per_batch": "forwards (lower is better; how long the labels written are)",
     "peak_memory_mb": "MiB (lower is better)",
     "mfu_percent": "% of the measured peak",
 }
@@ -291,10 +293,19 @@ def run(argv: list[str]) -> dict[str, Any]:
             limit_val_batches=bench["eval_batches"], default_root_dir=scratch,
         )
         module.best_val_acc = float("-inf")
+        decode_steps = 0  # output-projection calls: one per position a batch generates (its prompt's pass too)
+
+        def count_step(*_: Any) -> None:
+            nonlocal decode_steps
+            decode_steps += 1
+
+        hook = module.model.get_output_embeddings().register_forward_hook(count_step)
         started = time.perf_counter()
         eval_trainer.validate(module, datamodule=datamodule, verbose=False)
         eval_seconds = time.perf_counter() - started
+        hook.remove()
         eval_examples = min(bench["eval_batches"] * datamodule.eval_batch_size, len(datamodule.examples("val")))
+        eval_batches = -(-eval_examples // datamodule.eval_batch_size)
         precision = str(trainer.precision)
         generation = module.settings.precision
     device = "cuda" if runs_on_cuda(cfg) else "cpu"
@@ -309,6 +320,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "seconds_per_step": seconds / max(meter.steps, 1),
         "computed_tokens_per_step": meter.computed / max(meter.steps, 1),
         "eval_examples_per_s": eval_examples / eval_seconds,
+        "eval_decode_steps_per_batch": decode_steps / max(eval_batches, 1),
         "peak_memory_mb": peak_memory_mb(),
         "mfu_percent": 100 * model_flops / seconds / peak,
         "matmul_peak_tflops": peak / 1e12,
