@@ -135,3 +135,28 @@ def test_a_jobs_identity_ignores_where_it_runs_and_how_it_resumes(tmp_path):
     assert fingerprint([*base, "ckpt_path=/elsewhere/last.ckpt", "resume_sweep=false"], "b") == first
     assert fingerprint([*base, "optimizer.lr=3e-3"], "a") != first
     assert fingerprint([*base, "seed=7"], "a") != first
+
+
+def test_keys_added_to_distill_since_a_run_at_their_defaults_keep_it_finished(tmp_path):
+    """A finished job whose record lacks keys a later distill added (not set by the job's overrides)
+    is still the same config: skipped, not rerun; the same key set on the command line, a changed
+    value or a removed key is a new config."""
+    from distill.sweep_resume import SKIPPED, STARTED, decide
+
+    old = {"seed": 1, "data": {"fraction": 0.5}, "method": {"name": "step_by_step"}}
+    new = {"seed": 1, "data": {"fraction": 0.5, "rationales": "first"},
+           "method": {"name": "step_by_step", "shared_input": False}, "extra": {"a": 1}}
+    run_dir = tmp_path / "0"
+    run_dir.mkdir()
+    (run_dir / "sweep_job.json").write_text(json.dumps({"fingerprint": job_fingerprint(old), "config": old}))
+    (run_dir / "results.json").write_text(json.dumps({"status": "ok", "metrics": {}}))
+
+    kept = decide(run_dir, new)
+    assert kept.action == SKIPPED
+    assert "keys added since, at their defaults: data.rationales, method.shared_input, extra" in kept.reason
+    assert decide(run_dir, new, frozenset({"method.shared_input"})).action == STARTED  # the command sets it
+    assert decide(run_dir, new, frozenset({"extra.a"})).action == STARTED
+    changed = {**new, "data": {"fraction": 0.25, "rationales": "first"}}
+    assert "data.fraction: 0.5 -> 0.25" in decide(run_dir, changed).reason
+    removed = {k: v for k, v in new.items() if k != "seed"}
+    assert decide(run_dir, removed).action == STARTED

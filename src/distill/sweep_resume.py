@@ -18,7 +18,11 @@ looking at its own run directory (``<hydra.sweep.dir>/<hydra.job.num>``) before 
 "The same config" is :func:`job_fingerprint`: a hash of the composed, resolved config without the
 keys that say where a run lives or how it was resumed (``VOLATILE_KEYS``), with the ``paths.*``
 directories written as ``${paths.<key>}``, so a sweep directory moved elsewhere still matches. Each
-job records it, with its decision, in ``<run dir>/sweep_job.json`` before it trains.
+job records it, with its decision, in ``<run dir>/sweep_job.json`` before it trains. A config that
+differs only by keys added to distill since the run (absent from its record, and not set by the
+job's overrides) matches too: a new option's default is the behaviour the run had (the project's
+rule for every new option), so upgrading distill mid-sweep reruns nothing; any changed or removed
+key, or an added one the command sets, is a different config.
 
 :class:`SweepResumeCallback` (``conf/hydra/default.yaml``) gives every rerun an id in
 ``<hydra.sweep.dir>/sweep_resume.json`` when the sweep starts and prints, when it ends, how many of
@@ -114,14 +118,47 @@ def job_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_ABSENT = "<absent>"
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every leaf that differs (for the log)."""
+    """``key: old -> new`` for every leaf that differs (for the log); a key one side lacks reads
+    ``<absent>`` there."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(key, "<absent>"), new.get(key, "<absent>"), f"{prefix}{key}.")
+            out += _differences(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{prefix}{key}.")
         return out
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+def _added_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys ``new`` has and ``old`` lacks (a new subtree counts once, by its root)."""
+    out: list[str] = []
+    for key, value in new.items():
+        if key not in old:
+            out.append(f"{prefix}{key}")
+        elif isinstance(value, dict) and isinstance(old[key], dict):
+            out += _added_keys(old[key], value, f"{prefix}{key}.")
+    return out
+
+
+def _drop(config: dict[str, Any], dotted: str) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        return {k: v for k, v in config.items() if k != head}
+    return {**config, head: _drop(config[head], rest)}
+
+
+def new_defaults(old: dict[str, Any], new: dict[str, Any], overridden: frozenset[str] = frozenset()) -> list[str] | None:
+    """The keys added since ``old`` was recorded when they are all ``new`` differs by and none is
+    set by an override (``overridden``: the dotted keys the job's overrides set), else None."""
+    added = [key for key in _added_keys(old, new)
+             if not any(key == o or key.startswith(o + ".") or o.startswith(key + ".") for o in overridden)]
+    trimmed = new
+    for key in added:
+        trimmed = _drop(trimmed, key)
+    return added if added and job_fingerprint(trimmed) == job_fingerprint(old) else None
 
 
 # ---------------------------------------------------------------------------- the decision
@@ -151,8 +188,9 @@ def _has_previous_files(run_dir: Path) -> bool:
     return False
 
 
-def decide(run_dir: Path, config: dict[str, Any]) -> JobDecision:
-    """What the job of ``config`` (an :func:`identity_config`) does with ``run_dir`` (read only)."""
+def decide(run_dir: Path, config: dict[str, Any], overridden: frozenset[str] = frozenset()) -> JobDecision:
+    """What the job of ``config`` (an :func:`identity_config`; ``overridden``: the dotted keys its
+    overrides set) does with ``run_dir`` (read only)."""
     fingerprint = job_fingerprint(config)
     record = _read_json(run_dir / JOB_RECORD)
     results_path = run_dir / "results.json"
@@ -162,18 +200,22 @@ def decide(run_dir: Path, config: dict[str, Any]) -> JobDecision:
             return JobDecision(STARTED, f"{run_dir} holds a run without {JOB_RECORD} (its config is unknown)",
                                moves_aside=True)
         return JobDecision(STARTED, "new job")
+    same = "same config"
     if record.get("fingerprint") != fingerprint:
-        changed = _differences(record.get("config") or {}, config)
-        return JobDecision(STARTED, "the config changed (" + "; ".join(changed[:5] or ["?"])
-                           + (f"; {len(changed) - 5} more" if len(changed) > 5 else "") + ")", moves_aside=True)
+        added = new_defaults(record.get("config") or {}, config, overridden)
+        if added is None:
+            changed = _differences(record.get("config") or {}, config)
+            return JobDecision(STARTED, "the config changed (" + "; ".join(changed[:5] or ["?"])
+                               + (f"; {len(changed) - 5} more" if len(changed) > 5 else "") + ")", moves_aside=True)
+        same = f"same config but for keys added since, at their defaults: {', '.join(added)}"
     if results_path.exists():
         results = _read_json(results_path)
         status = (results or {}).get("status")
         if status == "ok":
-            return JobDecision(SKIPPED, "finished (results.json, same config)", results=results)
+            return JobDecision(SKIPPED, f"finished (results.json, {same})", results=results)
         return JobDecision(STARTED, f"the run failed ({results_path}: status {status!r})", moves_aside=True)
     if last.is_file():
-        return JobDecision(RESUMED, f"unfinished: resumed from {last}", ckpt_path=str(last))
+        return JobDecision(RESUMED, f"unfinished: resumed from {last} ({same})", ckpt_path=str(last))
     if _has_previous_files(run_dir):
         return JobDecision(STARTED, "unfinished and no last.ckpt yet", moves_aside=True)
     return JobDecision(STARTED, "new job")
@@ -225,6 +267,17 @@ def _sweep_dir() -> Path | None:
     return Path(str(hydra_cfg.sweep.dir)).absolute()
 
 
+def _overridden_keys() -> frozenset[str]:
+    """The dotted config keys this job's overrides set (config-group choices such as ``method=...``
+    choose a file and set no key themselves)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    choices = set(hydra_cfg.runtime.choices)
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task)
+    return frozenset(key for key in keys if key not in choices)
+
+
 def prepare_job(cfg: DictConfig) -> JobDecision:
     """Called first in :func:`distill.train.train`: decides (:func:`decide`) what this sweep job
     does with its run directory, moves an old run aside, sets ``cfg.ckpt_path`` to ``last.ckpt``
@@ -235,7 +288,7 @@ def prepare_job(cfg: DictConfig) -> JobDecision:
         return JobDecision(STARTED, "not a resumable sweep job")
     run_dir = Path(cfg.paths.output_dir).absolute()
     config = identity_config(cfg)
-    decision = decide(run_dir, config)
+    decision = decide(run_dir, config, _overridden_keys())
     rank0 = _global_rank() == 0  # every rank decides alike from the files; rank 0 alone changes them
     if decision.moves_aside and rank0:
         log.info("resume_sweep: the old contents of %s moved to %s", run_dir, move_aside(run_dir, sweep_dir))
