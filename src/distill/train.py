@@ -68,6 +68,7 @@ def build_module(
         with_rationale=cfg.predictions.with_rationale,
         speed=speed.as_dict(),
         shared_input=datamodule.shared_input,
+        rationale_position=datamodule.rationale_position,
     )
 
 
