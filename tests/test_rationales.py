@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from distill.benchmarks import get_benchmark
+from distill.benchmarks.base import DataError
 from distill.data import DistillDataModule
 from distill.data.rationales import example_uid
 from distill.data.splits import build_splits
@@ -55,6 +56,15 @@ def test_first_is_the_papers_reading_whatever_samples_exist(samples_release, rel
     plain = splits(samples_release)
     assert not plain.rationale_counts and all("#" not in e.uid for e in plain.train)
     assert all(e.rationale.startswith("Sam has") for e in plain.train if e.rationale)  # the top-level shards
+
+
+def test_several_samples_asked_of_a_one_sample_teacher_is_an_error(release):
+    release.svamp("train", N)
+    release.svamp("test", 6)
+    for settings in ({"rationales": "all"}, {"rationales": "sample"}, {"label_source": "teacher_vote"}):
+        with pytest.raises(DataError, match=r"(?s)needs several teacher samples per example.*teacher.samples=4"):
+            splits(release.root, **settings)
+    assert splits(release.root, rationale_filter="teacher_correct").rationale_counts["train"]["samples_per_example"] == 1
 
 
 def test_all_gives_one_row_per_sample_with_a_rationale(samples_release):

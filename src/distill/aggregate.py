@@ -35,7 +35,10 @@ from typing import Any
 
 #: the configuration fields that identify a result; runs equal on all but ``seed`` are pooled
 GROUP_KEYS = ("benchmark", "model", "method", "label_source", "fraction", "rationale_weight", "alpha",
-              "max_steps", "global_batch_size", "shared_input")
+              "max_steps", "global_batch_size", "shared_input", "rationales", "rationale_filter", "rationale_position")
+#: what runs from before a group key was recorded used: the paper's choices
+GROUP_DEFAULTS = {"shared_input": False, "rationales": "first", "rationale_filter": "none",
+                  "rationale_position": "before"}
 METRICS = ("test/acc", "val/acc_best")
 #: the paper's students in size order, for the model-size axis when parameter counts are unknown
 MODEL_ORDER = ("tiny", "minilm", "t5_v1_1_small", "flan_t5_small", "t5_v1_1_base", "flan_t5_base",
@@ -107,6 +110,8 @@ def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
         "method": get("method", "name"), "label_source": get("data", "label_source"),
         "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
         "alpha": get("method", "alpha"), "seed": get("seed"), "shared_input": get("method", "shared_input"),
+        "rationales": get("data", "rationales"), "rationale_filter": get("data", "rationale_filter"),
+        "rationale_position": get("method", "rationale_position"),
     }
 
 
@@ -238,6 +243,8 @@ def read_wandb(project: str, api: Any = None) -> list[Run]:
             "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
             "alpha": get("method", "alpha"), "seed": get("seed"), "global_batch_size": get("data", "batch_size"),
             "shared_input": get("method", "shared_input"),
+            "rationales": get("data", "rationales"), "rationale_filter": get("data", "rationale_filter"),
+            "rationale_position": get("method", "rationale_position"),
             "max_steps": get("trainer", "max_steps"),
         }
         summary = dict(getattr(wb_run, "summary", {}) or {})
@@ -278,6 +285,20 @@ def method_label(method: Any, label_source: Any, shared_input: Any = False) -> s
     return f"{method} ({label_source})"
 
 
+def variant_label(key: dict[str, Any]) -> str:
+    """The follow-up literature's choices a group made, where not the paper's (empty for the paper's)."""
+    parts = []
+    if key.get("label_source") == "teacher_vote":
+        parts.append("vote labels")
+    if key.get("rationales") not in (None, "first"):
+        parts.append(f"{key['rationales']} rationales")
+    if key.get("rationale_filter") not in (None, "none"):
+        parts.append(str(key["rationale_filter"]).replace("_", "-"))
+    if key.get("method") == "single_task" and key.get("rationale_position") == "after":
+        parts.append("label first")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and standard error of the mean (sample standard deviation / sqrt(n)); None for n < 2."""
     mean = statistics.fmean(values)
@@ -295,7 +316,8 @@ class Group:
 
     @property
     def label(self) -> str:
-        return method_label(self.key["method"], self.key["label_source"], self.key.get("shared_input"))
+        return method_label(self.key["method"], self.key["label_source"], self.key.get("shared_input")) + \
+            variant_label(self.key)
 
     def values(self, metric: str) -> list[float]:
         return [r.metrics[metric] for r in self.runs if metric in r.metrics and math.isfinite(r.metrics[metric])]
@@ -318,8 +340,13 @@ class Group:
 
 
 def _group_value(config: dict[str, Any], key: str) -> Any:
-    """A run's value for a group key; runs from before ``shared_input`` was recorded used the paper's layout."""
-    return bool(config.get(key)) if key == "shared_input" else config.get(key)
+    """A run's value for a group key; runs from before a key was recorded made the paper's choice."""
+    if key == "shared_input":
+        return bool(config.get(key))
+    if key == "rationale_position" and config.get("method") != "single_task":
+        return GROUP_DEFAULTS[key]  # only single_task has the choice
+    value = config.get(key)
+    return GROUP_DEFAULTS[key] if value is None and key in GROUP_DEFAULTS else value
 
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:

@@ -480,9 +480,14 @@ def build_splits(
         samples = None
         if teacher is not None and reads_files(benchmark):
             samples = read_samples(benchmark, data_dir, teacher, train_file, loaded[train_file][1].rows)
-        if samples is None and rationales != "first":
-            log.warning("data.rationales=%s: teacher %s wrote one sample per example (no samples/ shard sets of "
-                        "%s): one row per example", rationales, teacher, train_file)
+        if samples is None and (rationales != "first" or label_source == "teacher_vote"):
+            asked = f"data.rationales={rationales}" if rationales != "first" else "data.label_source=teacher_vote"
+            raise DataError(
+                f"{asked} needs several teacher samples per example, but teacher {teacher!r} (data.teacher) has "
+                f"no per-sample shard sets of {benchmark.name}_{train_file} "
+                f"({Path(data_dir) / benchmark.name / str(teacher) / 'samples' / '0' / f'{train_file}_CoT_0.json'} "
+                f"is missing): write them with\n  {annotate_command(benchmark, Path(data_dir), train_file, 'T')} "
+                f"teacher.samples=4 teacher.temperature=0.7\nand train with data.teacher=T")
         kept, rationale_counts["train"] = select_rationales(
             benchmark, kept, samples, rationales, rationale_filter, label_source)
         dropped["train"] += rationale_counts["train"]["no_vote"]
