@@ -189,3 +189,23 @@ def test_reads_a_wandb_project_through_the_api() -> None:
     assert group.label == "distilling step-by-step (teacher labels)"
     mean, se, n = group.stat("test/acc")
     assert (mean, n) == (pytest.approx(0.65), 2) and se == pytest.approx(0.05)
+
+
+def test_follow_up_choices_are_groups_of_their_own() -> None:
+    """Runs that differ only in data.rationales, data.rationale_filter or single_task's rationale position
+    are not pooled; runs recorded before those keys existed made the paper's choices."""
+    def run(seed: int, **config) -> agg.Run:
+        base = {"benchmark": "svamp", "model": "tiny", "method": "step_by_step", "label_source": "gold",
+                "fraction": 1.0, "seed": seed}
+        return agg.Run(f"r{seed}{sorted(config.items())}", "ok", {**base, **config}, {"test/acc": 0.5})
+
+    groups = agg.group_runs([run(0), run(1, rationales="first", rationale_filter="none"),
+                             run(0, rationales="all"), run(0, rationales="all", rationale_filter="teacher_correct"),
+                             run(0, method="single_task", rationale_position="after"),
+                             run(0, method="single_task"), run(0, label_source="teacher_vote")])
+    labels = sorted(g.label for g in groups)
+    assert len(groups) == 6 and [len(g.runs) for g in groups if g.label == "distilling step-by-step"] == [2]
+    assert labels == sorted(["distilling step-by-step", "distilling step-by-step (all rationales)",
+                             "distilling step-by-step (all rationales, teacher-correct)",
+                             "single-task rationale+label (label first)", "single-task rationale+label",
+                             "distilling step-by-step (teacher labels) (vote labels)"])
