@@ -179,7 +179,9 @@ class DistillDataModule(pl.LightningDataModule):
         if rationale_filter not in RATIONALE_FILTERS:
             raise ValueError(f"data.rationale_filter must be one of {RATIONALE_FILTERS}, got {rationale_filter!r}")
         if rationale_position not in RATIONALE_POSITIONS:
-            raise ValueError(f"method.rationale_position must be one of {RATIONALE_POSITIONS}, got {rationale_position!r}")
+            raise ValueError(
+                f"method.rationale_position must be one of {RATIONALE_POSITIONS}, got {rationale_position!r}"
+            )
         # which of a teacher's samples train learns from (distill.data.rationales); single_task's layout
         self.rationales, self.rationale_filter = rationales, rationale_filter
         self.rationale_position = rationale_position

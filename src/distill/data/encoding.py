@@ -30,7 +30,9 @@ __all__ = ["ENCODING_VERSION", "Encoder", "encode_inputs", "prompt_start_tokens"
 ENCODING_VERSION = 1
 
 
-def target_text(example: Example, targets: str, label_source: str = "gold", rationale_position: str = "before") -> str | None:
+def target_text(
+    example: Example, targets: str, label_source: str = "gold", rationale_position: str = "before"
+) -> str | None:
     """The label-task target of an example: its gold or teacher label, or for ``single_task``
     the rationale and that label (``rationale_position``: the rationale before the label, or after).
     None when the example has no such label."""

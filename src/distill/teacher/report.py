@@ -86,9 +86,11 @@ class Report:
         ]
         if self.samples_per_item > 1:
             if self.sample_accuracy:
-                lines.append("  sample accuracy     " + ", ".join(f"#{s} {a:.2%}" for s, a in enumerate(self.sample_accuracy))
-                             + f"  (mean {sum(self.sample_accuracy) / len(self.sample_accuracy):.2%})")
-                lines.append(f"  vote accuracy       {self.teacher_accuracy:.2%}  (majority label; ties: earliest sample)")
+                per_sample = ", ".join(f"#{s} {a:.2%}" for s, a in enumerate(self.sample_accuracy))
+                mean = sum(self.sample_accuracy) / len(self.sample_accuracy)
+                lines.append(f"  sample accuracy     {per_sample}  (mean {mean:.2%})")
+                lines.append(f"  vote accuracy       {self.teacher_accuracy:.2%}  "
+                             "(majority label; ties: earliest sample)")
             if self.agreement is not None:
                 lines.append(f"  agreement           {self.agreement:.2%} of an item's samples vote with its majority; "
                              f"{self.unanimous}/{self.items} items unanimous")
