@@ -330,7 +330,7 @@ def _check_complete(items: Sequence[Item], answers: Mapping[str, Answer], settin
         if n:
             lines.append(f"  teacher.shard={s} (rows [{a}, {b})): {n} of {b - a} rows unanswered")
     hint = (" No row has an answer: were the shard jobs run with the same teacher settings "
-            "(model, sampling, stop, num_samples) and cache_dir?" if len(missing_rows) == len(items) else "")
+            "(model, sampling, stop, samples) and cache_dir?" if len(missing_rows) == len(items) else "")
     raise IncompleteShardsError(
         f"merge: {len(missing_rows)} of {len(items)} rows of {settings.name}/{settings.split} have no answer "
         f"in {settings.cache_dir / settings.name}; rerun these shards:\n" + "\n".join(lines) + hint)
