@@ -235,3 +235,23 @@ def test_kept_runs_rebuild_the_same_tables(sweep: Path, tmp_path: Path) -> None:
     agg.aggregate([str(kept)], tmp_path / "b")
     table = (tmp_path / "a" / "results.csv").read_text()
     assert table and (tmp_path / "b" / "results.csv").read_text() == table
+
+
+def test_follow_up_choices_are_groups_of_their_own() -> None:
+    """Runs that differ only in data.rationales, data.rationale_filter or single_task's rationale position
+    are not pooled; runs recorded before those keys existed made the paper's choices."""
+    def run(seed: int, **config) -> agg.Run:
+        base = {"benchmark": "svamp", "model": "tiny", "method": "step_by_step", "label_source": "gold",
+                "fraction": 1.0, "seed": seed}
+        return agg.Run(f"r{seed}{sorted(config.items())}", "ok", {**base, **config}, {"test/acc": 0.5})
+
+    groups = agg.group_runs([run(0), run(1, rationales="first", rationale_filter="none"),
+                             run(0, rationales="all"), run(0, rationales="all", rationale_filter="teacher_correct"),
+                             run(0, method="single_task", rationale_position="after"),
+                             run(0, method="single_task"), run(0, label_source="teacher_vote")])
+    labels = sorted(g.label for g in groups)
+    assert len(groups) == 6 and [len(g.runs) for g in groups if g.label == "distilling step-by-step"] == [2]
+    assert labels == sorted(["distilling step-by-step", "distilling step-by-step (all rationales)",
+                             "distilling step-by-step (all rationales, teacher-correct)",
+                             "single-task rationale+label (label first)", "single-task rationale+label",
+                             "distilling step-by-step (teacher labels) (vote labels)"])

@@ -155,3 +155,22 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         assert cfg.data.benchmark.name in ("svamp", "cqa")
         assert {(cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
                  cfg.data.max_input_length, cfg.data.max_rationale_length)} == protocols
+
+
+def test_follow_up_recipes_set_what_they_ablate() -> None:
+    """The beyond-the-paper recipes: the k-sample teacher is the user's to name (the data layer refuses
+    a one-sample teacher for them); the ablated setting reaches the data module (single_task's
+    rationale position through the data config too)."""
+    for name in ("diverse_rationales", "self_consistency"):
+        assert "data.teacher=T" in (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+    positions = set()
+    for job in sweep_jobs("rationale_position"):
+        cfg = compose_train(["experiment=rationale_position", *job])
+        assert cfg.method.name == "single_task" and cfg.data.rationale_position == cfg.method.rationale_position
+        positions.add(cfg.data.rationale_position)
+    assert positions == {"before", "after"}
+    filters = {compose_train(["experiment=rationale_filter", *job]).data.rationale_filter
+               for job in sweep_jobs("rationale_filter")}
+    assert filters == {"none", "teacher_correct"}
+    assert compose_train(["experiment=rationale_filter"]).data.rationales == "first"  # the release's, as it stands
+    assert compose_train(["method=step_by_step"]).data.rationale_position == "before"  # no such choice there

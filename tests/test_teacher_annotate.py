@@ -90,14 +90,44 @@ def test_self_consistency_votes_and_keeps_an_agreeing_rationale(tmp_path):
     teacher = FakeTeacher(bench, examples, label=label)
     with LoopbackServer(teacher) as server:
         backend = OpenAIBackend(server.base_url, "m", chat=False, temperature=0.7, max_concurrency=1, **FAST)
-        report = annotate(settings(tmp_path, num_samples=3), bench, backend)
-    side = read_sidecar(tmp_path / "out/svamp/fake/test_annotations.jsonl")
+        report = annotate(settings(tmp_path, num_samples=3, out_dir=tmp_path / "data"), bench, backend)
+    side = read_sidecar(tmp_path / "data/svamp/fake/test_annotations.jsonl")
     assert [r["sample"] for r in side] == [1, 0, 0]
     assert side[0]["label"] == "( 3.0 + 10.0 )" and side[0]["correct"] and side[0]["votes"][1][1] == 2
     assert side[1]["votes"] == [["(1 + 1)", 2]] and side[1]["samples"][1]["label"] is None
     assert side[2]["label"] == "(7)"
     assert report.requests == 9 and report.teacher_correct == 1
     assert side[0]["rationale"].startswith("Thinking about row 0")  # the rationale of the voted sample
+    # per-sample and vote accuracy, agreement (row 0: 2 of 3 vote with the majority, row 1: 2, row 2: 1)
+    assert report.sample_accuracy == [0.0, 1 / 3, 1 / 3] and report.to_dict()["vote_accuracy"] == 1 / 3
+    assert report.agreement == pytest.approx(5 / 9) and report.unanimous == 0
+    assert "vote accuracy       33.33%" in report.format()
+    # every sample is its own shard set in the release layout: the single-sample reader reads it
+    for s in range(3):
+        read, _ = load_file(bench, tmp_path / "data", "test", teacher=f"fake/samples/{s}")
+        assert [e.teacher_label for e in read] == [label(r, examples[r], s + 1) for r in range(3)]
+
+
+def test_more_samples_later_asks_only_for_the_new_ones_and_n_falls_back(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=4)
+    with LoopbackServer(FakeTeacher(bench, examples), honour_n=False) as server:
+        backend = OpenAIBackend(server.base_url, "m", chat=False, temperature=0.7, max_concurrency=1, seed=7, **FAST)
+        two = annotate(settings(tmp_path, num_samples=2), bench, backend)
+        # the server ignores n: the first request asked n=2 and got one choice, then one request per sample
+        assert two.asked == 8 and len(server.received) == 8 and backend.n_honoured is False
+        assert [r.body.get("n") for r in server.received[:3]] == [2, None, None]
+        assert [r.body["seed"] for r in server.received[:3]] == [7, 8, 7]  # seed + sample, apart
+        four = annotate(settings(tmp_path, num_samples=4), bench, backend)
+        assert (four.from_cache, four.asked) == (8, 8) and len(server.received) == 16
+        assert sorted(p.name for p in (tmp_path / "out/svamp/fake/samples").iterdir()) == ["0", "1", "2", "3"]
+        annotate(settings(tmp_path, num_samples=1), bench, backend)  # k = 1 again: no stale samples are left
+        assert not list((tmp_path / "out/svamp/fake/samples").rglob("test_CoT_*.json"))
+    with LoopbackServer(FakeTeacher(bench, examples)) as server:  # a server that honours n: one request per row
+        backend = OpenAIBackend(server.base_url, "m", chat=False, temperature=0.7, **FAST)
+        report = annotate(settings(tmp_path / "n", num_samples=3, data_dir=tmp_path / "data"), bench, backend)
+        assert report.asked == 12 and len(server.received) == 4 and {r.body["n"] for r in server.received} == {3}
+        assert backend.n_honoured is True and report.answered == 4
 
 
 def test_filter_gold_drops_rationales_of_wrong_labels_only(tmp_path):
@@ -165,6 +195,33 @@ def test_killed_mid_run_then_rerun_gives_the_same_files(tmp_path):
              read_sidecar(tmp_path / "killed/svamp/fake/test_annotations.jsonl")]
     assert strip == [{k: v for k, v in r.items() if k not in volatile} for r in
                      read_sidecar(tmp_path / "full/svamp/fake/test_annotations.jsonl")]
+
+
+def test_killed_with_k_samples_the_rerun_asks_only_for_the_missing_samples(tmp_path):
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=12)
+    with LoopbackServer(FakeTeacher(bench, examples), latency_s=0.03) as srv:
+        args = ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path}",
+                f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+                f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake", "teacher.chat=false",
+                "teacher.samples=3", "teacher.temperature=0.7", "teacher.use_n=false", "teacher.max_concurrency=2",
+                "progress=false"]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen([sys.executable, str(REPO / "annotate.py"), *args], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cache_file = tmp_path / "cache/svamp/test.fake.0-of-1.jsonl"
+        done = _kill_after(proc, cache_file, answers=7)
+        assert proc.returncode == -signal.SIGKILL and 7 <= done < 36
+        asked_before = len(srv.received)
+        rerun = run_annotate(args)
+        assert rerun.returncode == 0, rerun.stderr
+        assert len(srv.received) - asked_before == 36 - done  # the missing samples, no sample twice
+    report = json.loads((tmp_path / "svamp/fake/test_report.json").read_text())
+    assert (report["from_cache"], report["asked"], report["samples_per_item"]) == (done, 36 - done, 3)
+    keys = [json.loads(line)["key"] for line in cache_file.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 36
+    for s in range(3):
+        assert len(json.loads((tmp_path / f"svamp/fake/samples/{s}/test_CoT_0.json").read_text())) == 12
 
 
 def test_api_key_is_used_but_never_stored_or_logged(tmp_path):

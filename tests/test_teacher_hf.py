@@ -70,6 +70,29 @@ def test_tiny_causal_lm_runs_and_counts_failures(tmp_path, tiny_causal):
     assert again.asked == 0 and again.from_cache == 5
 
 
+def test_k_samples_are_drawn_with_num_return_sequences(tmp_path, tiny_causal, monkeypatch):
+    bench = get_benchmark("svamp")
+    write_svamp_like(tmp_path / "data", n=3)
+    calls = []
+    generate = transformers.GPT2LMHeadModel.generate
+
+    def spy(self, *args, **kwargs):
+        calls.append((kwargs["input_ids"].shape[0], kwargs.get("num_return_sequences", 1)))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.GPT2LMHeadModel, "generate", spy)
+    sampled = HFBackend(str(tiny_causal), device="cpu", batch_size=8, max_tokens=4, temperature=1.0)
+    report = annotate(settings(tmp_path, num_samples=4), bench, sampled)
+    # 8 sequences a batch: two prompts x 4 samples, then the third prompt
+    assert calls == [(2, 4), (1, 4)] and report.asked == 12 and sampled.requests_sent == 12
+    side = read_sidecar(tmp_path / "out/svamp/fake/test_annotations.jsonl")
+    assert all(len(rec["samples"]) == 4 for rec in side)
+    calls.clear()
+    greedy = HFBackend(str(tiny_causal), device="cpu", batch_size=8, max_tokens=4)  # one decode gives all samples
+    annotate(settings(tmp_path / "greedy", data_dir=tmp_path / "data", num_samples=4), bench, greedy)
+    assert calls == [(3, 1)]
+
+
 def test_left_padding_gives_each_prompt_its_own_continuation(tiny_causal):
     """Batched greedy generation equals generating each prompt alone (left padding is right)."""
     bench = get_benchmark("svamp")

@@ -36,9 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 #: the configuration fields that identify a result; runs equal on all but ``seed`` are pooled
 GROUP_KEYS = ("benchmark", "model", "method", "label_source", "fraction", "rationale_weight", "alpha",
-              "max_steps", "global_batch_size", "shared_input")
+              "max_steps", "global_batch_size", "shared_input", "rationales", "rationale_filter", "rationale_position")
+#: the follow-up literature's choices a run can make (issue 19), beside the paper's method
+VARIANT_KEYS = ("rationales", "rationale_filter", "rationale_position")
+#: what runs from before a group key was recorded used: the paper's choices
+GROUP_DEFAULTS = {"shared_input": False, "rationales": "first", "rationale_filter": "none",
+                  "rationale_position": "before"}
 METRICS = ("test/acc", "val/acc_best")
 #: the teacher's own accuracy on a run's test examples (train.py records it where the teacher has them)
 TEACHER_METRIC = "test/teacher_acc"
@@ -123,6 +130,8 @@ def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
         "method": get("method", "name"), "label_source": get("data", "label_source"),
         "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
         "alpha": get("method", "alpha"), "seed": get("seed"), "shared_input": get("method", "shared_input"),
+        "rationales": get("data", "rationales"), "rationale_filter": get("data", "rationale_filter"),
+        "rationale_position": get("method", "rationale_position"),
     }
 
 
@@ -254,6 +263,8 @@ def read_wandb(project: str, api: Any = None) -> list[Run]:
             "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
             "alpha": get("method", "alpha"), "seed": get("seed"), "global_batch_size": get("data", "batch_size"),
             "shared_input": get("method", "shared_input"),
+            "rationales": get("data", "rationales"), "rationale_filter": get("data", "rationale_filter"),
+            "rationale_position": get("method", "rationale_position"),
             "max_steps": get("trainer", "max_steps"),
         }
         summary = dict(getattr(wb_run, "summary", {}) or {})
@@ -294,6 +305,20 @@ def method_label(method: Any, label_source: Any, shared_input: Any = False) -> s
     return f"{method} ({label_source})"
 
 
+def variant_label(key: dict[str, Any]) -> str:
+    """The follow-up literature's choices a group made, where not the paper's (empty for the paper's)."""
+    parts = []
+    if key.get("label_source") == "teacher_vote":
+        parts.append("vote labels")
+    if key.get("rationales") not in (None, "first"):
+        parts.append(f"{key['rationales']} rationales")
+    if key.get("rationale_filter") not in (None, "none"):
+        parts.append(str(key["rationale_filter"]).replace("_", "-"))
+    if key.get("method") == "single_task" and key.get("rationale_position") == "after":
+        parts.append("label first")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and standard error of the mean (sample standard deviation / sqrt(n)); None for n < 2."""
     mean = statistics.fmean(values)
@@ -311,7 +336,8 @@ class Group:
 
     @property
     def label(self) -> str:
-        return method_label(self.key["method"], self.key["label_source"], self.key.get("shared_input"))
+        return method_label(self.key["method"], self.key["label_source"], self.key.get("shared_input")) + \
+            variant_label(self.key)
 
     def values(self, metric: str) -> list[float]:
         return [r.metrics[metric] for r in self.runs if metric in r.metrics and math.isfinite(r.metrics[metric])]
@@ -334,8 +360,13 @@ class Group:
 
 
 def _group_value(config: dict[str, Any], key: str) -> Any:
-    """A run's value for a group key; runs from before ``shared_input`` was recorded used the paper's layout."""
-    return bool(config.get(key)) if key == "shared_input" else config.get(key)
+    """A run's value for a group key; runs from before a key was recorded made the paper's choice."""
+    if key == "shared_input":
+        return bool(config.get(key))
+    if key == "rationale_position" and config.get("method") != "single_task":
+        return GROUP_DEFAULTS[key]  # only single_task has the choice
+    value = config.get(key)
+    return GROUP_DEFAULTS[key] if value is None and key in GROUP_DEFAULTS else value
 
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
@@ -476,35 +507,33 @@ def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: 
 # ---------------------------------------------------------------------------- paired differences
 def runs_frame(runs: Iterable[Run], metric: str) -> Any:
     """The successful runs as a pandas DataFrame: group keys, seed, ``metric`` and the teacher's."""
-    import pandas as pd
-
     rows = [{**{k: _group_value(r.config, k) for k in GROUP_KEYS}, "seed": r.config.get("seed"),
              "value": r.metrics.get(metric), "teacher": r.metrics.get(TEACHER_METRIC)} for r in runs if r.ok]
     return pd.DataFrame(rows, columns=[*GROUP_KEYS, "seed", "value", "teacher"])
+
+
+def _select(frame: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
+    """The rows of ``frame`` equal to ``selector`` on each of its keys."""
+    return frame[frame[list(selector)].eq(pd.Series(selector)).all(axis=1)]
 
 
 def paired_differences(runs: Iterable[Run], metric: str) -> Any:
     """Per cell (:data:`CELL_KEYS`) and comparison (:data:`COMPARISONS`): the method minus its
     baseline seed by seed (seeds both ran), mean and standard error over those seeds, both means,
     and the teacher's test accuracy; one row per λ/α of the method."""
-    import pandas as pd
-
     frame = runs_frame(runs, metric).dropna(subset=["value"])
     cell = list(CELL_KEYS)
     tables = []
     for name, baseline, method in COMPARISONS:
-        def chosen(selector: dict[str, Any]) -> Any:
-            mask = pd.Series(True, index=frame.index)
-            for key, value in selector.items():
-                mask &= frame[key] == value
-            return frame[mask]
-
-        pairs = chosen(baseline).merge(chosen(method), on=[*cell, "seed"], suffixes=("_base", ""))
+        # the baseline makes the paper's choices; the method's own variants (λ, follow-up choices) are rows apart
+        paper = {key: GROUP_DEFAULTS[key] for key in VARIANT_KEYS if key not in baseline}
+        pairs = _select(frame, {**paper, **baseline}).merge(_select(frame, method), on=[*cell, "seed"], suffixes=("_base", ""))
         if pairs.empty:
             continue
         pairs["difference"] = pairs["value"] - pairs["value_base"]
         pairs["teacher"] = pairs["teacher"].fillna(pairs["teacher_base"])
-        stats = (pairs.groupby([*cell, "rationale_weight", "alpha"], dropna=False, sort=True)
+        pairs["variant"] = [variant_label(row) for row in pairs[["method", *VARIANT_KEYS]].to_dict("records")]
+        stats = (pairs.groupby([*cell, "rationale_weight", "alpha", "variant"], dropna=False, sort=True)
                  .agg(n=("difference", "size"), difference=("difference", "mean"), difference_se=("difference", "sem"),
                       baseline=("value_base", "mean"), method=("value", "mean"), teacher=("teacher", "mean"),
                       seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(seeds, key=str))))
@@ -517,8 +546,6 @@ def paired_differences(runs: Iterable[Run], metric: str) -> Any:
 
 
 def _percent(value: Any, se: Any = None, n: Any = None) -> str:
-    import pandas as pd
-
     if value is None or pd.isna(value):
         return "-"
     if se is None:
@@ -530,8 +557,6 @@ def _percent(value: Any, se: Any = None, n: Any = None) -> str:
 
 def _loss_weight(rationale_weight: Any, alpha: Any) -> str:
     """The method's loss weight as the tables print it: ``α=...`` for the official form, else λ."""
-    import pandas as pd
-
     if alpha is not None and not pd.isna(alpha):
         return f"α={alpha:g}"
     return "" if rationale_weight is None or pd.isna(rationale_weight) else f"{rationale_weight:g}"
@@ -551,6 +576,8 @@ def paired_table(paired: Any, metric: str) -> list[str]:
     }).rename(columns={"max_steps": "steps"})
     columns = ["comparison", "benchmark", "model", "fraction", "steps", "λ", "seeds", "baseline (%)", "method (%)",
                "difference (points)", "teacher (%)"]
+    if paired["variant"].astype(bool).any():
+        columns.insert(columns.index("λ"), "variant")
     return [f"### Paired differences · {metric}", "",
             "Each method minus its baseline on the same cell and seed (seeds both ran), mean ± standard error "
             "over seeds, in percentage points; the teacher's own accuracy on the same test examples beside it.", "",

@@ -68,6 +68,7 @@ def build_module(
         with_rationale=cfg.predictions.with_rationale,
         speed=speed.as_dict(),
         shared_input=datamodule.shared_input,
+        rationale_position=datamodule.rationale_position,
     )
 
 
@@ -141,6 +142,9 @@ def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
         "rationale_weight": cfg.method.rationale_weight,
         "alpha": cfg.method.alpha,
         "shared_input": bool(cfg.method.get("shared_input", False)),
+        "rationales": cfg.data.get("rationales", "first"),
+        "rationale_filter": cfg.data.get("rationale_filter", "none"),
+        "rationale_position": cfg.method.get("rationale_position", "before"),
         "seed": cfg.seed,
         "global_batch_size": cfg.data.batch_size,
         "micro_batch_size": micro,

@@ -25,7 +25,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["plan_batches", "EpochPermutation", "GlobalBatchSampler", "EvalBatchSampler"]
+__all__ = ["plan_batches", "EpochPermutation", "GlobalBatchSampler", "SampledRowsBatchSampler", "row_groups",
+           "EvalBatchSampler"]
 
 
 def plan_batches(global_batch: int, world_size: int = 1, micro_batch_size: int | None = None) -> tuple[int, int]:
@@ -141,6 +142,47 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         # the full epoch, also while resuming: Lightning counts the resumed epoch's batches from its checkpoint
         return self.steps_per_epoch * self.accumulate
+
+
+def row_groups(keys: Sequence[str]) -> list[list[int]]:
+    """Row indices grouped by key (an example's uid), groups in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+class SampledRowsBatchSampler(GlobalBatchSampler):
+    """``data.rationales=sample``: an epoch is one row of every group (an example's rows, one per
+    teacher sample), the row drawn from ``(seed, epoch)`` apart from the epoch's permutation.
+
+    The epoch, its steps and ``resume_at`` are those of :class:`GlobalBatchSampler` over the groups, so
+    a resumed run draws the rows the uninterrupted run would have.
+    """
+
+    def __init__(self, groups: Sequence[Sequence[int]], lengths: Sequence[int], **kwargs) -> None:
+        if not groups or any(not g for g in groups):
+            raise ValueError("every group needs at least one row")
+        self.groups = [list(g) for g in groups]
+        self.row_lengths = list(lengths)
+        self.seed = kwargs.get("seed", 0)
+        super().__init__([self.row_lengths[g[0]] for g in self.groups], **kwargs)
+
+    def chosen_rows(self, epoch: int) -> list[int]:
+        """The row of every group in ``epoch`` (the same on every rank, in every run with this seed)."""
+        sizes = np.array([len(g) for g in self.groups])
+        picks = np.random.default_rng([self.seed, epoch, 1]).integers(0, sizes)
+        return [g[p] for g, p in zip(self.groups, picks.tolist())]
+
+    def global_batches(self) -> list[list[int]]:
+        rows = self.chosen_rows(self.sampler.epoch)
+        return [[rows[j] for j in batch] for batch in super().global_batches()]
+
+    def micro_batches(self, global_batch: list[int]) -> list[list[int]]:
+        if self.group_by_length:
+            global_batch = sorted(global_batch, key=lambda i: -self.row_lengths[i])
+        m = self.micro_batch_size
+        return [global_batch[i : i + m] for i in range(0, len(global_batch), m)]
 
 
 class EvalBatchSampler(Sampler[list[int]]):

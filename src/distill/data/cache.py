@@ -52,7 +52,8 @@ __all__ = [
 #: bump when what is stored changes
 CACHE_VERSION = 1
 #: the modules whose code decides what the examples hold (besides the benchmark's own classes)
-_PARSING_MODULES = ("distill.data.splits", "distill.data.alignment", "distill.benchmarks.io", "distill.benchmarks.base")
+_PARSING_MODULES = ("distill.data.splits", "distill.data.alignment", "distill.data.rationales", "distill.teacher.vote",
+                    "distill.benchmarks.io", "distill.benchmarks.base")
 _COLUMNS = ("uid", "input", "gold", "teacher_label", "rationale", "teacher_error", "record")
 
 
@@ -90,6 +91,7 @@ def _version(
     files = sorted(directory.glob(f"{benchmark.name}_{split}.json"))
     if teacher is not None:
         files += sorted((directory / teacher).glob(f"{split}_CoT_*.json"))
+        files += sorted((directory / teacher / "samples").glob(f"*/{split}_CoT_*.json"))  # teacher.samples=k
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
@@ -263,6 +265,7 @@ def save_splits(directory: Path, splits: Splits) -> None:
             "dropped": splits.dropped,
             "label_source": splits.label_source,
             "missing_teacher": splits.missing_teacher,
+            "rationale_counts": splits.rationale_counts,
         }
         (staging / "splits.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
@@ -285,6 +288,7 @@ def load_splits(directory: Path) -> Splits | None:
         dropped=meta["dropped"],
         label_source=meta["label_source"],
         missing_teacher=meta["missing_teacher"],
+        rationale_counts=meta.get("rationale_counts", {}),
     )
 
 

@@ -16,6 +16,9 @@ Batches (see the project's DataModule contract):
   ``"rationale"`` only with ``targets="step_by_step"`` and when some example of the micro-batch
   has a rationale (rows without one have labels all -100).
 * val/test/predict: ``{"label": {...}, "uid": [...], "input": [...], "gold": [...]}``.
+* ``rationales``/``rationale_filter``: which of a teacher's samples the train rows hold
+  (:mod:`distill.data.rationales`; ``all``: a row per sample, uid ``{uid}#s{s}``); ``sample`` draws one
+  row per example each epoch (:class:`distill.data.batching.SampledRowsBatchSampler`).
 * ``shared_input`` (step_by_step): x once for both tasks, the task markers after it; train batches
   as in :class:`distill.data.collate.Collator`, eval batches hold x alone (generation appends the
   label marker): :mod:`distill.data.shared_input`.
@@ -47,10 +50,17 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from distill.benchmarks.base import Benchmark, Example
-from distill.data.batching import EvalBatchSampler, GlobalBatchSampler, plan_batches
+from distill.data.batching import (
+    EvalBatchSampler,
+    GlobalBatchSampler,
+    SampledRowsBatchSampler,
+    plan_batches,
+    row_groups,
+)
 from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
 from distill.data.collate import Collator, encode_batch
 from distill.data.encoding import ENCODING_VERSION, Encoder, marker_ids, target_text
+from distill.data.rationales import example_uid
 from distill.data.splits import SPLITS, Splits, build_splits
 
 __all__ = ["DistillDataModule", "TARGETS"]
@@ -132,6 +142,9 @@ class DistillDataModule(pl.LightningDataModule):
         require_teacher: bool = True,
         num_proc: int | None = None,
         shared_input: bool = False,
+        rationales: str = "first",
+        rationale_filter: str = "none",
+        rationale_position: str = "before",
     ) -> None:
         super().__init__()
         if targets not in TARGETS:
@@ -158,6 +171,20 @@ class DistillDataModule(pl.LightningDataModule):
         self._data_version: Any = _UNSET
         self._tokenizer_hash: str | None = None
         self.targets = targets
+        from distill.data.rationales import RATIONALE_CHOICES, RATIONALE_FILTERS
+        from distill.data.targets import RATIONALE_POSITIONS
+
+        if rationales not in RATIONALE_CHOICES:
+            raise ValueError(f"data.rationales must be one of {RATIONALE_CHOICES}, got {rationales!r}")
+        if rationale_filter not in RATIONALE_FILTERS:
+            raise ValueError(f"data.rationale_filter must be one of {RATIONALE_FILTERS}, got {rationale_filter!r}")
+        if rationale_position not in RATIONALE_POSITIONS:
+            raise ValueError(
+                f"method.rationale_position must be one of {RATIONALE_POSITIONS}, got {rationale_position!r}"
+            )
+        # which of a teacher's samples train learns from (distill.data.rationales); single_task's layout
+        self.rationales, self.rationale_filter = rationales, rationale_filter
+        self.rationale_position = rationale_position
         # step_by_step alone has two tasks to share x between (the other targets ignore it)
         self.shared_input = bool(shared_input) and targets == "step_by_step"
         self.batch_size = int(batch_size)
@@ -210,6 +237,9 @@ class DistillDataModule(pl.LightningDataModule):
                 **({"test_subset": self.test_subset} if self.test_subset is not None else {}),
                 "on_parse_failure": self.on_parse_failure, "targets": self.targets,
                 "on_misaligned_teacher": self.on_misaligned_teacher,
+                # outside the paper's defaults only, so the paper's layout keeps its key
+                **({"rationales": self.rationales} if self.rationales != "first" else {}),
+                **({"rationale_filter": self.rationale_filter} if self.rationale_filter != "none" else {}),
             }  # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
             self._data_version = (
                 None if self.cache_dir is None else data_version(self.benchmark, self.data_dir, self.teacher, settings)
@@ -260,6 +290,8 @@ class DistillDataModule(pl.LightningDataModule):
                 on_misaligned_teacher=self.on_misaligned_teacher,
                 require_teacher=self.require_teacher,
                 load=None if stored is None else cached_file_loader(stored.parent),
+                rationales=self.rationales,
+                rationale_filter=self.rationale_filter,
             )
             if stored is not None:
                 save_splits(stored, splits)
@@ -327,6 +359,8 @@ class DistillDataModule(pl.LightningDataModule):
         digest.update(self.tokenizer_hash.encode())
         digest.update(json.dumps(encoder.settings(), sort_keys=True).encode())
         digest.update(json.dumps([ENCODING_VERSION, split, self.benchmark.name]).encode())
+        if self.targets == "single_task" and self.rationale_position != "before":  # the paper's key stays
+            digest.update(json.dumps(["rationale_position", self.rationale_position]).encode())
         if self.data_version is not None:
             digest.update(json.dumps(["data_version", self.data_version, self.label_source]).encode())
         else:
@@ -343,7 +377,8 @@ class DistillDataModule(pl.LightningDataModule):
             rows["uid"].append(ex.uid)
             rows["input"].append(ex.input)
             rows["gold"].append(ex.gold)
-            rows["target"].append(target_text(ex, self.targets, self.label_source if train else "gold"))
+            rows["target"].append(target_text(ex, self.targets, self.label_source if train else "gold",
+                                              self.rationale_position))
             rows["rationale"].append(ex.rationale if (train and self.targets == "step_by_step") else None)
         return rows
 
@@ -443,7 +478,21 @@ class DistillDataModule(pl.LightningDataModule):
         )
 
     def train_sampler(self) -> GlobalBatchSampler:
-        lengths = self.dataset("train")["length"]
+        dataset = self.dataset("train")
+        lengths = dataset["length"]
+        if self.rationales == "sample":  # one of each example's rows per epoch
+            return SampledRowsBatchSampler(
+                row_groups([example_uid(uid) for uid in dataset["uid"]]),
+                lengths,
+                global_batch_size=self.batch_size,
+                micro_batch_size=self.plan()[0],
+                world_size=self.world_size,
+                rank=self.rank,
+                seed=self.seed,
+                shuffle=True,
+                group_by_length=self.group_by_length,
+                drop_last=self.drop_last,
+            )
         return GlobalBatchSampler(
             lengths,
             global_batch_size=self.batch_size,

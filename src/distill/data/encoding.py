@@ -31,14 +31,17 @@ __all__ = ["ENCODING_VERSION", "Encoder", "encode_inputs", "marker_ids", "marker
 ENCODING_VERSION = 1
 
 
-def target_text(example: Example, targets: str, label_source: str = "gold") -> str | None:
+def target_text(
+    example: Example, targets: str, label_source: str = "gold", rationale_position: str = "before"
+) -> str | None:
     """The label-task target of an example: its gold or teacher label, or for ``single_task``
-    the rationale followed by that label. None when the example has no such label."""
-    label = example.teacher_label if label_source == "teacher" else example.gold
+    the rationale and that label (``rationale_position``: the rationale before the label, or after).
+    None when the example has no such label."""
+    label = example.teacher_label if label_source in ("teacher", "teacher_vote") else example.gold
     if label is None:
         return None
     if targets == "single_task":
-        return single_task_target(example.rationale, label)
+        return single_task_target(example.rationale, label, rationale_position)
     return label
 
 

@@ -10,8 +10,12 @@
   permutation, take a prefix, so 12.5% is inside 25% is inside 50%. (The official code
   subsamples first and holds out 10% of the subsample, which moves val with the fraction.)
 * Test is read whole: never subsampled, filtered or used for any choice.
-* ``label_source``: ``gold`` trains on gold labels, ``teacher`` on the teacher's parsed labels
-  (val/test always keep gold labels for evaluation).
+* ``label_source``: ``gold`` trains on gold labels, ``teacher`` on the teacher's parsed labels,
+  ``teacher_vote`` on the majority label of the teacher's samples (val/test always keep gold labels
+  for evaluation).
+* ``rationales`` (``first`` | ``all`` | ``sample``) and ``rationale_filter`` (``none`` |
+  ``teacher_correct``) choose the train rows from a teacher's several samples per example
+  (:mod:`distill.data.rationales`); ``Splits.rationale_counts`` says how many each kept.
 * Which files need the teacher (``data.teacher``): the train file, when the method learns from
   rationales (``targets`` step_by_step or single_task) or ``label_source=teacher``; its missing
   shards are an error that names the ``annotate.py`` command writing them (``require_teacher=False``,
@@ -52,6 +56,7 @@ from distill.benchmarks.io import (
     teacher_dir,
 )
 from distill.data.alignment import misaligned_parts
+from distill.data.rationales import is_default, read_samples, select_rationales
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,9 @@ __all__ = [
 ]
 
 SPLITS = ("train", "val", "test")
-LABEL_SOURCES = ("gold", "teacher")
+LABEL_SOURCES = ("gold", "teacher", "teacher_vote")
+#: label sources under which the student learns the teacher's labels
+TEACHER_LABELS = ("teacher", "teacher_vote")
 PARSE_FAILURE_POLICIES = ("drop_rationale", "drop_example", "error")
 MISALIGNED_TEACHER_POLICIES = ("error", "warn")
 #: methods (data targets) whose train examples learn from the teacher's rationales
@@ -115,6 +122,8 @@ class Splits:
     label_source: str = "gold"
     #: file split -> what a training run would need from the teacher it lacks (require_teacher=False only)
     missing_teacher: dict[str, str] = field(default_factory=dict)
+    #: split -> the account of :func:`distill.data.rationales.select_rationales` (train, outside the defaults)
+    rationale_counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> list[Example]:
         if split not in SPLITS:
@@ -124,7 +133,7 @@ class Splits:
 
 def training_label(example: Example, label_source: str) -> str | None:
     """The label the student learns for a train example under ``label_source``."""
-    return example.teacher_label if label_source == "teacher" else example.gold
+    return example.teacher_label if label_source in TEACHER_LABELS else example.gold
 
 
 def reads_files(benchmark: Benchmark) -> bool:
@@ -293,8 +302,8 @@ def _check_alignment(
 def _train_needs_teacher(targets: str | None, label_source: str) -> str | None:
     """Why the train file needs the teacher's completions, or None when training uses neither its
     rationales nor its labels."""
-    if label_source == "teacher":
-        return "data.label_source=teacher trains on the teacher's labels"
+    if label_source in TEACHER_LABELS:
+        return f"data.label_source={label_source} trains on the teacher's labels"
     if targets is None:
         return "the train split reads them"
     if targets in RATIONALE_TARGETS:
@@ -367,6 +376,8 @@ def build_splits(
     on_misaligned_teacher: str = "error",
     require_teacher: bool = True,
     load: Callable[..., tuple[Sequence[Example], FileStats]] | None = None,
+    rationales: str = "first",
+    rationale_filter: str = "none",
 ) -> Splits:
     """Read the files ``split_files`` names and build train/val/test (see the module doc).
 
@@ -452,10 +463,11 @@ def build_splits(
         raise DataError(
             f"{len(failures)} train teacher completion(s) could not be parsed (data.on_parse_failure=error): {shown}"
         )
-    if label_source == "teacher" and not missing_teacher:
+    if label_source in TEACHER_LABELS and not missing_teacher:
         if teacher is None and not any(e.teacher_label is not None for e in train):
-            raise DataError("data.label_source=teacher needs teacher outputs: set data.teacher (e.g. llm)")
-        kept = [e for e in train if e.teacher_label is not None]
+            raise DataError(f"data.label_source={label_source} needs teacher outputs: set data.teacher (e.g. llm)")
+        # teacher_vote: an example leaves train when no sample votes (select_rationales counts it)
+        kept = [e for e in train if e.teacher_label is not None] if label_source == "teacher" else train
     elif on_parse_failure == "drop_example":
         kept = [e for e in train if e.teacher_error is None]
     else:
@@ -463,6 +475,22 @@ def build_splits(
     dropped["train"] = len(train) - len(kept)
     if not kept:
         raise DataError(f"no train examples left for {benchmark.name} after dropping {dropped['train']} unparseable")
+    rationale_counts: dict[str, dict[str, Any]] = {}
+    if not is_default(rationales, rationale_filter, label_source) and not missing_teacher:
+        samples = None
+        if teacher is not None and reads_files(benchmark):
+            samples = read_samples(benchmark, data_dir, teacher, train_file, loaded[train_file][1].rows)
+        if samples is None and (rationales != "first" or label_source == "teacher_vote"):
+            asked = f"data.rationales={rationales}" if rationales != "first" else "data.label_source=teacher_vote"
+            raise DataError(
+                f"{asked} needs several teacher samples per example, but teacher {teacher!r} (data.teacher) has "
+                f"no per-sample shard sets of {benchmark.name}_{train_file} "
+                f"({Path(data_dir) / benchmark.name / str(teacher) / 'samples' / '0' / f'{train_file}_CoT_0.json'} "
+                f"is missing): write them with\n  {annotate_command(benchmark, Path(data_dir), train_file, 'T')} "
+                f"teacher.samples=4 teacher.temperature=0.7\nand train with data.teacher=T")
+        kept, rationale_counts["train"] = select_rationales(
+            benchmark, kept, samples, rationales, rationale_filter, label_source)
+        dropped["train"] += rationale_counts["train"]["no_vote"]
     if targets == "step_by_step" and not missing_teacher and not any(e.rationale for e in kept):
         stats = loaded[train_file][1]
         raise DataError(
@@ -482,4 +510,5 @@ def build_splits(
         dropped=dropped,
         label_source=label_source,
         missing_teacher=missing_teacher,
+        rationale_counts=rationale_counts,
     )

@@ -137,7 +137,7 @@ def _length_rows(dm: DistillDataModule) -> list[list[str]]:
         source = dm.label_source if split == "train" else "gold"
         for e in dm.examples(split):
             inputs.append(prefix + e.input)
-            target = target_text(e, dm.targets, source)
+            target = target_text(e, dm.targets, source, dm.rationale_position)
             if target is not None:
                 targets.append(target)
             if e.rationale is not None:
@@ -160,6 +160,8 @@ def summary_figures(datamodule: DistillDataModule) -> dict[str, Any]:
     dm = datamodule
     settings = [dm.targets, dm.label_source, dm.task_prefixes["label"], dm.max_input_length, dm.max_target_length,
                 dm.max_rationale_length, dm.tokenizer_hash if dm.tokenizer is not None else None]
+    if dm.targets == "single_task" and dm.rationale_position != "before":
+        settings.append(dm.rationale_position)
     key = hashlib.sha256(json.dumps([dm.data_version, settings]).encode()).hexdigest()[:40]
 
     def compute() -> dict[str, Any]:
@@ -192,6 +194,29 @@ def summary_warnings(datamodule: DistillDataModule, figures: dict[str, Any] | No
     return warnings
 
 
+def rationale_lines(datamodule: DistillDataModule) -> list[str]:
+    """How many rationales each split keeps: train's from the selection over the teacher's samples
+    (``data.rationales``, ``data.rationale_filter``; nothing outside the defaults), val and test as attached."""
+    counts = datamodule.splits.rationale_counts.get("train")
+    if not counts:
+        return []
+    share = "-" if counts["kept_share"] is None else f"{counts['kept_share']:.1%}"
+    lines = [
+        "",
+        f"Rationales (data.rationales={counts['rationales']}, data.rationale_filter={counts['filter']}, "
+        f"label_source={datamodule.label_source}):",
+        f"  train: {counts['examples']} examples x {counts['samples_per_example']} teacher sample(s): "
+        f"{counts['candidates']} rationales, {counts['kept']} kept ({share}), {counts['filtered']} filtered out; "
+        f"{counts['label_only']} examples keep their label task alone, {counts['no_vote']} dropped without a vote; "
+        f"{counts['rows']} train rows",
+    ]
+    for split in ("val", "test"):
+        examples = datamodule.examples(split)
+        with_rationale = sum(e.rationale is not None for e in examples)
+        lines.append(f"  {split}: {with_rationale} of {len(examples)} examples have a rationale (scored on gold)")
+    return lines
+
+
 def format_summary(datamodule: DistillDataModule) -> str:
     """A readable report of the data a run will train and evaluate on."""
     dm = datamodule
@@ -199,7 +224,10 @@ def format_summary(datamodule: DistillDataModule) -> str:
     name = dm.benchmark.name
     lines = [
         f"Data: {name}  teacher={dm.teacher}  label_source={dm.label_source}  targets={dm.targets}  "
-        f"fraction={dm.fraction:g}  seed={dm.seed}  on_parse_failure={dm.on_parse_failure}",
+        f"fraction={dm.fraction:g}  seed={dm.seed}  on_parse_failure={dm.on_parse_failure}"
+        + (f"  rationales={dm.rationales}  rationale_filter={dm.rationale_filter}"
+           if (dm.rationales, dm.rationale_filter) != ("first", "none") else "")
+        + (f"  rationale_position={dm.rationale_position}" if dm.targets == "single_task" else ""),
         f"  data_dir={dm.data_dir}  global batch={dm.batch_size}  (micro, accumulate)={dm.plan()} "
         f"on {dm.world_size} process(es)",
         "",
@@ -251,6 +279,7 @@ def format_summary(datamodule: DistillDataModule) -> str:
         ]
         length_rows = figures["lengths"]
         lines += _table(["split", "inputs", "labels", "rationales"], length_rows)
+    lines += rationale_lines(dm)
     for file_split, note in splits.missing_teacher.items():
         users = [split for split in SPLITS if f"{name}_{file_split}" in splits.sources.get(split, "")]
         lines += [

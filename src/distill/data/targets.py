@@ -1,34 +1,49 @@
-"""The single-task baseline's target: one sequence holding the rationale and then the label.
+"""The single-task baseline's target: one sequence holding the rationale and the label.
 
 The paper's single-task baseline trains one output, "rationale then label", instead of two
-tasks. The target is ``"<rationale> So the answer is <label>"`` (just ``"So the answer is
-<label>"`` when an example has no rationale). The label is read back from the *last* marker,
-case-insensitively, so the text a lower-casing tokenizer decodes (``so the answer is ...``)
-parses too.
+tasks (``method.rationale_position=before``): ``"<rationale> So the answer is <label>"`` (just
+``"So the answer is <label>"`` when an example has no rationale); the label is read back from
+after the *last* marker. Wadhwa, Amir and Wallace (2024) put the label first
+(``rationale_position=after``): ``"<label> Explanation: <rationale>"`` (just ``"<label>"`` without a
+rationale); the label is read back from before the *first* marker. Markers match
+case-insensitively, so the text a lower-casing tokenizer decodes (``so the answer is ...``) parses too.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["ANSWER_MARKER", "single_task_target", "split_single_task_output"]
+__all__ = ["ANSWER_MARKER", "EXPLANATION_MARKER", "RATIONALE_POSITIONS", "single_task_target",
+           "split_single_task_output"]
 
 ANSWER_MARKER = "So the answer is"
+EXPLANATION_MARKER = "Explanation:"
+RATIONALE_POSITIONS = ("before", "after")
 _MARKER = re.compile(r"so\s+the\s+answer\s+is\s*:?", re.IGNORECASE)
+_EXPLANATION = re.compile(r"\s*explanation\s*:", re.IGNORECASE)
 
 
-def single_task_target(rationale: str | None, label: str) -> str:
-    """One target sequence: the rationale (when there is one), the marker, the label."""
+def single_task_target(rationale: str | None, label: str, position: str = "before") -> str:
+    """One target sequence: the rationale (when there is one) and the label, in ``position``'s order."""
     rationale = (rationale or "").strip()
+    if position == "after":
+        return f"{label} {EXPLANATION_MARKER} {rationale}" if rationale else label
+    if position != "before":
+        raise ValueError(f"method.rationale_position must be one of {RATIONALE_POSITIONS}, got {position!r}")
     return f"{rationale} {ANSWER_MARKER} {label}" if rationale else f"{ANSWER_MARKER} {label}"
 
 
-def split_single_task_output(text: str) -> tuple[str | None, str]:
-    """``(rationale, label)`` from a generated single-task output.
+def split_single_task_output(text: str, position: str = "before") -> tuple[str | None, str]:
+    """``(rationale, label)`` from a generated single-task output laid out as ``position`` says.
 
     Without the marker the whole text is taken as the label (rationale None), so a model
     that skips the rationale is still scored on what it answered.
     """
+    if position == "after":
+        match = _EXPLANATION.search(text)
+        if match is None:
+            return None, text.strip()
+        return (text[match.end() :].strip() or None), text[: match.start()].strip()
     matches = list(_MARKER.finditer(text))
     if not matches:
         return None, text.strip()

@@ -45,6 +45,8 @@ class InferenceSettings:
     precision: str = DEFAULT_PRECISION
     #: trained in the shared-input layout: the task marker follows x (``method.shared_input``)
     shared_input: bool = False
+    #: ``single_task``: the rationale ``before`` the label (the paper's) or ``after`` it (``method.rationale_position``)
+    rationale_position: str = "before"
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -133,11 +135,14 @@ def generate_from_texts(
     return [by_index[i] for i in range(len(texts))]
 
 
-def labels_from_outputs(texts: list[str], method: str) -> tuple[list[str], list[str | None]]:
-    """Labels from label-task outputs; ``single_task`` outputs hold the rationale first."""
+def labels_from_outputs(
+    texts: list[str], method: str, rationale_position: str = "before"
+) -> tuple[list[str], list[str | None]]:
+    """Labels from label-task outputs; ``single_task`` outputs hold the rationale and the label in
+    ``rationale_position``'s order (the rationale ``before`` the label, or ``after`` it)."""
     if method != "single_task":
         return texts, [None] * len(texts)
-    pairs = [split_single_task_output(text) for text in texts]
+    pairs = [split_single_task_output(text, rationale_position) for text in texts]
     return [label for _, label in pairs], [rationale for rationale, _ in pairs]
 
 
@@ -157,7 +162,7 @@ def predict(
         outputs = generate_from_texts(
             model, tokenizer, inputs, prefix, limit, settings.label_max_new_tokens, batch_size, marker
         )
-        labels, rationales = labels_from_outputs(outputs, settings.method)
+        labels, rationales = labels_from_outputs(outputs, settings.method, settings.rationale_position)
         if with_rationale and settings.method == "step_by_step":
             prefix, marker, limit = task_inputs(settings, tokenizer, "rationale")
             rationales = generate_from_texts(

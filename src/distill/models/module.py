@@ -73,6 +73,8 @@ class DistillModule(pl.LightningModule):
         speed: the resolved speed levers (:class:`distill.speed.Speed` fields); none: the plain path.
         shared_input: step_by_step in the shared-input layout (x once, task markers after it;
             :mod:`distill.data.shared_input`); the batches must be laid out so.
+        rationale_position: ``single_task``: the rationale ``before`` the label (the paper's) or
+            ``after`` it; generated outputs are parsed the same way (:mod:`distill.data.targets`).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class DistillModule(pl.LightningModule):
         speed: Mapping[str, Any] | None = None,
         student: Student | None = None,
         shared_input: bool = False,
+        rationale_position: str = "before",
     ) -> None:
         super().__init__()
         if method not in METHODS:
@@ -117,6 +120,7 @@ class DistillModule(pl.LightningModule):
             rationale_max_new_tokens=rationale_max_new_tokens,
             kind=self.student.kind,
             shared_input=bool(shared_input) and method == "step_by_step",
+            rationale_position=rationale_position,
         )
         self.predictions_dir = predictions_dir
         self.with_rationale = with_rationale
@@ -209,7 +213,7 @@ class DistillModule(pl.LightningModule):
         with generation_autocast(self.settings.precision, input_ids.device.type):
             texts = generate_from_ids(self.model, self.tokenizer, input_ids, attention_mask,
                                       self.settings.label_max_new_tokens, marker)
-        return labels_from_outputs(texts, self.method)
+        return labels_from_outputs(texts, self.method, self.settings.rationale_position)
 
     def generate_rationales(self, inputs: list[str]) -> list[str]:
         prefix, marker, limit = task_inputs(self.settings, self.tokenizer, "rationale")

@@ -9,12 +9,16 @@ How a run goes:
 
 1. Rows ``[offset, offset + limit)`` of the split; with ``teacher.num_shards=n`` job
    ``teacher.shard=i`` takes the i-th contiguous slice of them (SLURM array jobs).
-2. One request per row and sample (``teacher.num_samples``), keyed by a hash of everything that
+2. One request per row and sample (``teacher.samples``), keyed by a hash of everything that
    determines the answer. Requests the cache already holds are not asked again (recorded
    failures are, unless ``retry_failed=false``); identical prompts are asked once.
 3. Every answer is stored durably the moment it arrives (:mod:`distill.teacher.cache`).
 4. With one shard (or ``merge=true`` after all shards ran), the rows are assembled from the
-   cache, a sample is chosen by majority vote, and the files are written atomically.
+   cache, a sample is chosen by majority vote, and the files are written atomically. With
+   ``teacher.samples=k > 1`` every sample also gets its own shard set in the release layout,
+   ``{out_dir}/NAME/T/samples/{s}/SPLIT_CoT_{i}.json`` (s = 0..k-1, the teacher's texts, never
+   filtered), read by the data layer's ``data.rationales=all|sample`` and ``label_source=teacher_vote``;
+   the top-level shards hold the vote's sample, so single-sample readers see self-consistency.
    ``merge=true`` asks nothing: it fails, naming the shards, if any row lacks an answer.
 
 Bad answers are data: an item whose retries ran out is written as an empty placeholder
@@ -59,7 +63,7 @@ from distill.teacher.vote import majority_vote
 log = logging.getLogger(__name__)
 
 #: keys of the ``teacher`` config group that describe the run, not the backend
-RUN_KEYS = ("name", "shard", "num_shards", "num_samples", "cache_dir", "fsync")
+RUN_KEYS = ("name", "shard", "num_shards", "samples", "cache_dir", "fsync")
 
 
 class IncompleteShardsError(RuntimeError):
@@ -102,6 +106,23 @@ class Settings:
     @property
     def teacher_dir(self) -> Path:
         return self.out_dir / self.name / self.teacher_name
+
+
+def sample_dir(teacher_dir: Path, sample: int) -> Path:
+    """Where sample ``sample`` of a ``teacher.samples=k`` run has its own shard set (the release layout)."""
+    return teacher_dir / "samples" / str(sample)
+
+
+def remove_stale_samples(teacher_dir: Path, split: str, num_samples: int) -> None:
+    """Drop ``split``'s shards of samples an earlier run with more samples wrote (all of them when k = 1),
+    so the data layer never reads samples that are not this run's."""
+    root = teacher_dir / "samples"
+    if not root.is_dir():
+        return
+    for directory in root.iterdir():
+        if directory.name.isdigit() and (num_samples == 1 or int(directory.name) >= num_samples):
+            for shard in directory.glob(f"{split}_CoT_*.json"):
+                shard.unlink()
 
 
 def row_range(n_rows: int, offset: int, limit: int | None) -> tuple[int, int]:
@@ -152,16 +173,28 @@ def _label_only(benchmark: Benchmark, example: Example, label: str) -> str:
 
 
 def assemble(benchmark: Benchmark, items: Sequence[Item], answers: Mapping[str, Answer], settings: Settings,
-             report: Report) -> tuple[list[str], list[dict[str, Any]]]:
-    """The official-layout completion and the sidecar record of every item, counting into ``report``."""
+             report: Report) -> tuple[list[str], list[dict[str, Any]], list[list[str]]]:
+    """The official-layout completion and the sidecar record of every item, and every sample's
+    completion per item (``[sample][item]``), counting into ``report``."""
     completions, sidecar = [], []
+    per_sample: list[list[str]] = [[] for _ in range(settings.num_samples)]
     failures: Counter[str] = Counter()
+    sample_correct = [0] * settings.num_samples
+    agreement: list[float] = []
     for item in items:
         ex = item.example
         samples = [answers[k] for k in item.keys]
         parsed = [benchmark.parse_completion(a.text) if a.ok else None for a in samples]
         votes = [p.label if p is not None and p.ok and benchmark.label_fits(p.label, ex) else None for p in parsed]
         vote = majority_vote(votes, benchmark.score)
+        for s, a in enumerate(samples):
+            per_sample[s].append(a.text.lstrip() if a.ok else "")
+        if settings.num_samples > 1:
+            if ex.gold is not None:
+                for s, p in enumerate(parsed):
+                    sample_correct[s] += bool(p is not None and p.ok and benchmark.score(p.label, ex.gold))
+            # the share of the samples that vote with the majority (no valid vote: 0)
+            agreement.append(max((c for _, c in vote.counts), default=0) / settings.num_samples)
         chosen = vote.chosen
         if chosen is None:  # no valid label: keep the first sample with text, so its fault shows
             chosen = next((i for i, a in enumerate(samples) if a.ok), 0)
@@ -209,7 +242,12 @@ def assemble(benchmark: Benchmark, items: Sequence[Item], answers: Mapping[str, 
         completions.append(text)
         sidecar.append(rec)
     report.failure_reasons = dict(failures.most_common())
-    return completions, sidecar
+    if settings.num_samples > 1:
+        if report.with_gold:
+            report.sample_accuracy = [c / report.with_gold for c in sample_correct]
+        report.agreement = sum(agreement) / len(agreement) if agreement else None
+        report.unanimous = sum(a == 1.0 for a in agreement)
+    return completions, sidecar, per_sample
 
 
 def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Report:
@@ -261,10 +299,14 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
             if missing:  # a backend must answer every request; this is a bug, not bad data
                 raise RuntimeError(f"backend {backend.describe()} left {len(missing)} requests unanswered")
 
-    completions, sidecar = assemble(benchmark, items, answers, settings, report)
+    completions, sidecar, per_sample = assemble(benchmark, items, answers, settings, report)
     out = settings.teacher_dir
     if settings.merge or settings.num_shards == 1:
         paths = write_completions(out, settings.split, completions, settings.shard_size)
+        if settings.num_samples > 1:
+            for s, texts in enumerate(per_sample):
+                paths += write_completions(sample_dir(out, s), settings.split, texts, settings.shard_size)
+        remove_stale_samples(out, settings.split, settings.num_samples)
         write_jsonl(out / f"{settings.split}_annotations.jsonl", sidecar)
         report.files = [str(p) for p in paths] + [str(out / f"{settings.split}_annotations.jsonl")]
         report_path = out / f"{settings.split}_report.json"
@@ -288,7 +330,7 @@ def _check_complete(items: Sequence[Item], answers: Mapping[str, Answer], settin
         if n:
             lines.append(f"  teacher.shard={s} (rows [{a}, {b})): {n} of {b - a} rows unanswered")
     hint = (" No row has an answer: were the shard jobs run with the same teacher settings "
-            "(model, sampling, stop, num_samples) and cache_dir?" if len(missing_rows) == len(items) else "")
+            "(model, sampling, stop, samples) and cache_dir?" if len(missing_rows) == len(items) else "")
     raise IncompleteShardsError(
         f"merge: {len(missing_rows)} of {len(items)} rows of {settings.name}/{settings.split} have no answer "
         f"in {settings.cache_dir / settings.name}; rerun these shards:\n" + "\n".join(lines) + hint)
@@ -301,7 +343,7 @@ def settings_from_config(cfg: DictConfig, benchmark: Benchmark) -> Settings:
     return Settings(
         name=benchmark.name, split=str(cfg.split), data_dir=data_dir,
         out_dir=Path(cfg.get("out_dir") or data_dir), teacher_name=str(t.name), cache_dir=Path(t.cache_dir),
-        shard=int(t.shard), num_shards=int(t.num_shards), num_samples=int(t.num_samples),
+        shard=int(t.shard), num_shards=int(t.num_shards), num_samples=int(t.samples),
         offset=int(cfg.offset), limit=None if cfg.limit is None else int(cfg.limit), shard_size=int(cfg.shard_size),
         filter_gold=bool(cfg.filter_gold), retry_failed=bool(cfg.retry_failed), merge=bool(cfg.merge),
         strict=bool(cfg.strict), progress=bool(cfg.progress), fsync=bool(t.get("fsync", True)),

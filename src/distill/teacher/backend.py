@@ -28,7 +28,7 @@ class Request:
     key: str
     prompt: Prompt  # a completion prompt, or chat messages
     stop: tuple[str, ...] = ()
-    sample: int = 0  # index among teacher.num_samples samples of the same prompt
+    sample: int = 0  # index among teacher.samples samples of the same prompt
 
 
 class Events(Protocol):

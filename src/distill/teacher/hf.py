@@ -8,7 +8,9 @@ OpenAI-compatible server would, and generation stops early once every row of a b
 produced one (transformers' ``stop_strings``). ``model: smollm2`` is SmolLM2-135M-Instruct
 converted offline (:mod:`distill.models.smollm2`). ``chat: true`` renders chat messages with the tokenizer's chat
 template. Greedy decoding when ``temperature`` is 0; otherwise sampling seeded per batch from
-``seed`` (reproducible for the same batches).
+``seed`` (reproducible for the same batches). Several samples of one prompt (``teacher.samples``)
+are drawn in one ``generate`` call with ``num_return_sequences``; greedy decoding would give every
+sample the same text, so it is decoded once and given to all.
 
 A batch that raises (e.g. out of memory) is retried one prompt at a time; a prompt that still
 raises, or whose completion is empty, is reported as a failed item, never raised.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from time import monotonic
 from typing import Any
 
@@ -121,47 +124,79 @@ class HFBackend(Backend):
         return self._tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
     # ----------------------------------------------------------------- generating
+    def units(self, requests: Sequence[Request], texts: dict[str, str]) -> list[list[Request]]:
+        """The requests as they are generated: one unit per prompt holding its samples (in sample
+        order), longest prompt first; decoded once per unit (``num_return_sequences`` = its size when
+        sampling, one sequence shared by all when greedy)."""
+        by_prompt: dict[str, list[Request]] = {}
+        for r in requests:
+            by_prompt.setdefault(repr((texts[r.key], r.stop)), []).append(r)
+        units = [sorted(u, key=lambda r: r.sample) for u in by_prompt.values()]
+        return sorted(units, key=lambda u: (self._sequences(u), len(texts[u[0].key])), reverse=True)
+
+    def _sequences(self, unit: Sequence[Request]) -> int:
+        return 1 if self.temperature == 0 else len(unit)
+
     def generate(self, requests: Sequence[Request], events: Events) -> None:
         if not requests:
             return
         self._load()
         texts = {r.key: self._render(r.prompt) for r in requests}
-        ordered = sorted(requests, key=lambda r: len(texts[r.key]), reverse=True)
-        for i in range(0, len(ordered), self.batch_size):
-            batch = ordered[i:i + self.batch_size]
+        units = self.units(requests, texts)
+        i = 0
+        while i < len(units):
+            # a batch: units with the same number of sequences, at most batch_size sequences (one unit at least)
+            n = self._sequences(units[i])
+            take = max(1, self.batch_size // n)
+            batch = [u for u in units[i:i + take] if self._sequences(u) == n]
             start = monotonic()
             try:
-                answers = self._generate_batch(batch, [texts[r.key] for r in batch], seed=self.seed + i)
+                answers = self._generate_units(batch, texts, n, seed=self.seed + i)
             except Exception as e:  # noqa: BLE001 - e.g. OOM on a long batch: fall back to one at a time
                 if len(batch) == 1:
-                    answers = [Answer(None, f"generation failed: {type(e).__name__}: {e}")]
+                    answers = [[Answer(None, f"generation failed: {type(e).__name__}: {e}")] * n]
                 else:
                     log.warning("teacher=hf: batch failed (%s: %s); retrying its prompts one by one",
                                 type(e).__name__, e)
-                    for r in batch:
-                        events.retried(r, f"batch failed: {type(e).__name__}")
+                    for u in batch:
+                        for r in u:
+                            events.retried(r, f"batch failed: {type(e).__name__}")
                     answers = []
-                    for j, r in enumerate(batch):
+                    for j, u in enumerate(batch):
                         try:
-                            answers += self._generate_batch([r], [texts[r.key]], seed=self.seed + i + j)
+                            answers += self._generate_units([u], texts, n, seed=self.seed + i + j)
                         except Exception as e1:  # noqa: BLE001
-                            answers.append(Answer(None, f"generation failed: {type(e1).__name__}: {e1}", attempts=2))
-            latency = round((monotonic() - start) / len(batch), 4)
-            for r, a in zip(batch, answers):
-                a.latency_s = latency
-                events.answered(r, a)
+                            answers.append([Answer(None, f"generation failed: {type(e1).__name__}: {e1}",
+                                                   attempts=2)] * n)
+            latency = round((monotonic() - start) / (len(batch) * n), 4)
+            for unit, drawn in zip(batch, answers):
+                for s, r in enumerate(unit):
+                    a = replace(drawn[s if n > 1 else 0])
+                    a.latency_s = latency
+                    events.answered(r, a)
+            i += len(batch)
 
-    def _generate_batch(self, batch: Sequence[Request], texts: list[str], seed: int) -> list[Answer]:
+    def _generate_units(self, units: Sequence[Sequence[Request]], texts: dict[str, str], n: int,
+                        seed: int) -> list[list[Answer]]:
+        """``n`` answers per unit (its first request's prompt, ``num_return_sequences=n``)."""
+        batch = [u[0] for u in units]
+        drawn = self._generate_batch(batch, [texts[r.key] for r in batch], seed=seed, n=n)
+        return [drawn[j * n:(j + 1) * n] for j in range(len(units))]
+
+    def _generate_batch(self, batch: Sequence[Request], texts: list[str], seed: int, n: int = 1) -> list[Answer]:
+        """``n`` answers per prompt, prompt after prompt."""
         import torch
 
         tok, lm = self._tok, self._lm
-        self.requests_sent += len(batch)
+        self.requests_sent += len(batch) * n
         enc = tok(texts, return_tensors="pt", padding=True, truncation=self.max_input_tokens is not None,
                   max_length=self.max_input_tokens).to(self.device)
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": tok.pad_token_id}
         if self.temperature > 0:
             torch.manual_seed(seed)
             kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+            if n > 1:
+                kwargs.update(num_return_sequences=n)
         else:
             kwargs.update(do_sample=False)
         stops = sorted({s for r in batch for s in (r.stop or ()) if s})
@@ -172,7 +207,8 @@ class HFBackend(Backend):
         new = out if self.is_seq2seq else out[:, enc["input_ids"].shape[1]:]
         specials = set(tok.all_special_ids)
         answers = []
-        for r, row, mask in zip(batch, new.tolist(), enc["attention_mask"].tolist()):
+        masks = [m for m in enc["attention_mask"].tolist() for _ in range(n)]
+        for r, row, mask in zip([r for r in batch for _ in range(n)], new.tolist(), masks):
             n_new = sum(1 for t in row if t not in specials)
             text = cut_at_stop(tok.decode(row, skip_special_tokens=True), r.stop)
             error = None if text.strip() else "empty completion"

@@ -78,6 +78,7 @@ class LoopbackServer:
         retry_after: str = "1",
         hang_s: float = 5.0,
         model: str = "loopback",
+        honour_n: bool = True,
     ):
         self.respond = respond
         self.latency_s = latency_s
@@ -85,6 +86,7 @@ class LoopbackServer:
         self.retry_after = retry_after
         self.hang_s = hang_s
         self.model = model
+        self.honour_n = honour_n  # False: answer one choice whatever ``n`` asks (as some servers do)
         self.received: list[Received] = []
         self.attempts: Counter[str] = Counter()
         self.port: int | None = None
@@ -194,19 +196,23 @@ class LoopbackServer:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=200)
-        text = "" if fault == "empty" else self.respond(prompt)
-        text = cut_at_stop(text, body.get("stop") or ())
+        n = int(body.get("n", 1)) if self.honour_n else 1
+        texts = [cut_at_stop("" if fault == "empty" else self.respond(prompt), body.get("stop") or ())
+                 for _ in range(n)]  # respond is called once per choice, in order
         prompt_text = prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)
-        usage = {"prompt_tokens": len(prompt_text.split()), "completion_tokens": len(text.split())}
+        usage = {"prompt_tokens": len(prompt_text.split()), "completion_tokens": sum(len(t.split()) for t in texts)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": text}
-        else:
-            choice["text"] = text
+        choices = []
+        for index, text in enumerate(texts):
+            choice: dict[str, Any] = {"index": index, "finish_reason": "stop"}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            choices.append(choice)
         return web.json_response({"id": f"cmpl-{len(self.received)}", "object": "chat.completion" if chat
                                   else "text_completion", "model": body.get("model", self.model),
-                                  "choices": [choice], "usage": usage})
+                                  "choices": choices, "usage": usage})
 
     # ----------------------------------------------------------------- for tests
     def answered(self) -> int:

@@ -33,6 +33,11 @@ class Report:
     with_gold: int = 0
     teacher_correct: int = 0
     filtered: int = 0  # items whose rationale was dropped by filter_gold
+    # teacher.samples > 1: accuracy of sample s alone (over items with gold), the mean share of an
+    # item's samples that vote with its majority, and the items whose samples all agree
+    sample_accuracy: list[float] = field(default_factory=list)
+    agreement: float | None = None
+    unanimous: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     wall_s: float = 0.0
@@ -57,6 +62,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["teacher_accuracy"] = self.teacher_accuracy
+        d["vote_accuracy"] = self.teacher_accuracy if self.samples_per_item > 1 else None
         d["requests_per_s"] = self.requests_per_s
         return d
 
@@ -78,6 +84,16 @@ class Report:
             f"  tokens              prompt {self.prompt_tokens}, completion {self.completion_tokens}",
             f"  wall time           {self.wall_s:.1f}s (teacher {self.generate_s:.1f}s), requests/s {rps}",
         ]
+        if self.samples_per_item > 1:
+            if self.sample_accuracy:
+                per_sample = ", ".join(f"#{s} {a:.2%}" for s, a in enumerate(self.sample_accuracy))
+                mean = sum(self.sample_accuracy) / len(self.sample_accuracy)
+                lines.append(f"  sample accuracy     {per_sample}  (mean {mean:.2%})")
+                lines.append(f"  vote accuracy       {self.teacher_accuracy:.2%}  "
+                             "(majority label; ties: earliest sample)")
+            if self.agreement is not None:
+                lines.append(f"  agreement           {self.agreement:.2%} of an item's samples vote with its majority; "
+                             f"{self.unanimous}/{self.items} items unanimous")
         if self.placeholder_rows:
             lines.append(f"  placeholder rows    {format_rows(self.placeholder_rows)}  "
                          "(failed: empty completions keep the files aligned)")

@@ -1,4 +1,4 @@
-"""Self-consistency: choose one of a row's ``teacher.num_samples`` completions by majority vote.
+"""Self-consistency: choose one of a row's ``teacher.samples`` completions by majority vote.
 
 Labels vote in classes of equal answers as the benchmark scores them (so SVAMP's ``(84 / 2)``
 and ``( 84.0 / 2.0 )`` vote together). Only samples whose completion parses to a label that fits
