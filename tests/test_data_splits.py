@@ -8,7 +8,8 @@ import pytest
 from distill.benchmarks import get_benchmark
 from distill.benchmarks.base import DataError
 from distill.data import DistillDataModule
-from distill.data.splits import build_splits, holdout, nested_subset, training_label
+from distill.data.encoding import target_text
+from distill.data.splits import build_splits, holdout, nested_subset
 
 
 def uids(examples):
@@ -109,8 +110,9 @@ def test_label_source_and_parse_failures(release):
     assert teacher.dropped["train"] == n_failed_in_train
     assert all(e.teacher_label is not None for e in teacher.train)
     wrong = [e for e in teacher.train if not svamp.score(e.teacher_label, e.gold)]
-    assert wrong and all(training_label(e, "teacher") == e.teacher_label for e in wrong)
-    assert all(training_label(e, "gold") == e.gold for e in teacher.train)
+    # the target the data module trains on (target_text): the teacher's label, wrong ones too, or gold
+    assert wrong and all(target_text(e, "standard", "teacher") == e.teacher_label != e.gold for e in wrong)
+    assert all(target_text(e, "step_by_step", "gold") == e.gold for e in teacher.train)
 
     dropped = build_splits(svamp, release.root, on_parse_failure="drop_example")
     assert dropped.dropped["train"] == n_failed_in_train and not any(e.teacher_error for e in dropped.train)

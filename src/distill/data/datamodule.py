@@ -15,7 +15,7 @@ Batches (see the project's DataModule contract):
 * train: ``{"label": {input_ids, attention_mask, labels}, "rationale": {...}, "uid": [...]}``;
   ``"rationale"`` only with ``targets="step_by_step"`` and when some example of the micro-batch
   has a rationale (rows without one have labels all -100).
-* val/test/predict: ``{"label": {...}, "uid": [...], "input": [...], "gold": [...]}``.
+* val/test: ``{"label": {...}, "uid": [...], "input": [...], "gold": [...]}``.
 * ``rationales``/``rationale_filter``: which of a teacher's samples the train rows hold
   (:mod:`distill.data.rationales`; ``all``: a row per sample, uid ``{uid}#s{s}``); ``sample`` draws one
   row per example each epoch (:class:`distill.data.batching.SampledRowsBatchSampler`).
@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from distill.data.batching import (
     row_groups,
 )
 from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
-from distill.data.collate import Collator, encode_batch
+from distill.data.collate import Collator
 from distill.data.encoding import ENCODING_VERSION, Encoder, marker_ids, target_text
 from distill.data.rationales import example_uid
 from distill.data.splits import SPLITS, Splits, build_splits
@@ -319,15 +319,6 @@ class DistillDataModule(pl.LightningDataModule):
             return None
         return marker_ids(self.tokenizer, self.label_prefix), marker_ids(self.tokenizer, self.rationale_prefix)
 
-    def encode_inputs(self, texts: Sequence[str], task: str = "label") -> dict[str, Any]:
-        """Tokenize raw inputs the way the batches do (prefix, truncation), padded (left for a causal
-        student's prompts), as tensors:
-        for inference on new text, or to ask a step_by_step student for rationales."""
-        if self.tokenizer is None:
-            raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
-        prefix = self.task_prefixes[task]
-        return encode_batch(self.tokenizer, [prefix + t for t in texts], self.max_input_length, self.student_kind)
-
     # ----------------------------------------------------------------- batching plan
     def plan(self, world_size: int | None = None) -> tuple[int, int]:
         """``(micro_batch_size, accumulate_grad_batches)`` for ``world_size`` processes."""
@@ -461,7 +452,7 @@ class DistillDataModule(pl.LightningDataModule):
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str | None = None) -> None:
         self._read_trainer()
-        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         for split in needed.get(stage or "", SPLITS):
             if split == "test" and not self.examples("test"):
                 continue
@@ -536,7 +527,4 @@ class DistillDataModule(pl.LightningDataModule):
         return self._eval_dataloader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_dataloader("test")
-
-    def predict_dataloader(self) -> DataLoader:
         return self._eval_dataloader("test")

@@ -72,7 +72,6 @@ __all__ = [
     "build_splits",
     "nested_subset",
     "holdout",
-    "training_label",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -129,11 +128,6 @@ class Splits:
         if split not in SPLITS:
             raise KeyError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
         return getattr(self, split)
-
-
-def training_label(example: Example, label_source: str) -> str | None:
-    """The label the student learns for a train example under ``label_source``."""
-    return example.teacher_label if label_source in TEACHER_LABELS else example.gold
 
 
 def reads_files(benchmark: Benchmark) -> bool:

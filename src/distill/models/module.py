@@ -280,17 +280,6 @@ class DistillModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log("test/acc", self._eval_epoch_end("test"))
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        task = batch["label"]
-        predictions, rationales = self.predict_labels(task["input_ids"], task["attention_mask"])
-        out = [{"input": text, "prediction": pred} for text, pred in zip(batch["input"], predictions)]
-        if self.with_rationale and self.method == "step_by_step":
-            rationales = self.generate_rationales(batch["input"])
-        for record, rationale in zip(out, rationales):
-            if rationale is not None:
-                record["rationale"] = rationale
-        return out
-
     # ------------------------------------------------------------------ state
     def setup(self, stage: str) -> None:
         """The trainer's precision becomes the run's, and what generation runs in follows it
