@@ -255,3 +255,17 @@ def test_follow_up_choices_are_groups_of_their_own() -> None:
                              "distilling step-by-step (all rationales, teacher-correct)",
                              "single-task rationale+label (label first)", "single-task rationale+label",
                              "distilling step-by-step (teacher labels) (vote labels)"])
+
+
+def test_learning_rates_are_configurations_of_their_own(tmp_path: Path) -> None:
+    """A learning-rate sweep is not pooled over its rates; a results.json from before the rate was
+    recorded takes it from the run's .hydra/config.yaml."""
+    root = tmp_path / "lr"
+    for num, (lr, acc) in enumerate(((3e-5, 0.30), (1e-4, 0.40))):
+        run = write_run(root, num, [f"optimizer.lr={lr}"], method="standard", fraction=1.0, seed=0, acc=acc)
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "optimizer": {"lr": lr}}))
+    result = agg.aggregate([str(root)], tmp_path / "out")
+    assert sorted(g.key["lr"] for g in result["groups"]) == [3e-5, 1e-4]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| standard finetuning, lr=3e-05 | 30.00 (n=1) |" in md and "| standard finetuning, lr=0.0001 | 40.00 (n=1) |" in md

@@ -40,7 +40,8 @@ import pandas as pd
 
 #: the configuration fields that identify a result; runs equal on all but ``seed`` are pooled
 GROUP_KEYS = ("benchmark", "model", "method", "label_source", "fraction", "rationale_weight", "alpha",
-              "max_steps", "global_batch_size", "shared_input", "rationales", "rationale_filter", "rationale_position")
+              "max_steps", "global_batch_size", "lr", "shared_input", "rationales", "rationale_filter",
+              "rationale_position")
 #: the follow-up literature's choices a run can make (issue 19), beside the paper's method
 VARIANT_KEYS = ("rationales", "rationale_filter", "rationale_position")
 #: what runs from before a group key was recorded used: the paper's choices
@@ -50,7 +51,7 @@ METRICS = ("test/acc", "val/acc_best")
 #: the teacher's own accuracy on a run's test examples (train.py records it where the teacher has them)
 TEACHER_METRIC = "test/teacher_acc"
 #: what a difference is paired within: the same cell, seed by seed
-CELL_KEYS = ("benchmark", "model", "fraction", "max_steps", "global_batch_size")
+CELL_KEYS = ("benchmark", "model", "fraction", "max_steps", "global_batch_size", "lr")
 #: (comparison, baseline, method): the differences results.md reports, method minus baseline
 COMPARISONS = (
     ("step-by-step − standard finetuning", {"method": "standard", "label_source": "gold"},
@@ -107,17 +108,24 @@ def _job_label(run_dir: Path) -> tuple[int | None, str]:
     return (int(num) if isinstance(num, int) or (isinstance(num, str) and num.isdigit()) else None), overrides
 
 
-def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
-    """The identifying fields of a run from its ``.hydra/config.yaml`` (for runs without results)."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        cfg = _read_yaml(path)
-    except Exception:  # noqa: BLE001
-        return {}
+#: the identifying fields of a run, and where a composed config (``.hydra/config.yaml``, W&B) holds them
+CONFIG_FIELDS = {
+    "benchmark": ("data", "benchmark", "name"), "model": ("model", "short_name"), "method": ("method", "name"),
+    "label_source": ("data", "label_source"), "fraction": ("data", "fraction"),
+    "rationale_weight": ("method", "rationale_weight"), "alpha": ("method", "alpha"), "seed": ("seed",),
+    "global_batch_size": ("data", "batch_size"), "max_steps": ("trainer", "max_steps"), "lr": ("optimizer", "lr"),
+    "shared_input": ("method", "shared_input"), "rationales": ("data", "rationales"),
+    "rationale_filter": ("data", "rationale_filter"), "rationale_position": ("method", "rationale_position"),
+}
 
-    def get(*keys: str) -> Any:
+
+def identity_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """:data:`CONFIG_FIELDS` read from a composed config, nested or flattened (``data/fraction``, as
+    W&B may store it); an unresolved interpolation reads as None."""
+
+    def get(keys: tuple[str, ...]) -> Any:
+        if "/".join(keys) in cfg:
+            return cfg["/".join(keys)]
         node: Any = cfg
         for key in keys:
             if not isinstance(node, dict) or key not in node:
@@ -125,14 +133,18 @@ def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
             node = node[key]
         return None if isinstance(node, str) and "${" in node else node
 
-    return {
-        "benchmark": get("data", "benchmark", "name"), "model": get("model", "short_name"),
-        "method": get("method", "name"), "label_source": get("data", "label_source"),
-        "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
-        "alpha": get("method", "alpha"), "seed": get("seed"), "shared_input": get("method", "shared_input"),
-        "rationales": get("data", "rationales"), "rationale_filter": get("data", "rationale_filter"),
-        "rationale_position": get("method", "rationale_position"),
-    }
+    return {field: get(keys) for field, keys in CONFIG_FIELDS.items()}
+
+
+def _config_from_hydra(run_dir: Path) -> dict[str, Any]:
+    """The identifying fields of a run from its ``.hydra/config.yaml`` ({} where it has none)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        return identity_from_config(_read_yaml(path) or {})
+    except Exception:  # noqa: BLE001
+        return {}
 
 
 def read_run(run_dir: Path) -> Run:
@@ -151,6 +163,8 @@ def read_run(run_dir: Path) -> Run:
         return Run(str(run_dir), "failed", _config_from_hydra(run_dir), job=job,
                    reason=f"{path}: expected a JSON object")
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    # what results.json did not record (e.g. the learning rate, before it was) from the run's .hydra/
+    config = {**{k: v for k, v in _config_from_hydra(run_dir).items() if v is not None}, **config}
     metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
     status = str(data.get("status", "missing status"))
     if status != "ok":
@@ -244,29 +258,7 @@ def read_wandb(project: str, api: Any = None) -> list[Run]:
             raise AggregateError(f"cannot reach W&B for {project!r}: {error}") from error
     runs = []
     for wb_run in api.runs(project):
-        cfg = dict(wb_run.config or {})
-
-        def get(*keys: str, cfg: dict = cfg) -> Any:
-            node: Any = cfg
-            for key in keys:
-                if isinstance(node, dict) and key in node:
-                    node = node[key]
-                elif isinstance(node, dict) and "/".join(keys) in node:  # flattened configs
-                    return node["/".join(keys)]
-                else:
-                    return None
-            return node
-
-        config = {
-            "benchmark": get("data", "benchmark", "name"), "model": get("model", "short_name"),
-            "method": get("method", "name"), "label_source": get("data", "label_source"),
-            "fraction": get("data", "fraction"), "rationale_weight": get("method", "rationale_weight"),
-            "alpha": get("method", "alpha"), "seed": get("seed"), "global_batch_size": get("data", "batch_size"),
-            "shared_input": get("method", "shared_input"),
-            "rationales": get("data", "rationales"), "rationale_filter": get("data", "rationale_filter"),
-            "rationale_position": get("method", "rationale_position"),
-            "max_steps": get("trainer", "max_steps"),
-        }
+        config = identity_from_config(dict(wb_run.config or {}))
         summary = dict(getattr(wb_run, "summary", {}) or {})
         metrics = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         source = "/".join(str(p) for p in getattr(wb_run, "path", [wb_run.id]))
@@ -408,14 +400,20 @@ def fmt_fraction(value: Any) -> str:
         return str(value)
 
 
-def _series_label(group: Group, lambdas_vary: bool) -> str:
+def _series_label(group: Group, lambdas_vary: bool, lrs_vary: bool = False) -> str:
     label = group.label
     if group.key["method"] == "step_by_step" and lambdas_vary:
         if group.key["alpha"] is not None:
             label += f", α={group.key['alpha']:g}"
         else:
             label += f", λ={group.key['rationale_weight']:g}"
+    if lrs_vary and group.key.get("lr") is not None:
+        label += f", lr={group.key['lr']:g}"
     return label
+
+
+def _lrs_vary(members: list[Group]) -> bool:
+    return len({g.key.get("lr") for g in members}) > 1
 
 
 def paper_tables(groups: list[Group], metric: str) -> list[str]:
@@ -432,7 +430,7 @@ def paper_tables(groups: list[Group], metric: str) -> list[str]:
         lines.append("|---|" + "---:|" * len(fractions))
         rows: dict[str, dict[Any, Group]] = defaultdict(dict)
         for g in members:
-            rows[_series_label(g, lambdas_vary)][g.key["fraction"]] = g
+            rows[_series_label(g, lambdas_vary, _lrs_vary(members))][g.key["fraction"]] = g
         for label in sorted(rows):
             cells = [fmt_stat(rows[label][f].stat(metric)) if f in rows[label] else "" for f in fractions]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -485,13 +483,14 @@ def markdown_report(runs: list[Run], groups: list[Group], metric: str, sources: 
     if paired is not None:
         lines += paired_table(paired, metric)
     lines += ["### All configurations", "",
-              "| benchmark | model | method | labels | fraction | λ | α | steps | seeds | " + " | ".join(METRICS) + " |",
-              "|---|---|---|---|---:|---:|---:|---:|---|" + "---:|" * len(METRICS)]
+              "| benchmark | model | method | labels | fraction | λ | α | steps | lr | seeds | " + " | ".join(METRICS) + " |",
+              "|---|---|---|---|---:|---:|---:|---:|---:|---|" + "---:|" * len(METRICS)]
     for g in groups:
         k = g.key
         cells = [str(k["benchmark"]), str(k["model"]), g.label, str(k["label_source"]), fmt_fraction(k["fraction"]),
                  "" if k["rationale_weight"] is None or k["method"] != "step_by_step" else f"{k['rationale_weight']:g}",
-                 "" if k["alpha"] is None else f"{k['alpha']:g}", str(k["max_steps"]), " ".join(str(s) for s in g.seeds)]
+                 "" if k["alpha"] is None else f"{k['alpha']:g}", str(k["max_steps"]),
+                 "" if k.get("lr") is None else f"{k['lr']:g}", " ".join(str(s) for s in g.seeds)]
         cells += [fmt_stat(g.stat(m)) for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -653,7 +652,7 @@ def _plot_panels(groups: list[Group], metric: str, panel_keys: tuple[str, ...], 
         lambdas_vary = len({(g.key["rationale_weight"], g.key["alpha"]) for g in members if g.key["method"] == "step_by_step"}) > 1
         series: dict[str, list[Group]] = defaultdict(list)
         for g in members:
-            series[_series_label(g, lambdas_vary) if x_of is not _lambda_x else g.label].append(g)
+            series[_series_label(g, lambdas_vary, _lrs_vary(members)) if x_of is not _lambda_x else g.label].append(g)
         for label, points in sorted(series.items()):
             points.sort(key=x_of)
             xs = [x_of(g) for g in points]

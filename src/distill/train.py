@@ -151,6 +151,7 @@ def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
         "accumulate_grad_batches": accumulate,
         "world_size": trainer.world_size,
         "max_steps": cfg.trainer.max_steps,
+        "lr": cfg.optimizer.lr,
         # what the run trained and tested in (the CPU bf16 probe may have chosen it): eval.py,
         # distill.predict and distill.export use the same, read from the checkpoint
         "precision": normalize(trainer.precision),
