@@ -93,6 +93,13 @@ def test_a_killed_sweep_rerun_skips_the_finished_jobs_and_resumes_the_killed_one
     assert [t["step"] for t in read_step_trace(job3 / "step_trace.jsonl")] == [5, 6, 7, 8]
     assert results(job3)["status"] == "ok" and results(job3)["global_step"] == 8
     assert results(job3)["config"]["seed"] == 3
+    # its CSV curve is whole: what the killed process logged (validations at steps 2 and 4) kept as part 1
+    import pandas as pd
+
+    before = pd.read_csv(job3 / "csv" / "metrics.part1.csv")
+    after = pd.read_csv(job3 / "csv" / "metrics.csv")
+    assert before.dropna(subset=["val/acc"])["step"].tolist() == [1, 3]
+    assert after.dropna(subset=["val/acc"])["step"].tolist() == [5, 7]
     # job 4: run for the first time
     assert record(sweep_dir / "3")["action"] == "started" and results(sweep_dir / "3")["config"]["seed"] == 4
     assert not (sweep_dir / ".superseded").exists()

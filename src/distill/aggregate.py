@@ -749,7 +749,9 @@ def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> di
 
 
 #: what :func:`keep_runs` copies of a run: enough to rebuild every table, nothing large
-KEPT_FILES = ("results.json", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "csv/metrics.csv")
+KEPT_FILES = ("results.json", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+#: and its CSV curves: ``metrics.csv`` and the parts a resumed run kept (:func:`distill.train.keep_csv_history`)
+KEPT_CURVES = "csv/**/metrics*.csv"
 
 
 def keep_runs(sources: Sequence[str], destination: Path) -> int:
@@ -765,11 +767,12 @@ def keep_runs(sources: Sequence[str], destination: Path) -> int:
             if {".submitit", ".superseded"} & set(run_dir.relative_to(root).parts):
                 continue
             target = destination / root.name / run_dir.relative_to(root)
-            for name in KEPT_FILES:
-                found = run_dir / name if name != "csv/metrics.csv" else next(iter(sorted(run_dir.glob("csv/**/metrics.csv"))), None)
-                if found is not None and found.is_file():
-                    (target / name).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(found, target / name)
+            files = [run_dir / name for name in KEPT_FILES] + sorted(run_dir.glob(KEPT_CURVES))
+            for found in files:
+                if found.is_file():
+                    copy = target / found.relative_to(run_dir)
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(found, copy)
             copied += 1
     return copied
 

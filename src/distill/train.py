@@ -88,6 +88,20 @@ def build_datamodule(
     )
 
 
+def keep_csv_history(metrics_file: Path) -> Path | None:
+    """Before a resumed run's CSVLogger starts (it deletes the ``metrics.csv`` it finds), move the
+    earlier process's file to ``metrics.part<k>.csv`` (k = 1, 2, ... in order): read in order, the
+    parts and the new ``metrics.csv`` hold the whole run's curve (steps logged after the last
+    checkpoint appear twice: once in the part, once after the resume)."""
+    if not metrics_file.is_file():
+        return None
+    k = 1
+    while (part := metrics_file.with_name(f"metrics.part{k}.csv")).exists():
+        k += 1
+    metrics_file.rename(part)
+    return part
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
@@ -98,6 +112,10 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             kwargs["mode"] = resolve_wandb_mode(logger_cfg.get("mode"))
             if logger_cfg.save_dir:
                 Path(logger_cfg.save_dir).mkdir(parents=True, exist_ok=True)
+        if logger_cfg._target_.endswith("CSVLogger") and cfg.get("ckpt_path"):
+            # a resumed run keeps what its earlier process logged
+            log_dir = Path(logger_cfg.save_dir) / str(logger_cfg.get("name") or "") / str(logger_cfg.get("version") or "")
+            keep_csv_history(log_dir / "metrics.csv")
         loggers.append(hydra.utils.instantiate(logger_cfg, **kwargs))
     return loggers
 
