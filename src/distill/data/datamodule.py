@@ -471,30 +471,12 @@ class DistillDataModule(pl.LightningDataModule):
     def train_sampler(self) -> GlobalBatchSampler:
         dataset = self.dataset("train")
         lengths = dataset["length"]
+        plan = {"global_batch_size": self.batch_size, "micro_batch_size": self.plan()[0], "world_size": self.world_size,
+                "rank": self.rank, "seed": self.seed, "shuffle": True, "group_by_length": self.group_by_length,
+                "drop_last": self.drop_last}
         if self.rationales == "sample":  # one of each example's rows per epoch
-            return SampledRowsBatchSampler(
-                row_groups([example_uid(uid) for uid in dataset["uid"]]),
-                lengths,
-                global_batch_size=self.batch_size,
-                micro_batch_size=self.plan()[0],
-                world_size=self.world_size,
-                rank=self.rank,
-                seed=self.seed,
-                shuffle=True,
-                group_by_length=self.group_by_length,
-                drop_last=self.drop_last,
-            )
-        return GlobalBatchSampler(
-            lengths,
-            global_batch_size=self.batch_size,
-            micro_batch_size=self.plan()[0],
-            world_size=self.world_size,
-            rank=self.rank,
-            seed=self.seed,
-            shuffle=True,
-            group_by_length=self.group_by_length,
-            drop_last=self.drop_last,
-        )
+            return SampledRowsBatchSampler(row_groups([example_uid(uid) for uid in dataset["uid"]]), lengths, **plan)
+        return GlobalBatchSampler(lengths, **plan)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
