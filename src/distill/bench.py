@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -42,7 +41,6 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of  # noqa: E402
 
-REPO_CONF = Path(__file__).resolve().parents[2] / "conf"
 BENCH_DEFAULTS: dict[str, Any] = {
     "steps": 20, "warmup": 3, "eval_batches": 4, "modes": "plain,fast", "repeats": 1, "profile": 0,
 }
@@ -254,7 +252,9 @@ def compose_config(argv: list[str]) -> tuple[Any, dict[str, Any]]:
             overrides.append(arg)
     import distill  # noqa: F401  (registers the resolvers conf/ uses)
 
-    with initialize_config_dir(config_dir=str(REPO_CONF), version_base="1.3"):
+    from distill.runtime import find_conf_dir
+
+    with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     return cfg, bench
 

