@@ -27,6 +27,9 @@ __all__ = [
     "read_jsonl_numbered",
     "read_shard",
     "teacher_dir",
+    "shard_glob",
+    "shard_index",
+    "shard_name",
     "shard_paths",
     "read_teacher_completions",
     "check_shard_sizes",
@@ -67,6 +70,22 @@ def read_jsonl_numbered(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
+def shard_name(split: str, index: int) -> str:
+    """The release's name of a split's completion shard ``index``: ``{split}_CoT_{index}.json``."""
+    return f"{split}_CoT_{index}.json"
+
+
+def shard_glob(split: str) -> str:
+    """A glob for every shard file of a split (:func:`shard_name`)."""
+    return f"{split}_CoT_*.json"
+
+
+def shard_index(split: str, filename: str) -> int | None:
+    """The index of a split's shard file name (:func:`shard_name`), None for any other name."""
+    match = re.fullmatch(rf"{re.escape(split)}_CoT_(\d+)\.json", filename)
+    return int(match.group(1)) if match else None
+
+
 def teacher_dir(data_dir: str | Path, name: str, teacher: str) -> Path:
     """``{data_dir}/{name}/{teacher}``: where a teacher's completion shards live."""
     return Path(data_dir) / name / teacher
@@ -81,19 +100,14 @@ def shard_paths(data_dir: str | Path, name: str, teacher: str, split: str) -> li
     directory = teacher_dir(data_dir, name, teacher)
     if not directory.is_dir():
         return []
-    pattern = re.compile(rf"^{re.escape(split)}_CoT_(\d+)\.json$")
-    numbered = []
-    for path in directory.iterdir():
-        match = pattern.match(path.name)
-        if match:
-            numbered.append((int(match.group(1)), path))
-    numbered.sort()
+    numbered = sorted((index, path) for path in directory.iterdir()
+                      if (index := shard_index(split, path.name)) is not None)
     numbers = [n for n, _ in numbered]
     if numbers and numbers != list(range(len(numbers))):
         missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
         raise DataError(
             f"{directory}: teacher shards of split {split!r} must be numbered 0..N-1 without gaps; "
-            f"found {numbers}, missing {[f'{split}_CoT_{m}.json' for m in missing]}"
+            f"found {numbers}, missing {[shard_name(split, m) for m in missing]}"
         )
     return [path for _, path in numbered]
 
@@ -132,8 +146,8 @@ def read_teacher_completions(
     paths = shard_paths(data_dir, name, teacher, split)
     if not paths:
         raise DataError(
-            f"{teacher_dir(data_dir, name, teacher) / f'{split}_CoT_0.json'}: no teacher completions for "
-            f"split {split!r} (expected shards {split}_CoT_0.json, {split}_CoT_1.json, ...)"
+            f"{teacher_dir(data_dir, name, teacher) / shard_name(split, 0)}: no teacher completions for "
+            f"split {split!r} (expected shards {shard_name(split, 0)}, {shard_name(split, 1)}, ...)"
         )
     completions: list[str] = []
     origins: list[tuple[Path, int]] = []

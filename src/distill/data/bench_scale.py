@@ -36,6 +36,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from distill.benchmarks.io import shard_glob, shard_index, shard_name
+
 __all__ = ["build_esnli_train", "FirstStepTimer", "measure", "main"]
 
 SHARD_SIZE = 5500
@@ -70,7 +72,7 @@ def shared_esnli(shared: str | Path | None = None) -> Path:
 
 
 def _completions(directory: Path, split: str) -> list[str]:
-    shards = sorted(directory.glob(f"{split}_CoT_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    shards = sorted(directory.glob(shard_glob(split)), key=lambda p: shard_index(split, p.name))
     out: list[str] = []
     for shard in shards:
         out.extend(json.loads(shard.read_text(encoding="utf-8")))
@@ -87,7 +89,7 @@ def build_esnli_train(data_dir: str | Path, repeats: int = DEFAULT_REPEATS, shar
         link = target / name
         if not link.exists():
             link.symlink_to(source / name)
-    for shard in (source / "llm").glob("*_CoT_*.json"):
+    for shard in (source / "llm").glob(shard_glob("*")):
         link = target / "llm" / shard.name
         if not link.exists():
             link.symlink_to(shard)
@@ -102,7 +104,7 @@ def build_esnli_train(data_dir: str | Path, repeats: int = DEFAULT_REPEATS, shar
     total = len(rows) * repeats
     all_completions = completions * repeats
     for index, start in enumerate(range(0, total, SHARD_SIZE)):
-        shard = target / "llm" / f"train_CoT_{index}.json"
+        shard = target / "llm" / shard_name("train", index)
         shard.write_text(json.dumps(all_completions[start : start + SHARD_SIZE]), encoding="utf-8")
     return total
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.benchmarks.base import Benchmark, Example
+from distill.benchmarks.io import shard_glob
 from distill.data.splits import SPLITS, FileStats, Splits, reads_files
 
 __all__ = [
@@ -90,8 +91,8 @@ def _version(
     split = "*" if file_split is None else file_split
     files = sorted(directory.glob(f"{benchmark.name}_{split}.json"))
     if teacher is not None:
-        files += sorted((directory / teacher).glob(f"{split}_CoT_*.json"))
-        files += sorted((directory / teacher / "samples").glob(f"*/{split}_CoT_*.json"))  # teacher.samples=k
+        files += sorted((directory / teacher).glob(shard_glob(split)))
+        files += sorted((directory / teacher / "samples").glob(f"*/{shard_glob(split)}"))  # teacher.samples=k
     for path in files:
         stat = path.stat()
         digest.update(f"{path.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())

@@ -52,6 +52,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from distill.benchmarks.base import Benchmark, Example, Exemplar
+from distill.benchmarks.io import shard_glob
 from distill.data.splits import load_file
 from distill.teacher.backend import Backend, Request, TeacherConfigError, reason_class
 from distill.teacher.cache import Answer, AnswerCache, request_key
@@ -121,7 +122,7 @@ def remove_stale_samples(teacher_dir: Path, split: str, num_samples: int) -> Non
         return
     for directory in root.iterdir():
         if directory.name.isdigit() and (num_samples == 1 or int(directory.name) >= num_samples):
-            for shard in directory.glob(f"{split}_CoT_*.json"):
+            for shard in directory.glob(shard_glob(split)):
                 shard.unlink()
 
 

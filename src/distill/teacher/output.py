@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from distill.benchmarks.io import shard_index, shard_name
 
 __all__ = ["shard_file", "write_atomic", "write_completions", "write_jsonl", "write_json"]
 
 
 def shard_file(directory: Path, split: str, index: int) -> Path:
-    return directory / f"{split}_CoT_{index}.json"
+    return directory / shard_name(split, index)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -54,10 +55,9 @@ def write_completions(directory: Path, split: str, completions: Sequence[str], s
         chunk = list(completions[start:start + shard_size])
         write_atomic(path, json.dumps(chunk, ensure_ascii=False).encode("utf-8"))
         paths.append(path)
-    pattern = re.compile(rf"^{re.escape(split)}_CoT_(\d+)\.json$")
     for stale in directory.iterdir():
-        m = pattern.match(stale.name)
-        if m and int(m.group(1)) >= len(paths):
+        index = shard_index(split, stale.name)
+        if index is not None and index >= len(paths):
             stale.unlink()
     _fsync_dir(directory)
     return paths
