@@ -756,7 +756,7 @@ KEPT_CURVES = "csv/**/metrics*.csv"
 
 def keep_runs(sources: Sequence[str], destination: Path) -> int:
     """Copy the small files of every run directory under ``sources`` (:data:`KEPT_FILES`; never a
-    checkpoint) to ``destination``, keeping each run's path below its source; returns how many runs."""
+    checkpoint) to ``destination/<sweep>/<run>/``; returns how many runs."""
     import shutil
 
     copied = 0
@@ -766,7 +766,9 @@ def keep_runs(sources: Sequence[str], destination: Path) -> int:
             run_dir = results.parent
             if {".submitit", ".superseded"} & set(run_dir.relative_to(root).parts):
                 continue
-            target = destination / root.name / run_dir.relative_to(root)
+            # a sweep keeps its name; a run directory given alone, its sweep's name and its own
+            base = destination / root.parent.name / root.name if root == run_dir else destination / root.name
+            target = base / run_dir.relative_to(root)
             files = [run_dir / name for name in KEPT_FILES] + sorted(run_dir.glob(KEPT_CURVES))
             for found in files:
                 if found.is_file():
