@@ -292,7 +292,7 @@ def run(argv: list[str]) -> dict[str, Any]:
             cfg, speed, logger=False, callbacks=[], enable_checkpointing=False, enable_progress_bar=False,
             limit_val_batches=bench["eval_batches"], default_root_dir=scratch,
         )
-        module.best_val_acc = float("-inf")
+        module.val_acc_best.reset()
         decode_steps = 0  # output-projection calls: one per position a batch generates (its prompt's pass too)
 
         def count_step(*_: Any) -> None:

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.fsdp import FullyShardedDataParallel
+from torchmetrics import MaxMetric
 
 from distill.models.inference import (
     InferenceSettings,
@@ -127,7 +128,9 @@ class DistillModule(pl.LightningModule):
         self.speed = Speed(**_plain(speed)) if speed else PLAIN
         self._fast_losses_checked = False
         self._shared_pass = True  # False once the first batch showed the model cannot take the branch mask
-        self.best_val_acc = float("-inf")
+        # the best validation accuracy so far (logged as val/acc_best, kept in checkpoints); every rank
+        # holds the same gathered accuracy, so no synchronisation is needed
+        self.val_acc_best = MaxMetric(sync_on_compute=False)
         self._eval_records: list[dict[str, Any]] = []
         self.last_losses: dict[str, torch.Tensor] = {}
         self._architecture: dict[str, Any] | None = None
@@ -269,7 +272,7 @@ class DistillModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         if not math.isnan(acc):
-            self.best_val_acc = max(self.best_val_acc, acc)
+            self.val_acc_best.update(acc)
         # every rank holds the same gathered figure, so no further reduction is needed
         self.log("val/acc", acc, prog_bar=True, rank_zero_only=False)
         self.log("val/acc_best", self.best_val_acc, prog_bar=True)
@@ -288,6 +291,11 @@ class DistillModule(pl.LightningModule):
         self.run_precision = normalize(self.trainer.precision)
         self.settings = self.settings.in_precision(generation_precision(self.run_precision, self.speed.fp32_generation))
 
+    @property
+    def best_val_acc(self) -> float:
+        """The best validation accuracy so far (``-inf`` before the first)."""
+        return float(self.val_acc_best.max_value)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["best_val_acc"] = self.best_val_acc
         checkpoint["precision"] = self.run_precision
@@ -297,7 +305,9 @@ class DistillModule(pl.LightningModule):
         checkpoint["student_architecture"] = self._architecture
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.best_val_acc = checkpoint.get("best_val_acc", float("-inf"))
+        self.val_acc_best.reset()
+        if math.isfinite(best := float(checkpoint.get("best_val_acc", float("-inf")))):
+            self.val_acc_best.update(best)
         if getattr(self, "_trainer", None) is None:  # loaded for inference: decode as the run did
             # (a checkpoint from before generation's precision was recorded generated in the run's;
             # one from before precision was recorded reads as 32-true)
