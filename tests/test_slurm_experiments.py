@@ -134,12 +134,14 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         cells.add((benchmark, cfg.data.fraction, cfg.data.test_subset))
         assert cfg.model.short_name == "smollm2" and cfg.data.label_source == "gold" and cfg.data.teacher == "llm"
         assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1, 2)
+        assert cfg.trainer.limit_val_batches == 5 and cfg.trainer.val_check_interval == 25
         protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
                        cfg.data.max_input_length, cfg.data.max_rationale_length))
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
         assert cfg.data.split_files.train == expected_train and cfg.data.split_files.val is None
         assert cfg.data.split_files.test == "test"
-    assert len(protocols) == 1  # the same steps, batch, schedule and lengths for both methods
+    # the same steps, batch, schedule and lengths for both methods: the protocol chosen on validation
+    assert protocols == {(100, 16, 3.0e-4, 0.0, 256, 128)}
     assert cells == {("svamp", 1.0, None), ("cqa", 0.125, None), ("anli1", 1.0, None), ("esnli", 0.125, 2048)}
     lr_jobs = sweep_jobs("repro_smollm2_lr")
     assert len(lr_jobs) == 8

@@ -749,7 +749,7 @@ def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> di
 
 
 #: what :func:`keep_runs` copies of a run: enough to rebuild every table, nothing large
-KEPT_FILES = ("results.json", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+KEPT_FILES = ("results.json", "sweep_job.json", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 #: and its CSV curves: ``metrics.csv`` and the parts a resumed run kept (:func:`distill.train.keep_csv_history`)
 KEPT_CURVES = "csv/**/metrics*.csv"
 
