@@ -14,10 +14,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from distill.checkpoints import export_student, load_module
+from distill.models.checkpoints import export_student, load_module
 from distill.models.inference import InferenceSettings, predict
 from distill.models.student import load_tiny_causal
-from distill.train import train
+from distill.training import train
 from train_utils import QUICK, REPO, compose_train, subprocess_env
 
 #: QUICK on the tiny causal student
@@ -139,7 +139,7 @@ def test_export_round_trip_with_plain_transformers(trained_run, tmp_path):
     assert len({e["prediction"] for e in expected}) >= len(inputs) // 2, "varied predictions, or the comparison is weak"
     assert plain_transformers_predictions(out, inputs) == [e["prediction"] for e in expected]
     # and through distill's own loader, rationales included
-    from distill.checkpoints import load_student_for_inference
+    from distill.models.checkpoints import load_student_for_inference
 
     model, tokenizer, loaded = load_student_for_inference(out)
     assert predict(model, tokenizer, loaded, inputs, with_rationale=True) == expected

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from distill import aggregate as agg
-from distill.divergence import Diverged, StopOnDivergence
+from distill.callbacks.divergence import Diverged, StopOnDivergence
 from train_utils import REPO, subprocess_env
 
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from distill.checkpoints import load_module, load_student_for_inference
-from distill.local_paths import looks_local
+from distill.models.checkpoints import load_module, load_student_for_inference
+from distill.utils.paths import looks_local
 from distill.models.student import load_student
 from train_utils import subprocess_env
 

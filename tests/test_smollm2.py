@@ -82,9 +82,9 @@ def test_a_trained_checkpoint_exports_to_plain_transformers(smollm2_path, tmp_pa
     ``AutoModelForCausalLM``, predicts what the checkpoint predicts (greedy, left-padded)."""
     from test_causal_train import plain_transformers_predictions, read_jsonl
 
-    from distill.checkpoints import export_student, load_module
+    from distill.models.checkpoints import export_student, load_module
     from distill.models.inference import predict
-    from distill.train import train
+    from distill.training import train
     from train_utils import QUICK, compose_train
 
     run_dir = tmp_path / "run"

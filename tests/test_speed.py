@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-import distill.speed as speed_module
-from distill.speed import PLAIN, Speed, resolve_speed
-from distill.train import build_speed, build_trainer
+import distill.utils.speed as speed_module
+from distill.utils.speed import PLAIN, Speed, resolve_speed
+from distill.training import build_speed, build_trainer
 from train_utils import QUICK, compose_train
 
 FAST = {"fused_optimizer": True, "target_only_logits": True, "stack_tasks": "auto", "pad_to_multiple_of": "auto",
@@ -64,7 +64,7 @@ def test_a_cpu_run_takes_bf16_autocast_when_the_cpu_is_faster_in_bf16(tmp_path):
 def test_a_run_with_cpu_bf16_forced_trains_and_tests(tmp_path):
     import json
 
-    from distill.train import train
+    from distill.training import train
 
     train(compose_train([*QUICK, "trainer=cpu", "speed.cpu_bf16=true"], tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())

@@ -169,7 +169,7 @@ def read_run(run_dir: Path) -> Run:
     status = str(data.get("status", "missing status"))
     if status != "ok":
         reason = str(data.get("error") or data.get("reason") or f"status {status!r}")
-        # a diverged run (distill.divergence) is counted apart from runs that failed to finish
+        # a diverged run (distill.callbacks.divergence) is counted apart from runs that failed to finish
         kept = "diverged" if status == "diverged" else "failed"
         return Run(str(run_dir), kept, config or _config_from_hydra(run_dir), reason=f"{path}: {reason}", job=job)
     missing = [key for key in ("benchmark", "model", "method", "fraction", "seed") if key not in config]
@@ -224,7 +224,7 @@ def read_directory(root: Path) -> list[Run]:
         return [read_run(root)]
     runs: list[Run] = []
     run_dirs = sorted({p.parent for p in root.rglob("results.json")} | {p.parent.parent for p in root.rglob(".hydra/config.yaml")})
-    # .superseded/: runs a resumed sweep moved aside (distill.sweep_resume)
+    # .superseded/: runs a resumed sweep moved aside (distill.launch.sweep_resume)
     run_dirs = [d for d in run_dirs if not {".submitit", ".superseded"} & set(d.relative_to(root).parts)]
     found_jobs: dict[Path, set[int]] = defaultdict(set)
     for run_dir in run_dirs:
@@ -750,7 +750,7 @@ def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> di
 
 #: what :func:`keep_runs` copies of a run: enough to rebuild every table, nothing large
 KEPT_FILES = ("results.json", "sweep_job.json", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
-#: and its CSV curves: ``metrics.csv`` and the parts a resumed run kept (:func:`distill.train.keep_csv_history`)
+#: and its CSV curves: ``metrics.csv`` and the parts a resumed run kept (:func:`distill.training.keep_csv_history`)
 KEPT_CURVES = "csv/**/metrics*.csv"
 
 

@@ -8,7 +8,7 @@ Parsing follows the official release: cut at the first ``Q:``, right-trim, split
 ``The answer is`` (exactly one occurrence); the label is the first ``(`` to the last ``)`` on the
 same line after it (the official regex ``\(.*\)``, found in one pass: the regex backtracks
 quadratically on a line of ``(`` without a ``)``). Scoring compares numeric values through the safe evaluator of
-:mod:`distill.benchmarks.arithmetic` (the official code uses ``eval``; this never executes text).
+:mod:`distill.benchmarks.equation` (the official code uses ``eval``; this never executes text).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from distill.benchmarks.arithmetic import evaluate, same_value
+from distill.benchmarks.equation import evaluate, same_value
 from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion, cut_at_answer
 
 __all__ = ["SVAMP"]

@@ -22,7 +22,7 @@ def compose_summary_config(overrides: list[str]) -> Any:
     import distill  # noqa: F401  (registers the project's OmegaConf resolvers)
     from hydra import compose, initialize_config_dir
 
-    from distill.runtime import find_conf_dir
+    from distill.utils.runtime import find_conf_dir
 
     with initialize_config_dir(config_dir=str(find_conf_dir("summary.yaml")), version_base="1.3"):
         return compose(config_name="summary", overrides=overrides)

@@ -38,8 +38,8 @@ from distill.models.losses import (
     unshared_task_losses,
 )
 from distill.models.student import Student, architecture_of, load_student
-from distill.precision import DEFAULT_PRECISION, generation_autocast, generation_precision, normalize
-from distill.speed import PLAIN, Speed
+from distill.utils.precision import DEFAULT_PRECISION, generation_autocast, generation_precision, normalize
+from distill.utils.speed import PLAIN, Speed
 
 __all__ = ["METHODS", "DistillModule", "combine_losses"]
 
@@ -71,7 +71,7 @@ class DistillModule(pl.LightningModule):
         rationale_max_new_tokens: generation budget for a rationale when rationales are asked for.
         predictions_dir: where ``predictions_{split}.jsonl`` go (None: not written).
         with_rationale: also generate and write the rationale for each prediction.
-        speed: the resolved speed levers (:class:`distill.speed.Speed` fields); none: the plain path.
+        speed: the resolved speed levers (:class:`distill.utils.speed.Speed` fields); none: the plain path.
         shared_input: step_by_step in the shared-input layout (x once, task markers after it;
             :mod:`distill.data.shared_input`); the batches must be laid out so.
         rationale_position: ``single_task``: the rationale ``before`` the label (the paper's) or

@@ -68,8 +68,8 @@ class SmolLM2Unavailable(RuntimeError):
 
 def models_dir() -> Path:
     """Where converted models and their wheels live: ``$DISTILL_MODELS_DIR``, else ``models/`` under
-    :func:`distill.runtime.cache_home` (``~/.cache/distill/models`` by default)."""
-    from distill.runtime import cache_home
+    :func:`distill.utils.runtime.cache_home` (``~/.cache/distill/models`` by default)."""
+    from distill.utils.runtime import cache_home
 
     return Path(os.environ.get("DISTILL_MODELS_DIR") or cache_home() / "models").expanduser()
 

@@ -52,7 +52,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from distill.local_paths import check_local_path
+from distill.utils.paths import check_local_path
 
 
 #: the two kinds of student (:func:`kind_of`)

@@ -24,7 +24,7 @@ from dataclasses import replace
 from time import monotonic
 from typing import Any
 
-from distill.local_paths import check_local_path
+from distill.utils.paths import check_local_path
 from distill.teacher.backend import Backend, Events, Request, TeacherConfigError, cut_at_stop
 from distill.teacher.cache import Answer
 

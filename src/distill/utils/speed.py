@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from distill.runtime import cache_home
+from distill.utils.runtime import cache_home
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _time_matmuls() -> tuple[float, float]:
 def _time_decode_steps(rows: int = 8, width: int = 512, steps: int = 8) -> tuple[float, float]:
     """Median seconds of ``steps`` decode-shaped products (``rows`` x ``width`` @ an fp32 weight of
     ``width`` x ``4 * width``, as a student's feed-forward layer sees one new token per row) in fp32,
-    and under bf16 autocast as generation runs it (:func:`distill.precision.generation_autocast`:
+    and under bf16 autocast as generation runs it (:func:`distill.utils.precision.generation_autocast`:
     the weight cast once per call, then bf16 products), timed alternately."""
     weight = torch.nn.Parameter(torch.randn(4 * width, width))
     x = torch.randn(rows, width)

@@ -49,7 +49,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from distill.runtime import scrub_secrets
+from distill.utils.runtime import scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,7 @@ def _overridden_keys() -> frozenset[str]:
 
 
 def prepare_job(cfg: DictConfig) -> JobDecision:
-    """Called first in :func:`distill.train.train`: decides (:func:`decide`) what this sweep job
+    """Called first in :func:`distill.training.train`: decides (:func:`decide`) what this sweep job
     does with its run directory, moves an old run aside, sets ``cfg.ckpt_path`` to ``last.ckpt``
     for a resumed job and writes ``sweep_job.json``. Outside a multirun, or with
     ``resume_sweep: false``, every job is started as it is configured."""

@@ -1,6 +1,6 @@
 """Where a run meets the cluster: device counts, SLURM job sizes, the Lightning cluster
 environment and W&B grouping. (The per-step trace that proves the global batch is the same on
-any number of processes is :mod:`distill.step_trace`.)
+any number of processes is :mod:`distill.callbacks.step_trace`.)
 
 Why one module: every question here is "how many processes, on what, seeing which examples",
 and the answers must agree between the SLURM launcher (``conf/hydra/launcher/slurm.yaml``),
@@ -12,7 +12,7 @@ before the end, submitit's handler requeues the same array task, which reruns th
 the same output directory). Lightning's own SLURM auto-requeue is switched off by
 :func:`cluster_environment` (``SLURMEnvironment(auto_requeue=False)``), so Lightning installs no
 ``USR1`` handler and never calls ``scontrol requeue`` itself. A requeued job resumes from its
-``checkpoints/last.ckpt``: :mod:`distill.sweep_resume` (``resume_sweep: true``) finds it, as
+``checkpoints/last.ckpt``: :mod:`distill.launch.sweep_resume` (``resume_sweep: true``) finds it, as
 ``ckpt_path=last`` (Lightning's own "last checkpoint of the ModelCheckpoint callback" lookup) does.
 
 OmegaConf resolvers registered on import (idempotent), for use in configs:
@@ -116,9 +116,9 @@ def cluster_environment() -> Any:
     Mirrors Lightning's own detection order (torchelastic, SLURM, LSF, MPI, else a plain local
     environment), changing two things: under SLURM it returns ``SLURMEnvironment(auto_requeue=False)``
     because submitit owns requeueing (see the module doc), and in a submitit *local* job
-    (``hydra/launcher=local``) it returns :class:`distill.submitit_local.SubmititLocalEnvironment`,
+    (``hydra/launcher=local``) it returns :class:`distill.launch.submitit_local.SubmititLocalEnvironment`,
     whose ranks are submitit's tasks. Used from the trainer configs as
-    ``plugins: [{_target_: distill.cluster.cluster_environment}]``.
+    ``plugins: [{_target_: distill.launch.cluster.cluster_environment}]``.
     """
     from pytorch_lightning.plugins.environments import (
         LightningEnvironment,
@@ -132,7 +132,7 @@ def cluster_environment() -> Any:
         return TorchElasticEnvironment()
     if SLURMEnvironment.detect():
         return SLURMEnvironment(auto_requeue=False)
-    from distill.submitit_local import SubmititLocalEnvironment
+    from distill.launch.submitit_local import SubmititLocalEnvironment
 
     if SubmititLocalEnvironment.detect():  # hydra/launcher=local: submitit started one task per device
         return SubmititLocalEnvironment()

@@ -4,7 +4,7 @@ Why: the global batch (``data.batch_size``) must mean the same thing on 1 proces
 the trace of a 1-process run with that of a 2-process run (tests/test_ddp*.py) shows both see the
 same examples at every optimizer step and follow the same loss curve. Enable it on any run::
 
-    python train.py +callbacks.step_trace._target_=distill.step_trace.StepTrace
+    python train.py +callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace
 
 Each line of ``<trainer.default_root_dir>/step_trace.jsonl`` (written by global rank 0)::
 

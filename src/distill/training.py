@@ -17,12 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.data.batching import plan_batches
 from distill.data.summary import format_summary, split_figures
-from distill.divergence import Diverged
+from distill.callbacks.divergence import Diverged
 from distill.models.module import DistillModule
-from distill.precision import normalize
-from distill.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
-from distill.speed import PLAIN, Speed, resolve_speed
-from distill.sweep_resume import finished_metric, prepare_job
+from distill.utils.precision import normalize
+from distill.utils.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
+from distill.utils.speed import PLAIN, Speed, resolve_speed
+from distill.launch.sweep_resume import finished_metric, prepare_job
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _generation_precision(trainer: pl.Trainer) -> dict[str, str]:
 
 
 def format_peak_memory(peak: dict[str, int]) -> str:
-    """``peak RSS 3.21 GB`` (and ``, CUDA 1.10 GB``) from :func:`distill.runtime.peak_memory`."""
+    """``peak RSS 3.21 GB`` (and ``, CUDA 1.10 GB``) from :func:`distill.utils.runtime.peak_memory`."""
     parts = [f"peak {'RSS' if key == 'rss' else key.upper()} {value / 1e9:.2f} GB" for key, value in peak.items()]
     return ", ".join(parts) or "-"
 
@@ -238,7 +238,7 @@ def _in_multirun() -> bool:
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) as configured; returns ``cfg.optimized_metric`` for sweepers."""
     started = time.time()
-    job = prepare_job(cfg)  # a rerun sweep: skip a finished job, resume one from last.ckpt (distill.sweep_resume)
+    job = prepare_job(cfg)  # a rerun sweep: skip a finished job, resume one from last.ckpt (distill.launch.sweep_resume)
     if job.skipped:
         return finished_metric(job, cfg)
     configure_threads(cfg.get("threads"))

@@ -1,6 +1,6 @@
 """Throughput of teacher=openai against the loopback server at a fixed artificial latency.
 
-    python -m distill.teacher.bench [--latency-ms 50] [--concurrency 1 8 64] [--seconds 2]
+    python -m distill.teacher.throughput [--latency-ms 50] [--concurrency 1 8 64] [--seconds 2]
 
 The server (its own process, so it does not share the client's interpreter lock) answers every
 request after ``latency`` seconds; a client with c requests in flight can at best do
