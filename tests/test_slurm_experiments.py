@@ -24,19 +24,18 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
-def sweep_jobs(name: str) -> list[list[str]]:
-    cfg = compose_train([f"experiment={name}"])
-    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+def sweep_jobs(name: str, *overrides: str) -> list[list[str]]:
+    """The jobs of ``python train.py -m experiment=NAME *overrides``: as BasicSweeper.sweep, the
+    command-line values come after the recipe's sweep and replace a list of the same key."""
+    cfg = compose_train([f"experiment={name}", *overrides])
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()] + list(overrides)
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
     return [job for batch in batches for job in batch]
 
 
 def test_there_are_recipes() -> None:
-    assert {"model_size", "lambda_sweep", "label_source", "single_vs_multi_task", "seeds", "causal_headline",
-            "example"} <= set(RECIPES)
-    for kind in ("finetune", "distill"):
-        for benchmark in ("esnli", "anli1", "cqa", "svamp"):
-            assert f"fraction_{kind}_{benchmark}" in RECIPES
+    assert {"data_fraction", "model_size", "lambda_sweep", "label_source", "single_vs_multi_task", "seeds",
+            "causal_headline", "example"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -65,7 +64,7 @@ def test_recipe_composes_and_every_job_is_valid(name: str) -> None:
 
 def test_paper_recipes_use_the_paper_setup() -> None:
     paper = [n for n in RECIPES if "- _paper\n" in (REPO / "conf" / "experiment" / f"{n}.yaml").read_text()]
-    assert len(paper) >= 14
+    assert len(paper) >= 12
     for name in paper:
         cfg = compose_train([f"experiment={name}"])
         assert cfg.data.batch_size == 64 and cfg.optimizer.lr == 5e-5
@@ -90,6 +89,27 @@ def test_readme_run_counts_match_the_sweeps() -> None:
             assert len(sweep_jobs(name)) == int(runs), f"README says {runs} runs for {name}"
             named.add(name)
     assert named == set(RECIPES) - {"example"}, "every paper recipe is in the README table"
+
+
+def test_data_fraction_sweeps_the_benchmarks_or_the_one_named() -> None:
+    """experiment=data_fraction: both methods x 5 fractions x 3 seeds on the four benchmarks, or on
+    the one of data=B; gold labels (vs standard finetuning) unless data.label_source=teacher (vs
+    standard distillation)."""
+    fractions, methods, seeds = {0.125, 0.25, 0.5, 0.75, 1.0}, {"standard", "step_by_step"}, {0, 1, 2}
+    for overrides, benchmarks, labels in (
+            ((), {"esnli", "anli1", "cqa", "svamp"}, "gold"),
+            (("data=svamp",), {"svamp"}, "gold"),
+            (("data=cqa", "data.label_source=teacher"), {"cqa"}, "teacher"),
+            (("data.label_source=teacher",), {"esnli", "anli1", "cqa", "svamp"}, "teacher")):
+        jobs = sweep_jobs("data_fraction", *overrides)
+        cells = set()
+        for job in jobs:
+            cfg = compose_train(["experiment=data_fraction", *job])
+            assert cfg.experiment_name == "data_fraction" and cfg.data.label_source == labels, overrides
+            assert cfg.model.short_name == "t5_v1_1_base"
+            cells.add((cfg.data.benchmark.name, cfg.method.name, cfg.data.fraction, cfg.seed))
+        assert len(jobs) == len(cells) == len(benchmarks) * 2 * 5 * 3, overrides
+        assert cells == {(b, m, f, s) for b in benchmarks for m in methods for f in fractions for s in seeds}
 
 
 def test_committed_example_is_complete() -> None:
