@@ -181,7 +181,7 @@ def test_first_requests_failing_the_same_way_stop_the_run(tmp_path):
                 OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=4, **FAST).generate(
                     [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
             assert 8 <= len(rec.answers) < 40 and len({r.body["prompt"] for r in server.received}) < 40
-    # teacher.fail_fast=0: every item is asked whatever happens
+    # teacher.backend.fail_fast=0: every item is asked whatever happens
     with LoopbackServer(FakeTeacher(bench, examples), faults=lambda p, a: "400") as server:
         rec = Recorder()
         OpenAIBackend(server.base_url, "m", chat=False, fail_fast=0, **FAST).generate(

@@ -178,7 +178,7 @@ def annotate_command(benchmark: Benchmark, data_dir: Path, file_split: str, teac
     )
     return (
         f"python annotate.py {data} split={file_split} paths.data_dir={data_dir} teacher=openai "
-        f"teacher.base_url=URL teacher.model=MODEL teacher.name={teacher}"
+        f"teacher.backend.base_url=URL teacher.backend.model=MODEL teacher.name={teacher}"
     )
 
 
@@ -187,7 +187,7 @@ def missing_teacher_message(
 ) -> str:
     return (
         f"{missing_teacher_note(benchmark, data_dir, file_split, teacher, needed_by)}\n"
-        f"(or teacher=hf teacher.model=PATH), point data.teacher at a teacher that has them, or train on gold "
+        f"(or teacher=hf teacher.backend.model=PATH), point data.teacher at a teacher that has them, or train on gold "
         f"labels without rationales: method=standard data.label_source=gold"
     )
 
@@ -481,7 +481,7 @@ def build_splits(
                 f"no per-sample shard sets of {benchmark.name}_{train_file} "
                 f"({Path(data_dir) / benchmark.name / str(teacher) / 'samples' / '0' / f'{train_file}_CoT_0.json'} "
                 f"is missing): write them with\n  {annotate_command(benchmark, Path(data_dir), train_file, 'T')} "
-                f"teacher.samples=4 teacher.temperature=0.7\nand train with data.teacher=T")
+                f"teacher.samples=4 teacher.backend.temperature=0.7\nand train with data.teacher=T")
         kept, rationale_counts["train"] = select_rationales(
             benchmark, kept, samples, rationales, rationale_filter, label_source)
         dropped["train"] += rationale_counts["train"]["no_vote"]

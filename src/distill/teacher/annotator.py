@@ -1,7 +1,7 @@
 """Step 1 of Distilling Step-by-Step: ask a teacher for a rationale and a label per input.
 
-``python annotate.py data=NAME split=SPLIT teacher=openai teacher.base_url=URL teacher.model=M
-teacher.name=T`` reads ``{paths.data_dir}/NAME/NAME_SPLIT.json``, prompts the teacher with the
+``python annotate.py data=NAME split=SPLIT teacher=openai teacher.backend.base_url=URL
+teacher.backend.model=M teacher.name=T`` reads ``{paths.data_dir}/NAME/NAME_SPLIT.json``, prompts the teacher with the
 benchmark's few-shot chain of thought, and writes ``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (the
 official layout, read by the data modules with ``data.teacher=T``), a sidecar and a report.
 
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from distill.benchmarks.base import Benchmark, Example, Exemplar
 from distill.benchmarks.io import shard_glob
@@ -62,10 +62,6 @@ from distill.teacher.report import Report, format_rows
 from distill.teacher.vote import majority_vote
 
 log = logging.getLogger(__name__)
-
-#: keys of the ``teacher`` config group that describe the run, not the backend
-RUN_KEYS = ("name", "shard", "num_shards", "samples", "cache_dir", "fsync")
-
 
 class IncompleteShardsError(RuntimeError):
     """merge=true found rows that no shard job has answered."""
@@ -98,7 +94,7 @@ class Settings:
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"teacher.shard must be in [0, teacher.num_shards={self.num_shards}), got {self.shard}")
         if self.num_samples < 1:
-            raise ValueError(f"teacher.num_samples must be >= 1, got {self.num_samples}")
+            raise ValueError(f"teacher.samples must be >= 1, got {self.num_samples}")
         if self.offset < 0 or (self.limit is not None and self.limit < 0):
             raise ValueError("offset and limit must be >= 0")
         if "/" in self.teacher_name or not self.teacher_name:
@@ -264,7 +260,7 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
     report = Report(benchmark.name, settings.split, settings.teacher_name, backend.describe(), (start, stop),
                     items=len(items), samples_per_item=settings.num_samples, requests=len(requests))
     if settings.num_samples > 1 and backend.sampling().get("temperature", 1) == 0:
-        log.warning("teacher.num_samples=%d with temperature 0: every sample gets the same answer",
+        log.warning("teacher.samples=%d with temperature 0: every sample gets the same answer",
                     settings.num_samples)
 
     writer = f"{settings.split}.{settings.teacher_name}.{settings.shard}-of-{settings.num_shards}"
@@ -351,11 +347,10 @@ def settings_from_config(cfg: DictConfig, benchmark: Benchmark) -> Settings:
     )
 
 
-def build_backend(teacher_cfg: DictConfig) -> Backend:
-    """The backend from the ``teacher`` group: its ``_target_`` and every key not in RUN_KEYS."""
+def build_backend(backend_cfg: DictConfig) -> Backend:
+    """The backend ``teacher.backend`` names (its ``_target_`` and arguments)."""
     from hydra.utils import instantiate
 
-    backend_cfg = {k: v for k, v in OmegaConf.to_container(teacher_cfg, resolve=True).items() if k not in RUN_KEYS}
     return instantiate(backend_cfg, _convert_="all")
 
 
@@ -371,7 +366,7 @@ def run(cfg: DictConfig) -> Report:
     """``annotate.py``'s body: build, run, report. SystemExit(message), status 1, when the teacher
     stopped the run, when an item failed, and with ``strict=true`` when any item has a problem."""
     benchmark = build_benchmark(cfg.data)
-    backend = build_backend(cfg.teacher)
+    backend = build_backend(cfg.teacher.backend)
     settings = settings_from_config(cfg, benchmark)
     try:
         report = annotate(settings, benchmark, backend)
