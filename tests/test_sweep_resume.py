@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.aggregate import read_directory
+from distill.results.runs import read_directory
 from distill.callbacks.step_trace import read_step_trace
 from distill.launch.sweep_resume import identity_config, job_fingerprint
 from train_utils import REPO, compose_train, subprocess_env

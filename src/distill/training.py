@@ -19,6 +19,7 @@ from distill.data.batching import plan_batches
 from distill.data.summary import format_summary, split_figures
 from distill.callbacks.divergence import Diverged
 from distill.models.module import DistillModule
+from distill.results.identity import read_identity, with_defaults
 from distill.utils.precision import normalize
 from distill.utils.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
 from distill.utils.speed import PLAIN, Speed, resolve_speed
@@ -150,26 +151,14 @@ def majority_baseline(golds: list[str | None]) -> float:
 
 
 def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+    """``results.json``'s ``config``: the run identity (:mod:`distill.results.identity`, the fields
+    the results package reads back) and how this run laid out its batches and precision."""
     micro, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
     return {
-        "benchmark": cfg.data.benchmark.name if "name" in cfg.data.benchmark else str(cfg.data.benchmark._target_),
-        "method": cfg.method.name,
-        "model": cfg.model.short_name,
-        "fraction": cfg.data.fraction,
-        "label_source": cfg.data.label_source,
-        "rationale_weight": cfg.method.rationale_weight,
-        "alpha": cfg.method.alpha,
-        "shared_input": bool(cfg.method.get("shared_input", False)),
-        "rationales": cfg.data.get("rationales", "first"),
-        "rationale_filter": cfg.data.get("rationale_filter", "none"),
-        "rationale_position": cfg.method.get("rationale_position", "before"),
-        "seed": cfg.seed,
-        "global_batch_size": cfg.data.batch_size,
+        **with_defaults(read_identity(cfg)),
         "micro_batch_size": micro,
         "accumulate_grad_batches": accumulate,
         "world_size": trainer.world_size,
-        "max_steps": cfg.trainer.max_steps,
-        "lr": cfg.optimizer.lr,
         # what the run trained and tested in (the CPU bf16 probe may have chosen it): eval.py,
         # distill.predict and distill.export use the same, read from the checkpoint
         "precision": normalize(trainer.precision),
