@@ -1,42 +1,11 @@
 """Step 1 of Distilling Step-by-Step: ask a teacher for a rationale and a label per input.
 
-``python annotate.py data=NAME split=SPLIT teacher=openai teacher.backend.base_url=URL
-teacher.backend.model=M teacher.name=T`` reads ``{paths.data_dir}/NAME/NAME_SPLIT.json``, prompts the teacher with the
-benchmark's few-shot chain of thought, and writes ``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (the
-official layout, read by the data modules with ``data.teacher=T``), a sidecar and a report.
-
-How a run goes:
-
-1. Rows ``[offset, offset + limit)`` of the split; with ``teacher.num_shards=n`` job
-   ``teacher.shard=i`` takes the i-th contiguous slice of them (SLURM array jobs).
-2. One request per row and sample (``teacher.samples``), keyed by a hash of everything that
-   determines the answer. Requests the cache already holds are not asked again (recorded
-   failures are, unless ``retry_failed=false``); identical prompts are asked once.
-3. Every answer is stored durably the moment it arrives (:mod:`distill.teacher.cache`).
-4. With one shard (or ``merge=true`` after all shards ran), the rows are assembled from the
-   cache, a sample is chosen by majority vote, and the files are written atomically. With
-   ``teacher.samples=k > 1`` every sample also gets its own shard set in the release layout,
-   ``{out_dir}/NAME/T/samples/{s}/SPLIT_CoT_{i}.json`` (s = 0..k-1, the teacher's texts, never
-   filtered), read by the data layer's ``data.rationales=all|sample`` and ``label_source=teacher_vote``;
-   the top-level shards hold the vote's sample, so single-sample readers see self-consistency.
-   ``merge=true`` asks nothing: it fails, naming the shards, if any row lacks an answer.
-
-Bad answers are data: an item whose retries ran out is written as an empty placeholder
-completion, so the shards stay aligned with the rows (the data layer's parser reports it as a
-parse failure: counted, never silently given an empty label); the report lists its row under
-``placeholder_rows`` and the sidecar marks it ``"placeholder": true`` with the error.
-Unparsable and out-of-label-space answers are written as the teacher wrote them and counted.
-
-Exit status: non-zero when any item failed (a rerun asks again for exactly those: answers are
-cached), and with ``strict=true`` also for unparsed answers and labels outside the label space.
-A teacher that is not there (the first requests all fail to connect, or all fail alike) stops
-the run early with a message naming the URL: nothing is written, the cache keeps what arrived.
-
-``filter_gold=true`` keeps a rationale only where the teacher's label scores right against gold:
-elsewhere the shard holds the label alone (``format_answer`` with an empty rationale, which the
-data layer reads as "label, no rationale"; a label outside the label space is dropped too, as
-""), and the sidecar keeps what the teacher wrote under ``unfiltered``. The cache is untouched,
-so the same run without the filter rewrites the full texts without asking again.
+``annotate(cfg)`` prompts ``cfg.teacher.backend`` with the benchmark's few-shot chain of thought for
+rows ``[offset, offset + limit)`` of a split (the ``teacher.shard``-th of ``teacher.num_shards``
+slices), caches every answer as it arrives, and writes the release layout
+``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (and ``samples/{s}/`` when ``teacher.samples > 1``), a sidecar
+and a report. A failed item is an empty placeholder, named in the report; the exit status is non-zero
+when any item failed (README, "Teacher rationales for your data").
 """
 
 from __future__ import annotations
