@@ -1,24 +1,9 @@
-"""Dynamic padding: each micro-batch is padded to its own longest sequence, not a fixed length
-(rounded up to ``pad_to_multiple_of``, which GPU matrix units and compiled graphs like).
-
-Train task batches also carry where their targets are, computed here on the host so the training
-step never has to ask the device: ``target_positions`` (``(targets, 2)``: row and column of the
-output that predicts each target token) and ``target_ids`` (those tokens), in row-major order.
-
-The layout follows the student's kind:
-
-* ``seq2seq`` (:func:`pad_task`): ``input_ids`` is the encoder input, ``labels`` the target (the
-  decoder reads it shifted right); a target's position is its own column in ``labels``.
-* ``causal`` (:func:`pad_causal_task`): one sequence ``prompt + completion`` per row, right-padded;
-  ``labels`` has the width of ``input_ids``, holds the completion in its columns and -100 on the
-  prompt and padding (the model shifts it itself); the output predicting the token at column
-  ``c`` is the one at ``c - 1``. Eval batches hold the prompts alone, left-padded, for generation.
-
-Step-by-step in the shared-input layout (``shared_markers``) lays a train batch out with x once for
-both tasks (:mod:`distill.data.shared_input`); its eval batches are the same as above, x alone.
-
-A picklable class (no lambdas), so DataLoader workers (``num_workers > 0``) can use it.
-"""
+"""Dynamic padding: each micro-batch is padded to its own longest row (rounded up to ``pad_to_multiple_of``);
+train task batches also carry where their targets are (:func:`locate_targets`, on the host, so the step
+never asks the device). A ``seq2seq`` student gets encoder inputs and ``labels`` (:func:`pad_task`); a
+``causal`` one ``prompt + completion`` rows, ``labels`` -100 but on the completion (:func:`pad_causal_task`),
+and for evaluation the prompts alone, left-padded. The shared-input layout: :mod:`distill.data.shared_input`.
+:class:`Collator` is picklable, for DataLoader workers."""
 
 from __future__ import annotations
 

@@ -1,23 +1,9 @@
-"""The shared-input layout of step-by-step (``method.shared_input=true``): x once, both tasks after it.
-
-The paper's layout puts a task marker before x and so computes x twice a step (``[label] x -> y``,
-``[rationale] x -> r``). Here the marker follows x, so both tasks read the same x:
-
-* ``causal``: one sequence per row, ``x | m_label y | m_rationale r | pad``. The two parts after x
-  are *branches*: a branch token attends to x and to the tokens of its own branch before it, never
-  to the other branch, and its position ids continue from the end of x, so every token is computed
-  as in the two separate sequences ``x m_label y`` and ``x m_rationale r``
-  (:func:`branch_attention_mask`; padding attends to itself alone, so no row is empty).
-* ``seq2seq``: the encoder reads x alone (no prefix); each task's decoder sequence starts with its
-  marker (``m_label y``, ``m_rationale r``); the loss is on y and r only. Both decoder passes read one
-  encoder output (:func:`pad_decoder_task`).
-
-Markers are the task prefixes (``data.label_prefix``/``rationale_prefix``) tokenized on their own
-(:func:`distill.data.encoding.marker_ids`); they must be non-empty, or the tasks could not be told apart. Evaluation asks
-for the label alone: ``x m_label`` (causal) or x with ``m_label`` as the decoder's first tokens.
-The computation this layout replaces, the same tokens through two separate passes, is
-:func:`unshared_causal_tasks` (the yardstick of tests and of the first training step).
-"""
+"""The shared-input layout of step-by-step (``method.shared_input=true``; README, Speed): the task marker
+after x, so both tasks read x once. ``causal``: one row ``x | m_label y | m_rationale r | pad`` whose
+branches see x and themselves only (:func:`branch_attention_mask`), positions continuing from x
+(:func:`pad_shared_causal`). ``seq2seq``: the encoder reads x alone; each decoder sequence starts with its
+marker (:func:`pad_decoder_task`). :func:`unshared_causal_tasks`, the same tokens in separate passes, is
+the yardstick of tests and of the first training step."""
 
 from __future__ import annotations
 

