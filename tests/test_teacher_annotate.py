@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from loopback_server import LoopbackServer  # noqa: E402
 from teacher_server import REPO, FakeTeacher, read_sidecar, run_annotate, settings, write_svamp_like  # noqa: E402
 
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.data.splits import load_file  # noqa: E402
 from distill.teacher.annotator import IncompleteShardsError, annotate, shard_range  # noqa: E402
-from distill.teacher.loopback import LoopbackServer  # noqa: E402
 from distill.teacher.openai import OpenAIBackend  # noqa: E402
 
 FAST = dict(timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=0.05, max_retries=2)

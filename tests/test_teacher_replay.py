@@ -15,14 +15,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from teacher_server import run_annotate  # noqa: E402
+from loopback_server import LoopbackServer  # noqa: E402
+from teacher_server import PromptIndex, run_annotate  # noqa: E402
 from train_utils import QUICK, REPO, subprocess_env  # noqa: E402
 
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.benchmarks.io import read_teacher_completions, records_path  # noqa: E402
 from distill.data.__main__ import main as summary_main  # noqa: E402
 from distill.data.splits import load_file  # noqa: E402
-from distill.teacher.loopback import LoopbackServer, PromptIndex  # noqa: E402
 
 ROWS = 30
 

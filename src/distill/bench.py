@@ -1,26 +1,12 @@
-"""Throughput yardstick: ``python -m distill.bench [train.py overrides ...] [bench.KEY=VALUE ...]``.
+"""Throughput yardstick (README, Speed)::
 
-Builds exactly what ``train.py`` would (same config, same overrides) once with every speed lever
-off (``speed=plain``) and once as configured (``speed=fast`` by default), each in a fresh process
-so neither inherits the other's memory peak or warm caches, and prints them side by side with
-their ratio. Each run trains ``bench.steps`` optimizer steps after ``bench.warmup`` untimed ones,
-then generates labels for ``bench.eval_batches`` validation batches:
+    python -m distill.bench [train.py overrides ...] [bench.KEY=VALUE ...]
 
-    train examples/s; train tokens/s (non-pad input and target tokens, both tasks); s/step;
-    computed tokens/step (the positions the model runs, padding included: what a layout saves);
-    eval examples/s (label generation) and decode steps per eval batch (the longest label a batch
-    writes sets them: students that write longer labels cost more to evaluate); peak memory (CUDA allocator, or the process's RSS on CPU);
-    MFU: model FLOPs (6 x non-embedding parameters x the non-pad tokens each side of the model
-    sees, encoder and decoder counted apart; a causal student is all decoder and sees prompt and
-    completion tokens) per second, over a matmul peak measured here
-
-``speed=...`` among the overrides runs that one configuration alone; ``bench.modes=fast`` or
-``bench.modes=plain,fast`` choose; a mode ``NAME+shared`` runs ``speed=NAME`` in the shared-input
-layout of step-by-step (``method.shared_input=true``), e.g. ``bench.modes=fast,fast+shared``; ``bench.repeats=N`` alternates the modes N times and keeps each
-mode's best run; ``bench.profile=N`` runs N more steps under ``torch.profiler`` after the timed ones
-and prints, per mode, where a step's time goes: the top operators by self time and, on a GPU, the
-kernel-busy time and the kernel launches per step. Nothing is written besides Lightning's scratch files in a temporary folder.
-"""
+builds what ``train.py`` would once per mode, each in a fresh process, and prints the modes side by side:
+``bench.modes`` (``plain,fast``; ``NAME+shared`` adds ``method.shared_input=true``; a ``speed=`` override
+runs that one alone), ``bench.steps`` timed after ``bench.warmup``, ``bench.eval_batches`` of label
+generation, ``bench.repeats`` (best of N), ``bench.profile`` (N more steps under ``torch.profiler``).
+Writes nothing but Lightning's scratch files in a temporary folder."""
 
 from __future__ import annotations
 

@@ -30,9 +30,9 @@ def compose_summary_config(overrides: list[str]) -> Any:
 
 def load_tokenizer(name_or_path: str | None = None) -> Any:
     """A Hugging Face tokenizer (eos and pad filled in where it has none); None: the offline MiniLM's."""
-    from distill.models.student import load_bert_tokenizer
+    from distill.models.student import minilm_tokenizer
 
-    tokenizer = load_bert_tokenizer(name_or_path)
+    tokenizer = minilm_tokenizer(name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -1,21 +1,8 @@
-"""Global batches that mean the same thing on 1 or N devices, grouped by length.
-
-``batch_size`` in the config is the *global* batch: the examples behind one optimizer step
-(the paper's 64). :func:`plan_batches` turns it into a micro-batch size and a number of
-gradient-accumulation steps for a world size; :class:`GlobalBatchSampler` draws one global batch
-per optimizer step from a seeded per-epoch permutation and hands rank ``r`` its micro-batches.
-So one process with 2 accumulation steps and two processes with 1 consume the same examples
-per step, and a run is reproducible from ``seed`` whatever the device count.
-
-Inside each global batch examples are sorted by length before being cut into micro-batches,
-so each micro-batch pads to similar lengths (dynamic padding happens in the collator); the
-global batch itself stays a uniform random draw.
-
-Lightning must not replace this sampler: build the Trainer with
-``use_distributed_sampler=False`` (the data module reads world size and rank from its trainer).
-Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler``, which is the
-:class:`EpochPermutation` here.
-"""
+"""Global batches that mean the same on 1 or N devices, grouped by length. ``data.batch_size`` is the global
+batch: :func:`plan_batches` splits it into micro-batch x accumulation for a world size;
+:class:`GlobalBatchSampler` draws one global batch per optimizer step from a seeded per-epoch permutation,
+sorts it by length and hands rank r its micro-batches. Lightning must not replace it
+(``use_distributed_sampler=False``); it calls ``set_epoch`` on the :class:`EpochPermutation` inside."""
 
 from __future__ import annotations
 

@@ -1,21 +1,8 @@
-"""Tokenizing examples for both tasks (run through ``datasets.map``, so it must pickle and hash).
-
-Targets are tokenized with ``add_special_tokens=False`` and the eos token is appended, so T5,
-BERT-based and decoder-only students see the same target layout; a target is truncated to leave
-room for that eos (at most ``max_target_length`` / ``max_rationale_length`` tokens in all).
-
-Inputs (:func:`encode_inputs`, shared with generation in :mod:`distill.models.inference`) depend
-on the student's kind, both truncated from the right to ``max_input_length`` (the task prefix
-survives; generation truncates the same way):
-
-* ``seq2seq``: ``tokenizer(prefix + input)`` with the tokenizer's special tokens (T5's ``</s>``,
-  BERT's ``[CLS] ... [SEP]``): the encoder's input.
-* ``causal``: the prompt ``prefix + input`` with only the special tokens the tokenizer puts
-  *before* a text (Llama's ``<s>``, BERT's ``[CLS]``; none for GPT-2 or Qwen), never one after
-  it: the completion follows the prompt directly, and the eos that ends every completion appears
-  nowhere else. The collator joins prompt and completion into one sequence
-  (:mod:`distill.data.collate`).
-"""
+"""Tokenizing examples for both tasks (:class:`Encoder`, run through ``datasets.map``: it must pickle and hash).
+A target is its tokens without special tokens, then eos, ``max_target_length``/``max_rationale_length`` in
+all. An input (:func:`encode_inputs`, shared with generation) is truncated from the right to
+``max_input_length``: with the tokenizer's special tokens for a ``seq2seq`` student; for a ``causal`` one
+with only those it puts before a text (the completion follows directly, and eos appears nowhere else)."""
 
 from __future__ import annotations
 

@@ -1,22 +1,8 @@
-"""What a researcher reads before training: files, splits, teacher quality, token lengths.
-
-``format_summary(datamodule)`` is printed at the start of a run and by
-``python -m distill.data summary data=NAME paths.data_dir=DIR``. Three tables:
-
-* files as released: rows, teacher label accuracy against gold, parse failures and teacher
-  labels outside the label space, under the official parsing rules (the release's figures);
-* splits as trained: rows, where they came from, rationales attached, examples dropped, and the
-  same teacher figures for the examples the split holds;
-* token lengths (p50/p90/p99/max, and how many exceed the configured limit) of inputs (with the
-  label-task prefix), labels and rationales, measured with the student's tokenizer.
-
-A file without the teacher's shards (test and val are scored on gold and need none) shows "-" for
-the teacher. The summary is a report, not a training run: a train file the teacher has no shards of
-(a teacher tried on a few test items first) is read without it, shown as ``TEACHER:missing``, and a
-note says what a training run would need (the ``annotate.py`` command that writes the shards). Warnings close the report: teacher labels at chance level against gold
-(``data.on_misaligned_teacher=warn``), and step_by_step with rationales on under
-:data:`LOW_RATIONALE_SHARE` of the train examples.
-"""
+"""The data summary (README, Data): :func:`format_summary`, printed at the start of a run and by
+``python -m distill.data summary``: the files as released (rows, teacher accuracy, parse failures, labels
+outside the label space), the splits as trained, token lengths against the configured limits, and
+warnings (teacher labels at chance, step_by_step with rationales on under :data:`LOW_RATIONALE_SHARE` of
+train). A report, not a training run: a train file without the teacher's shards shows ``TEACHER:missing``."""
 
 from __future__ import annotations
 
