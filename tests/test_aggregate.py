@@ -321,10 +321,12 @@ def test_results_json_records_the_identity_the_reader_reads(overrides: list[str]
 
     from train_utils import compose_train
     from distill.results.runs import read_run
+    from distill.data.batching import BatchPlan
     from distill.training import run_config_summary
 
     cfg = compose_train(overrides, tmp_path)
-    summary = run_config_summary(cfg, SimpleNamespace(world_size=1, precision="32-true", lightning_module=None))
+    plan = BatchPlan.of(cfg.data.batch_size, 1, cfg.data.micro_batch_size)
+    summary = run_config_summary(cfg, SimpleNamespace(world_size=1, precision="32-true", lightning_module=None), plan)
     unresolved = OmegaConf.to_container(cfg, resolve=False)
     assert {k: summary[k] for k in FIELDS} == with_defaults(read_identity(unresolved))
     assert summary["world_size"] == 1 and summary["precision"] == "32-true"

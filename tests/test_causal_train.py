@@ -44,7 +44,7 @@ def test_tiny_causal_learns_arith_above_the_majority_baseline(tmp_path):
     a step is most of the cost, and fewer steps leave the student below the copying threshold."""
     done = subprocess.run(
         [sys.executable, "train.py", "model=tiny_causal", "data=arith", "logger=csv", "trainer.enable_progress_bar=false",
-         "trainer.max_steps=250", "trainer.val_check_interval=250", "optimizer.schedule=constant",
+         "trainer.max_steps=250", "trainer.val_check_interval=250", "scheduler=constant",
          f"hydra.run.dir={tmp_path}"],
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900,
     )

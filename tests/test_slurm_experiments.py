@@ -133,7 +133,7 @@ def test_repro_minilm_grid_is_the_core_grid_and_every_job_composes() -> None:
         assert cfg.model.short_name == "minilm" and cfg.data.label_source == "gold" and cfg.data.teacher == "llm"
         assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1)
         # the same budget, schedule and learning rate for both methods
-        assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio) == (
+        assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio) == (
             600, 64, 3e-4, 0.05)
         # the shared copy has no e-SNLI/ANLI train file: valid is the pool, val its holdout, test untouched
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
@@ -155,7 +155,7 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         assert cfg.model.short_name == "smollm2" and cfg.data.label_source == "gold" and cfg.data.teacher == "llm"
         assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1, 2)
         assert cfg.trainer.limit_val_batches == 5 and cfg.trainer.val_check_interval == 25
-        protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
+        protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio,
                        cfg.data.max_input_length, cfg.data.max_rationale_length))
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
         assert cfg.data.split_files.train == expected_train and cfg.data.split_files.val is None
@@ -175,7 +175,7 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         cfg = compose_train(["experiment=repro_smollm2_shared", *job])
         assert cfg.method.name == "step_by_step" and cfg.method.shared_input is True
         assert cfg.data.benchmark.name in ("svamp", "cqa")
-        assert {(cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
+        assert {(cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio,
                  cfg.data.max_input_length, cfg.data.max_rationale_length)} == protocols
 
 

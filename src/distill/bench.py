@@ -134,7 +134,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         if bench["profile"] > 0:
             callbacks.append(StepProfiler(bench["warmup"] + bench["steps"], bench["profile"]))
         trainer = build_trainer(
-            cfg, speed, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            cfg, speed, datamodule, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             max_steps=bench["warmup"] + bench["steps"] + bench["profile"], val_check_interval=None, check_val_every_n_epoch=None,
             limit_val_batches=0, default_root_dir=scratch,
         )

@@ -15,9 +15,10 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from distill.data.batching import plan_batches
+from distill.data.batching import BatchPlan
 from distill.data.summary import format_summary, split_figures
 from distill.callbacks.divergence import Diverged
+from distill.methods import get_method
 from distill.models.module import DistillModule
 from distill.results.identity import read_identity, with_defaults
 from distill.utils.precision import normalize
@@ -59,11 +60,12 @@ def build_module(
         rationale_weight=cfg.method.rationale_weight,
         alpha=cfg.method.alpha,
         optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler"),
         label_prefix=prefixes["label"],
         rationale_prefix=prefixes["rationale"],
         max_input_length=cfg.data.max_input_length,
-        label_max_new_tokens=cfg.data.max_target_length
-        + (cfg.data.max_rationale_length if cfg.method.name == "single_task" else 0),
+        label_max_new_tokens=get_method(cfg.method.name).label_budget(cfg.data.max_target_length,
+                                                                      cfg.data.max_rationale_length),
         rationale_max_new_tokens=cfg.data.max_rationale_length,
         predictions_dir=output_dir if cfg.predictions.write else None,
         with_rationale=cfg.predictions.with_rationale,
@@ -129,15 +131,19 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     ]
 
 
-def build_trainer(cfg: DictConfig, speed: Speed = PLAIN, **kwargs: Any) -> pl.Trainer:
-    """The Trainer from ``cfg.trainer``, with gradient accumulation derived from the global batch;
-    a full-precision CPU run takes bf16 autocast where ``speed.cpu_bf16`` says the CPU is faster so."""
+def build_trainer(cfg: DictConfig, speed: Speed = PLAIN, datamodule: Any = None, **kwargs: Any) -> pl.Trainer:
+    """The Trainer from ``cfg.trainer``. The run's :class:`BatchPlan` (the global ``data.batch_size`` over
+    the trainer's processes) is made here, once: the trainer accumulates as it says and ``datamodule``
+    (when given) is handed it. A full-precision CPU run takes bf16 autocast where ``speed.cpu_bf16``
+    says the CPU is faster so."""
     if speed.cpu_bf16 and "precision" not in kwargs and str(cfg.trainer.precision) in ("32-true", "32"):
         log.info("speed: bf16 autocast on this CPU (its bf16 matmul beats fp32)")
         kwargs["precision"] = "bf16-mixed"
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, **kwargs)
-    _, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
-    trainer.accumulate_grad_batches = accumulate
+    plan = BatchPlan.of(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
+    trainer.accumulate_grad_batches = plan.accumulate_grad_batches
+    if datamodule is not None:
+        datamodule.batch_plan = plan
     return trainer
 
 
@@ -150,10 +156,10 @@ def majority_baseline(golds: list[str | None]) -> float:
     return Counter(labelled).most_common(1)[0][1] / len(labelled) if labelled else float("nan")
 
 
-def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+def run_config_summary(cfg: DictConfig, trainer: pl.Trainer, plan: BatchPlan) -> dict[str, Any]:
     """``results.json``'s ``config``: the run identity (:mod:`distill.results.identity`, the fields
     the results package reads back) and how this run laid out its batches and precision."""
-    micro, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
+    micro, accumulate = plan.micro_batch_size, plan.accumulate_grad_batches
     return {
         **with_defaults(read_identity(cfg)),
         "micro_batch_size": micro,
@@ -240,10 +246,9 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
     module = build_module(cfg, datamodule, student, str(output_dir), speed)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, speed, callbacks=build_callbacks(cfg), logger=loggers or False)
+    trainer = build_trainer(cfg, speed, datamodule, callbacks=build_callbacks(cfg), logger=loggers or False)
     if trainer.is_global_zero:
-        datamodule.world_size = trainer.world_size  # the summary reports the per-device plan of this run
-        print(format_summary(datamodule), flush=True)
+        print(format_summary(datamodule), flush=True)  # with the batch plan of this run
     plain_cfg = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
     for logger in loggers:
         logger.log_hyperparams(plain_cfg)
@@ -273,7 +278,7 @@ def train(cfg: DictConfig) -> float | None:
 
     results = {
         "status": "ok" if diverged is None else "diverged",
-        "config": run_config_summary(cfg, trainer),
+        "config": run_config_summary(cfg, trainer, datamodule.batch_plan),
         "metrics": metrics,
         "global_step": trainer.global_step,
         "num_parameters": module.student.num_parameters,

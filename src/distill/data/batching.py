@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["plan_batches", "EpochPermutation", "GlobalBatchSampler", "SampledRowsBatchSampler", "row_groups",
+__all__ = ["BatchPlan", "plan_batches", "EpochPermutation", "GlobalBatchSampler", "SampledRowsBatchSampler", "row_groups",
            "EvalBatchSampler"]
 
 
@@ -36,6 +37,24 @@ def plan_batches(global_batch: int, world_size: int = 1, micro_batch_size: int |
             f"{micro_batch_size} x {world_size} processes"
         )
     return micro_batch_size, global_batch // (micro_batch_size * world_size)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimizer step's ``global_batch_size`` examples are laid out: ``world_size`` processes
+    x ``micro_batch_size`` x ``accumulate_grad_batches``. Made once per run (:meth:`of`) and handed to
+    the Trainer and the data module (:func:`distill.training.build_trainer`)."""
+
+    global_batch_size: int
+    world_size: int
+    micro_batch_size: int
+    accumulate_grad_batches: int
+
+    @classmethod
+    def of(cls, global_batch_size: int, world_size: int = 1, micro_batch_size: int | None = None) -> BatchPlan:
+        """The plan of :func:`plan_batches` (its errors for a batch that does not split)."""
+        micro, accumulate = plan_batches(int(global_batch_size), int(world_size), micro_batch_size)
+        return cls(int(global_batch_size), int(world_size), micro, accumulate)
 
 
 class EpochPermutation(Sampler[int]):

@@ -11,6 +11,7 @@ from typing import Any
 
 from distill.benchmarks.base import Example
 from distill.data.targets import single_task_target
+from distill.methods import Method, get_method
 
 __all__ = ["ENCODING_VERSION", "Encoder", "encode_inputs", "marker_ids", "marker_room", "prompt_start_tokens", "target_text"]
 
@@ -19,15 +20,15 @@ ENCODING_VERSION = 1
 
 
 def target_text(
-    example: Example, targets: str, label_source: str = "gold", rationale_position: str = "before"
+    example: Example, method: str | Method, label_source: str = "gold", rationale_position: str = "before"
 ) -> str | None:
-    """The label-task target of an example: its gold or teacher label, or for ``single_task``
-    the rationale and that label (``rationale_position``: the rationale before the label, or after).
-    None when the example has no such label."""
+    """The label-task target of an example: its gold or teacher label, or where the method's label
+    target holds the rationale (``single_task``) the rationale and that label (``rationale_position``:
+    the rationale before the label, or after). None when the example has no such label."""
     label = example.teacher_label if label_source in ("teacher", "teacher_vote") else example.gold
     if label is None:
         return None
-    if targets == "single_task":
+    if get_method(method).label_holds_rationale:
         return single_task_target(example.rationale, label, rationale_position)
     return label
 

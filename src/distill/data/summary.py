@@ -208,14 +208,15 @@ def format_summary(datamodule: DistillDataModule) -> str:
     dm = datamodule
     splits = dm.splits
     name = dm.benchmark.name
+    plan = dm.batch_plan
     lines = [
         f"Data: {name}  teacher={dm.teacher}  label_source={dm.label_source}  targets={dm.targets}  "
         f"fraction={dm.fraction:g}  seed={dm.seed}  on_parse_failure={dm.on_parse_failure}"
         + (f"  rationales={dm.rationales}  rationale_filter={dm.rationale_filter}"
            if (dm.rationales, dm.rationale_filter) != ("first", "none") else "")
         + (f"  rationale_position={dm.rationale_position}" if dm.targets == "single_task" else ""),
-        f"  data_dir={dm.data_dir}  global batch={dm.batch_size}  (micro, accumulate)={dm.plan()} "
-        f"on {dm.world_size} process(es)",
+        f"  data_dir={dm.data_dir}  global batch={dm.batch_size}  (micro, accumulate)="
+        f"{(plan.micro_batch_size, plan.accumulate_grad_batches)} on {plan.world_size} process(es)",
         "",
         "Files as released (teacher label vs gold, official parsing rules):",
     ]
