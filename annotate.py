@@ -1,8 +1,8 @@
 """Step 1 of Distilling Step-by-Step: extract rationales and labels from a teacher LLM.
 
     python annotate.py data=svamp split=train teacher=openai \
-        teacher.base_url=http://localhost:8000/v1 teacher.model=MODEL teacher.name=T
-    python annotate.py data=cqa split=train teacher=hf teacher.model=PATH teacher.name=T
+        teacher.backend.base_url=http://localhost:8000/v1 teacher.backend.model=MODEL teacher.name=T
+    python annotate.py data=cqa split=train teacher=hf teacher.backend.model=PATH teacher.name=T
 
 A SLURM array splits one split into contiguous slices; the merge then writes the files (it asks
 nothing, and names the shards that are incomplete):
@@ -12,7 +12,7 @@ nothing, and names the shards that are incomplete):
         teacher.shard=$SLURM_ARRAY_TASK_ID teacher.num_shards=8
     python annotate.py data=cqa split=train teacher=openai ... teacher.num_shards=8 merge=true
 
-All jobs and the merge need the same teacher settings and a shared teacher.cache_dir.
+All jobs and the merge need the same teacher.backend settings and a shared teacher.cache_dir.
 A killed job loses nothing it had answered: rerun it and it asks only for what is missing.
 
 See distill.teacher.annotator for what a run does and conf/annotate.yaml for the options.

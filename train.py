@@ -6,7 +6,7 @@ student, Distilling Step-by-Step), a few minutes on a laptop CPU. See README.md 
 
 import os
 
-# before torch is imported: idle OpenMP threads must sleep, not spin (see distill.runtime)
+# before torch is imported: idle OpenMP threads must sleep, not spin (see distill.utils.runtime)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
@@ -16,7 +16,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from distill.train import train
+    from distill.training import train
 
     return train(cfg)
 

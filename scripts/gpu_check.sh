@@ -48,7 +48,7 @@ PY
 echo "gpu_check: $(date -u +%FT%TZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?')" > "$OUT/gpu_check.txt"
 cat "$OUT/versions.txt" >> "$OUT/gpu_check.txt"
 # everything a run imports, before any run: a missing or mismatched package fails here, in seconds
-if ! python3 -c "import hydra, omegaconf, datasets, distill.bench, distill.train" >> "$OUT/gpu_check.txt" 2>&1; then
+if ! python3 -c "import hydra, omegaconf, datasets, distill.bench, distill.training" >> "$OUT/gpu_check.txt" 2>&1; then
   echo "gpu_check: the imports failed (see $OUT/gpu_check.txt); carry the missing wheels:" \
        "bash scripts/gpu_check_prepare.sh NAME==VERSION ..." | tee -a "$OUT/gpu_check.txt" >&2
   exit 2

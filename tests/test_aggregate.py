@@ -1,5 +1,6 @@
-"""distill.aggregate on a synthetic multirun directory: grouping over seeds, mean ± standard error,
-paper-style tables, CSV, PNG plots, failed and never-started runs listed, W&B projects read."""
+"""distill.aggregate and the results package on synthetic multirun directories: grouping over seeds,
+mean ± standard error, paper-style tables, CSV, PNG plots, failed and never-started runs listed, W&B
+projects read; the run identity training writes is the one the reader reads back."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import yaml
 
 from distill import aggregate as agg
+from distill.results.identity import FIELDS, read_identity, with_defaults
+from distill.results.runs import Run, expected_jobs, read_wandb
+from distill.results.tables import configurations, stat
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -73,7 +78,7 @@ def sweep(tmp_path: Path) -> Path:
 
 
 def test_expected_jobs_follow_hydra_order(sweep: Path) -> None:
-    jobs = agg.expected_jobs(sweep)
+    jobs = expected_jobs(sweep)
     assert jobs is not None and len(jobs) == 24
     assert jobs[0].split() == ["data.label_source=gold", "method=standard", "data.fraction=0.5", "seed=0", "model=tiny"]
     assert jobs[12].startswith("data.label_source=teacher")
@@ -170,24 +175,27 @@ def test_cli_strict_flag(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_reads_a_wandb_project_through_the_api() -> None:
-    def wb_run(run_id: str, seed: int, acc: float | None, state: str = "finished") -> SimpleNamespace:
+    def wb_run(run_id: str, seed: int, acc: float | None, state: str = "finished", flat: bool = False) -> SimpleNamespace:
         config = {"data": {"benchmark": {"name": "cqa"}, "fraction": 0.25, "label_source": "teacher", "batch_size": 64},
                   "model": {"short_name": "t5_v1_1_base"}, "method": {"name": "step_by_step", "rationale_weight": 1.0, "alpha": None},
                   "seed": seed, "trainer": {"max_steps": 10000}}
+        if flat:  # as W&B may store a nested config: data/batch_size
+            config = pd.json_normalize(config, sep="/").to_dict("records")[0]
         summary = {} if acc is None else {"test/acc": acc, "val/acc_best": acc, "_step": 3}
         return SimpleNamespace(id=run_id, path=["ent", "proj", run_id], config=config, summary=summary, state=state)
 
     class FakeApi:
         def runs(self, path: str) -> list[SimpleNamespace]:
             assert path == "ent/proj"
-            return [wb_run("a", 0, 0.6), wb_run("b", 1, 0.7), wb_run("c", 2, None, state="crashed")]
+            return [wb_run("a", 0, 0.6), wb_run("b", 1, 0.7, flat=True), wb_run("c", 2, None, state="crashed")]
 
-    runs = agg.read_wandb("ent/proj", api=FakeApi())
+    runs = read_wandb("ent/proj", api=FakeApi())
     assert [r.status for r in runs] == ["ok", "ok", "failed"]
     assert runs[2].reason == "W&B state 'crashed'"
-    (group,) = agg.group_runs(runs)
-    assert group.label == "distilling step-by-step (teacher labels)"
-    mean, se, n = group.stat("test/acc")
+    (group,) = configurations(runs).to_dict("records")
+    assert group["method_label"] == "distilling step-by-step (teacher labels)"
+    assert (group["max_steps"], group["global_batch_size"]) == (10000, 64)  # nested or flattened
+    mean, se, n = stat(group, "test/acc")
     assert (mean, n) == (pytest.approx(0.65), 2) and se == pytest.approx(0.05)
 
 
@@ -240,17 +248,17 @@ def test_kept_runs_rebuild_the_same_tables(sweep: Path, tmp_path: Path) -> None:
 def test_follow_up_choices_are_groups_of_their_own() -> None:
     """Runs that differ only in data.rationales, data.rationale_filter or single_task's rationale position
     are not pooled; runs recorded before those keys existed made the paper's choices."""
-    def run(seed: int, **config) -> agg.Run:
+    def run(seed: int, **config) -> Run:
         base = {"benchmark": "svamp", "model": "tiny", "method": "step_by_step", "label_source": "gold",
                 "fraction": 1.0, "seed": seed}
-        return agg.Run(f"r{seed}{sorted(config.items())}", "ok", {**base, **config}, {"test/acc": 0.5})
+        return Run(f"r{seed}{sorted(config.items())}", "ok", {**base, **config}, {"test/acc": 0.5})
 
-    groups = agg.group_runs([run(0), run(1, rationales="first", rationale_filter="none"),
+    groups = configurations([run(0), run(1, rationales="first", rationale_filter="none"),
                              run(0, rationales="all"), run(0, rationales="all", rationale_filter="teacher_correct"),
                              run(0, method="single_task", rationale_position="after"),
                              run(0, method="single_task"), run(0, label_source="teacher_vote")])
-    labels = sorted(g.label for g in groups)
-    assert len(groups) == 6 and [len(g.runs) for g in groups if g.label == "distilling step-by-step"] == [2]
+    labels = sorted(groups["method_label"])
+    assert len(groups) == 6 and list(groups.loc[groups["method_label"] == "distilling step-by-step", "test/acc_n"]) == [2]
     assert labels == sorted(["distilling step-by-step", "distilling step-by-step (all rationales)",
                              "distilling step-by-step (all rationales, teacher-correct)",
                              "single-task rationale+label (label first)", "single-task rationale+label",
@@ -266,6 +274,76 @@ def test_learning_rates_are_configurations_of_their_own(tmp_path: Path) -> None:
         config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "optimizer": {"lr": lr}}))
     result = agg.aggregate([str(root)], tmp_path / "out")
-    assert sorted(g.key["lr"] for g in result["groups"]) == [3e-5, 1e-4]
+    assert sorted(result["groups"]["lr"]) == [3e-5, 1e-4]
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| standard finetuning, lr=3e-05 | 30.00 (n=1) |" in md and "| standard finetuning, lr=0.0001 | 40.00 (n=1) |" in md
+
+
+def test_expected_jobs_expand_as_the_basic_sweeper(tmp_path: Path) -> None:
+    """The sweeper's params then the command line's, a key given twice keeps its first place and its
+    last value, a range expands; an interval sweep (the basic sweeper refuses it) or another sweeper: None."""
+    def sweep(params: dict, task: list[str], target: str = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"):
+        (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+            "sweeper": {"_target_": target, "params": params}, "overrides": {"task": task}}}, sort_keys=False))
+        return expected_jobs(tmp_path)
+
+    assert sweep({"seed": "0,1", "data.fraction": "0.5,1.0"}, ["model=tiny", "data.fraction=0.25"]) == [
+        "seed=0 data.fraction=0.25 model=tiny", "seed=1 data.fraction=0.25 model=tiny"]
+    assert sweep({}, ["seed=range(0,3)", "method=choice(standard,step_by_step)"]) == [
+        "seed=0 method=standard", "seed=0 method=step_by_step", "seed=1 method=standard",
+        "seed=1 method=step_by_step", "seed=2 method=standard", "seed=2 method=step_by_step"]
+    assert sweep({}, ["optimizer.lr=interval(0,1)"]) is None
+    assert sweep({"seed": "0,1"}, [], target="hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper") is None
+    assert expected_jobs(tmp_path / "nowhere") is None
+
+
+def test_read_identity_nested_flattened_unresolved() -> None:
+    nested = {"data": {"benchmark": {"_target_": "my.Bench"}, "fraction": 0.5, "label_source": "${oc.env:LS}"},
+              "method": {"name": "standard"}, "seed": 3}
+    identity = read_identity(nested)
+    assert list(identity) == list(FIELDS)
+    # a benchmark without a name is named by its class; an unresolved interpolation reads as None
+    assert (identity["benchmark"], identity["fraction"], identity["label_source"], identity["seed"]) == ("my.Bench", 0.5, None, 3)
+    assert read_identity({"data/fraction": 0.25, "optimizer/lr": 1e-4})["fraction"] == 0.25
+    filled = with_defaults(identity)
+    assert (filled["shared_input"], filled["rationales"], filled["rationale_filter"], filled["rationale_position"]) == (
+        False, "first", "none", "before")
+    assert filled["alpha"] is None and filled["lr"] is None  # no default: the record says it was not given
+
+
+@pytest.mark.parametrize("overrides", [[], ["method=single_task", "method.rationale_position=after"],
+                                       ["method=standard", "data.label_source=teacher", "optimizer.lr=1e-4"],
+                                       ["method.alpha=0.5", "method.shared_input=true", "data.rationales=all"]])
+def test_results_json_records_the_identity_the_reader_reads(overrides: list[str], tmp_path: Path) -> None:
+    """Training's results.json config holds the run identity as the results package reads it from the
+    run's unresolved .hydra/config.yaml; a results.json lacking a field takes it from there."""
+    from omegaconf import OmegaConf
+
+    from train_utils import compose_train
+    from distill.results.runs import read_run
+    from distill.data.batching import BatchPlan
+    from distill.training import run_config_summary
+
+    cfg = compose_train(overrides, tmp_path)
+    plan = BatchPlan.of(cfg.data.batch_size, 1, cfg.data.micro_batch_size)
+    summary = run_config_summary(cfg, SimpleNamespace(world_size=1, precision="32-true", lightning_module=None), plan)
+    unresolved = OmegaConf.to_container(cfg, resolve=False)
+    assert {k: summary[k] for k in FIELDS} == with_defaults(read_identity(unresolved))
+    assert summary["world_size"] == 1 and summary["precision"] == "32-true"
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    recorded = {k: v for k, v in summary.items() if k != "lr"}
+    (tmp_path / "results.json").write_text(json.dumps({"status": "ok", "config": recorded, "metrics": {"test/acc": 0.5}}))
+    run = read_run(tmp_path)
+    assert run.ok and {k: run.config[k] for k in FIELDS} == {k: summary[k] for k in FIELDS}
+
+
+def test_the_committed_protocol_tables_rebuild_byte_for_byte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """experiments/repro_smollm2/protocol/ was written by distill.aggregate from its kept runs: the
+    same command writes the same results.md, results.csv and runs.csv."""
+    protocol = Path(__file__).resolve().parents[1] / "experiments" / "repro_smollm2" / "protocol"
+    monkeypatch.chdir(protocol.parents[2])  # the report names its sources relative to the repository
+    assert agg.main([str(protocol.relative_to(protocol.parents[2]) / "runs"), "--out", str(tmp_path),
+                     "--metric", "val/acc_best"]) == 0
+    for name in ("results.md", "results.csv", "runs.csv"):
+        assert (tmp_path / name).read_bytes() == (protocol / name).read_bytes(), name

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distill.bench import ThroughputMeter, computed_positions, mode_overrides, non_embedding_parameters
+from distill.bench import mode_overrides, non_embedding_parameters
+from distill.callbacks.throughput import ThroughputMeter, computed_positions
 from distill.data.shared_input import pad_decoder_task, pad_shared_causal
 from distill.models.student import load_tiny, load_tiny_causal
-from distill.speed import PLAIN, Speed
+from distill.utils.speed import PLAIN, Speed
 from train_utils import REPO, subprocess_env
 
 

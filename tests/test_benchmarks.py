@@ -18,7 +18,7 @@ from distill.benchmarks import (
     build,
     get_benchmark,
 )
-from distill.benchmarks.arithmetic import evaluate, same_value
+from distill.benchmarks.equation import evaluate, same_value
 
 # --------------------------------------------------------------------------- safe arithmetic
 

@@ -13,7 +13,7 @@ from distill.data.collate import IGNORE_INDEX, Collator
 from distill.data.encoding import Encoder, encode_inputs
 from distill.models.losses import fast_losses_agree
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of, load_student, load_tiny, load_tiny_causal
-from distill.speed import PLAIN, Speed
+from distill.utils.speed import PLAIN, Speed
 from train_utils import module_and_train_batch
 
 TINY_CAUSAL = {"kind": "tiny_causal", "name_or_path": None, "short_name": "tiny_causal"}
@@ -266,7 +266,7 @@ def test_lora_on_a_seq2seq_student():
     assert 0 < student.num_trainable_parameters < student.num_parameters / 100
     tasks = {"label": batch["label"], "rationale": batch["rationale"]}
     assert fast_losses_agree(module.model, tasks, module.tokenizer.pad_token_id, stack=True, target_only=True) is None
-    from distill.checkpoints import plain_model
+    from distill.models.checkpoints import plain_model
 
     merged = plain_model(module.model)
     assert type(merged).__name__ == "T5ForConditionalGeneration" and hasattr(module.model, "peft_config")

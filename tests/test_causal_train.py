@@ -14,10 +14,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from distill.checkpoints import export_student, load_module
+from distill.models.checkpoints import export_student, load_module
 from distill.models.inference import InferenceSettings, predict
 from distill.models.student import load_tiny_causal
-from distill.train import train
+from distill.training import train
 from train_utils import QUICK, REPO, compose_train, subprocess_env
 
 #: QUICK on the tiny causal student
@@ -44,7 +44,7 @@ def test_tiny_causal_learns_arith_above_the_majority_baseline(tmp_path):
     a step is most of the cost, and fewer steps leave the student below the copying threshold."""
     done = subprocess.run(
         [sys.executable, "train.py", "model=tiny_causal", "data=arith", "logger=csv", "trainer.enable_progress_bar=false",
-         "trainer.max_steps=250", "trainer.val_check_interval=250", "optimizer.schedule=constant",
+         "trainer.max_steps=250", "trainer.val_check_interval=250", "scheduler=constant",
          f"hydra.run.dir={tmp_path}"],
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900,
     )
@@ -139,7 +139,7 @@ def test_export_round_trip_with_plain_transformers(trained_run, tmp_path):
     assert len({e["prediction"] for e in expected}) >= len(inputs) // 2, "varied predictions, or the comparison is weak"
     assert plain_transformers_predictions(out, inputs) == [e["prediction"] for e in expected]
     # and through distill's own loader, rationales included
-    from distill.checkpoints import load_student_for_inference
+    from distill.models.checkpoints import load_student_for_inference
 
     model, tokenizer, loaded = load_student_for_inference(out)
     assert predict(model, tokenizer, loaded, inputs, with_rationale=True) == expected

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distill.data import DistillDataModule
-from distill.data.batching import GlobalBatchSampler, plan_batches
+from distill.data.batching import BatchPlan, GlobalBatchSampler, plan_batches
 from distill.data.targets import split_single_task_output
 
 
@@ -42,7 +42,7 @@ def decode(tokenizer, ids):
 def step_uids(dm, steps):
     """uids per optimizer step: accumulate micro-batches each."""
     out, batches = [], iter(dm.train_dataloader())
-    _, accumulate = dm.plan()
+    accumulate = dm.batch_plan.accumulate_grad_batches
     for _ in range(steps):
         step = []
         for _ in range(accumulate):
@@ -148,26 +148,38 @@ def test_num_workers_gives_the_same_batches(svamp_files, tokenizer, tmp_path):
 
 def test_global_batch_is_shared_by_ranks(svamp_files, tokenizer, tmp_path):
     one = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
-    assert one.plan() == (2, 4)
+    assert one.batch_plan == BatchPlan(8, 1, 2, 4)  # one process until a run hands its plan
     one_steps = step_uids(one, 7)
     two_steps = [[], []]
     for rank in (0, 1):
         dm = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
+        dm.batch_plan = BatchPlan.of(8, 2, 2)
         dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, accumulate_grad_batches=2)
         dm.setup("fit")
-        assert dm.plan() == (2, 2)
+        assert (dm.batch_plan.micro_batch_size, dm.batch_plan.accumulate_grad_batches) == (2, 2)
         two_steps[rank] = step_uids(dm, 7)
     for step, (r0, r1) in enumerate(zip(*two_steps)):
         assert len(r0) == len(r1) == 4
         assert sorted(r0 + r1) == sorted(one_steps[step])
-    # the trainer must accumulate what the plan says
+    # a fit runs the plan the module holds: not one the trainer does not accumulate, nor one for other processes
     dm = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
+    dm.batch_plan = BatchPlan.of(8, 2, 2)
     dm.trainer = SimpleNamespace(world_size=2, global_rank=0, accumulate_grad_batches=1)
-    with pytest.raises(ValueError, match="accumulate_grad_batches"):
+    with pytest.raises(ValueError, match="accumulate_grad_batches=1"):
         dm.setup("fit")
+    dm = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, accumulate_grad_batches=2)
+    with pytest.raises(ValueError, match="hand both the same BatchPlan"):
+        dm.setup("fit")  # the one-process default plan on a two-process trainer
+    dm.setup("test")  # evaluation shards over the trainer's processes whatever the plan
+    assert (dm.world_size, dm.rank) == (2, 0)
+    with pytest.raises(ValueError, match="global batch of 16"):
+        dm.batch_plan = BatchPlan.of(16, 2, 2)
 
 
 def test_plan_batches():
+    assert BatchPlan.of(64, 2, 8) == BatchPlan(global_batch_size=64, world_size=2, micro_batch_size=8,
+                                               accumulate_grad_batches=4)
     assert plan_batches(64, 1) == (64, 1)
     assert plan_batches(64, 2) == (32, 1)
     assert plan_batches(64, 2, 8) == (8, 4)
@@ -244,7 +256,7 @@ def test_nli_input_uses_the_tokenizer_eos(release, tokenizer, tmp_path):
 
 
 def test_bad_settings_fail_at_construction(svamp_files, tokenizer):
-    with pytest.raises(ValueError, match="targets"):
+    with pytest.raises(ValueError, match=r"method.name='both': expected one of \('standard'"):
         DistillDataModule("svamp", svamp_files, tokenizer=tokenizer, targets="both")
     with pytest.raises(ValueError, match="micro_batch_size"):
         DistillDataModule("svamp", svamp_files, tokenizer=tokenizer, batch_size=64, micro_batch_size=48)

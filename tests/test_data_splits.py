@@ -179,7 +179,7 @@ def test_a_missing_train_teacher_names_the_annotate_command(release):
         message = str(err.value)
         assert str(release.root / "svamp" / "mymodel" / "train_CoT_0.json") in message and why in message
         assert (f"python annotate.py data=svamp split=train paths.data_dir={release.root} teacher=openai "
-                "teacher.base_url=URL teacher.model=MODEL teacher.name=mymodel") in message
+                "teacher.backend.base_url=URL teacher.backend.model=MODEL teacher.name=mymodel") in message
     # standard finetuning on gold labels reads no teacher: train without one
     s = DistillDataModule(svamp, release.root, teacher="mymodel", targets="standard", label_source="gold").splits
     assert s.files["train"].teacher is None and s.files["test"].teacher is None

@@ -198,7 +198,7 @@ def test_summary_of_a_teacher_with_test_shards_only(release, tmp_path, capsys):
         assert "teacher mine has no shards of svamp_train (split(s) train, val" in note
         assert str(release.root / "svamp" / "mine" / "train_CoT_0.json") in note
         assert (f"python annotate.py data=svamp split=train paths.data_dir={release.root} teacher=openai "
-                "teacher.base_url=URL teacher.model=MODEL teacher.name=mine") in out
+                "teacher.backend.base_url=URL teacher.backend.model=MODEL teacher.name=mine") in out
         assert "WARNING" not in out
     # a training run keeps today's error
     with pytest.raises(DataError, match="python annotate.py data=svamp split=train"):

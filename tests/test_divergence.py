@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from distill import aggregate as agg
-from distill.divergence import Diverged, StopOnDivergence
+from distill.callbacks.divergence import Diverged, StopOnDivergence
 from train_utils import REPO, subprocess_env
 
 
@@ -52,7 +52,7 @@ def test_a_nan_run_stops_at_the_bad_step_with_its_status_and_a_non_zero_exit(tmp
     (sweep / "1" / "results.json").write_text(json.dumps(ok))
     out = agg.aggregate([str(sweep)], tmp_path / "agg")
     assert [r.status for r in out["failed"]] == ["diverged"]
-    assert len(out["groups"]) == 1 and out["groups"][0].stat("test/acc")[0] == pytest.approx(0.5)
+    assert len(out["groups"]) == 1 and out["groups"]["test/acc_mean"].iloc[0] == pytest.approx(0.5)
     md = (tmp_path / "agg" / "results.md").read_text()
     assert "1 successful run(s), 0 failed, 1 diverged" in md
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from distill.checkpoints import load_module, load_student_for_inference
-from distill.local_paths import looks_local
+from distill.models.checkpoints import load_module, load_student_for_inference
+from distill.utils.paths import looks_local
 from distill.models.student import load_student
 from train_utils import subprocess_env
 
@@ -44,3 +44,20 @@ def test_a_relative_checkpoint_path_that_is_missing(tmp_path, monkeypatch):
         load_student_for_inference("missing.ckpt")
     with pytest.raises(FileNotFoundError, match=r"^missing.ckpt: no such file or directory"):
         load_module("missing.ckpt")
+
+
+def test_conf_is_found_from_anywhere_by_an_editable_install(tmp_path, monkeypatch):
+    """Outside the repository (no ./conf, no $DISTILL_CONF_DIR) the repository's conf/ is found."""
+    from train_utils import REPO
+
+    from distill.utils.runtime import find_conf_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISTILL_CONF_DIR", raising=False)
+    assert find_conf_dir() == (REPO / "conf").resolve()
+    assert find_conf_dir("summary.yaml") == (REPO / "conf").resolve()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "train.yaml").write_text("{}\n")
+    assert find_conf_dir() == (tmp_path / "conf").resolve()  # ./conf comes first
+    with pytest.raises(FileNotFoundError, match="no conf/nothing.yaml"):
+        find_conf_dir("nothing.yaml")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.models.module import combine_losses
-from distill.speed import PLAIN, Speed
+from distill.utils.speed import PLAIN, Speed
 from train_utils import module_and_train_batch
 
 TINY = {"kind": "tiny", "name_or_path": None, "short_name": "tiny"}

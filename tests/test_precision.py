@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill import speed as speed_module
-from distill.checkpoints import export_student, load_module, load_student_for_inference
+from distill.utils import speed as speed_module
+from distill.models.checkpoints import export_student, load_module, load_student_for_inference
 from distill.models.inference import InferenceSettings, predict
-from distill.train import train
+from distill.training import train
 from train_utils import QUICK, REPO, compose_train, subprocess_env
 
 #: speed overrides -> (the precision the run trains in, the one it generates in)
@@ -135,7 +135,7 @@ def test_generation_runs_in_the_chosen_precision_inside_a_bf16_mixed_trainer_and
     validation and in predict() from the settings the run records; both give the same labels."""
     import pytorch_lightning as pl
 
-    from distill.speed import Speed
+    from distill.utils.speed import Speed
     from train_utils import module_and_train_batch
 
     speed = Speed(cpu_bf16=True, fp32_generation=fp32_generation)

@@ -16,14 +16,14 @@ import sys
 import pytest
 import torch
 
-from distill.checkpoints import load_module
+from distill.models.checkpoints import load_module
 from distill.data.encoding import marker_ids
 from distill.data.shared_input import branch_attention_mask, pad_decoder_task, pad_shared_causal
 from distill.models import losses
 from distill.models.inference import predict
 from distill.models.losses import combine_losses, shared_task_losses, unshared_task_losses
-from distill.speed import PLAIN, Speed
-from distill.train import train
+from distill.utils.speed import PLAIN, Speed
+from distill.training import train
 from train_utils import QUICK, REPO, compose_train, module_and_train_batch, subprocess_env
 
 TINY_CAUSAL = {"kind": "tiny_causal", "name_or_path": None, "short_name": "tiny_causal", "hidden_size": 64,

@@ -24,19 +24,18 @@ def compose_train(overrides: list[str]):
         return compose(config_name="train", overrides=overrides, return_hydra_config=True)
 
 
-def sweep_jobs(name: str) -> list[list[str]]:
-    cfg = compose_train([f"experiment={name}"])
-    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+def sweep_jobs(name: str, *overrides: str) -> list[list[str]]:
+    """The jobs of ``python train.py -m experiment=NAME *overrides``: as BasicSweeper.sweep, the
+    command-line values come after the recipe's sweep and replace a list of the same key."""
+    cfg = compose_train([f"experiment={name}", *overrides])
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()] + list(overrides)
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
     return [job for batch in batches for job in batch]
 
 
 def test_there_are_recipes() -> None:
-    assert {"model_size", "lambda_sweep", "label_source", "single_vs_multi_task", "seeds", "causal_headline",
-            "example"} <= set(RECIPES)
-    for kind in ("finetune", "distill"):
-        for benchmark in ("esnli", "anli1", "cqa", "svamp"):
-            assert f"fraction_{kind}_{benchmark}" in RECIPES
+    assert {"data_fraction", "model_size", "lambda_sweep", "label_source", "single_vs_multi_task", "seeds",
+            "causal_headline", "example"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -65,7 +64,7 @@ def test_recipe_composes_and_every_job_is_valid(name: str) -> None:
 
 def test_paper_recipes_use_the_paper_setup() -> None:
     paper = [n for n in RECIPES if "- _paper\n" in (REPO / "conf" / "experiment" / f"{n}.yaml").read_text()]
-    assert len(paper) >= 14
+    assert len(paper) >= 12
     for name in paper:
         cfg = compose_train([f"experiment={name}"])
         assert cfg.data.batch_size == 64 and cfg.optimizer.lr == 5e-5
@@ -92,6 +91,27 @@ def test_readme_run_counts_match_the_sweeps() -> None:
     assert named == set(RECIPES) - {"example"}, "every paper recipe is in the README table"
 
 
+def test_data_fraction_sweeps_the_benchmarks_or_the_one_named() -> None:
+    """experiment=data_fraction: both methods x 5 fractions x 3 seeds on the four benchmarks, or on
+    the one of data=B; gold labels (vs standard finetuning) unless data.label_source=teacher (vs
+    standard distillation)."""
+    fractions, methods, seeds = {0.125, 0.25, 0.5, 0.75, 1.0}, {"standard", "step_by_step"}, {0, 1, 2}
+    for overrides, benchmarks, labels in (
+            ((), {"esnli", "anli1", "cqa", "svamp"}, "gold"),
+            (("data=svamp",), {"svamp"}, "gold"),
+            (("data=cqa", "data.label_source=teacher"), {"cqa"}, "teacher"),
+            (("data.label_source=teacher",), {"esnli", "anli1", "cqa", "svamp"}, "teacher")):
+        jobs = sweep_jobs("data_fraction", *overrides)
+        cells = set()
+        for job in jobs:
+            cfg = compose_train(["experiment=data_fraction", *job])
+            assert cfg.experiment_name == "data_fraction" and cfg.data.label_source == labels, overrides
+            assert cfg.model.short_name == "t5_v1_1_base"
+            cells.add((cfg.data.benchmark.name, cfg.method.name, cfg.data.fraction, cfg.seed))
+        assert len(jobs) == len(cells) == len(benchmarks) * 2 * 5 * 3, overrides
+        assert cells == {(b, m, f, s) for b in benchmarks for m in methods for f in fractions for s in seeds}
+
+
 def test_committed_example_is_complete() -> None:
     example = REPO / "experiments" / "example"
     md = (example / "results.md").read_text()
@@ -113,7 +133,7 @@ def test_repro_minilm_grid_is_the_core_grid_and_every_job_composes() -> None:
         assert cfg.model.short_name == "minilm" and cfg.data.label_source == "gold" and cfg.data.teacher == "llm"
         assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1)
         # the same budget, schedule and learning rate for both methods
-        assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio) == (
+        assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio) == (
             600, 64, 3e-4, 0.05)
         # the shared copy has no e-SNLI/ANLI train file: valid is the pool, val its holdout, test untouched
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
@@ -135,7 +155,7 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         assert cfg.model.short_name == "smollm2" and cfg.data.label_source == "gold" and cfg.data.teacher == "llm"
         assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1, 2)
         assert cfg.trainer.limit_val_batches == 5 and cfg.trainer.val_check_interval == 25
-        protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
+        protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio,
                        cfg.data.max_input_length, cfg.data.max_rationale_length))
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
         assert cfg.data.split_files.train == expected_train and cfg.data.split_files.val is None
@@ -155,7 +175,7 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         cfg = compose_train(["experiment=repro_smollm2_shared", *job])
         assert cfg.method.name == "step_by_step" and cfg.method.shared_input is True
         assert cfg.data.benchmark.name in ("svamp", "cqa")
-        assert {(cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.warmup_ratio,
+        assert {(cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio,
                  cfg.data.max_input_length, cfg.data.max_rationale_length)} == protocols
 
 

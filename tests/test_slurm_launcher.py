@@ -1,4 +1,4 @@
-"""The SLURM/local launcher configs, the trainer configs and distill.cluster, without a cluster:
+"""The SLURM/local launcher configs, the trainer configs and distill.launch.cluster, without a cluster:
 job sizes derived from the trainer, the sbatch script submitit would write, requeue owned by
 submitit only, W&B group/tags, strategies that instantiate."""
 
@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from distill import cluster
+from distill.launch import cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_local_launcher_is_sized_the_same_way() -> None:
 
 
 def test_submitit_local_tasks_are_lightning_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from distill.submitit_local import SubmititLocalEnvironment
+    from distill.launch.submitit_local import SubmititLocalEnvironment
 
     for key in list(SLURM_VARS) + ["TORCHELASTIC_RUN_ID", "MASTER_PORT"]:
         monkeypatch.delenv(key, raising=False)

@@ -82,9 +82,9 @@ def test_a_trained_checkpoint_exports_to_plain_transformers(smollm2_path, tmp_pa
     ``AutoModelForCausalLM``, predicts what the checkpoint predicts (greedy, left-padded)."""
     from test_causal_train import plain_transformers_predictions, read_jsonl
 
-    from distill.checkpoints import export_student, load_module
+    from distill.models.checkpoints import export_student, load_module
     from distill.models.inference import predict
-    from distill.train import train
+    from distill.training import train
     from train_utils import QUICK, compose_train
 
     run_dir = tmp_path / "run"
@@ -108,7 +108,7 @@ def test_a_trained_checkpoint_exports_to_plain_transformers(smollm2_path, tmp_pa
 
 @pytest.mark.slow
 def test_annotate_with_the_smollm2_teacher_writes_the_release_layout(smollm2_path, tmp_path):
-    """``annotate.py teacher=hf teacher.model=smollm2`` on 3 made-up SVAMP problems: real few-shot
+    """``annotate.py teacher=hf teacher.backend.model=smollm2`` on 3 made-up SVAMP problems: real few-shot
     chain-of-thought completions, cut at the benchmark's stop rule, in ``{split}_CoT_0.json``, with
     the report in the summary. (A 135M teacher: its answers may be wrong or unparsed; each is counted.)"""
     from teacher_server import read_sidecar, run_annotate, write_svamp_like
@@ -116,8 +116,8 @@ def test_annotate_with_the_smollm2_teacher_writes_the_release_layout(smollm2_pat
     write_svamp_like(tmp_path / "data", n=3)
     result = run_annotate(["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}",
                            f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-                           "teacher=hf", "teacher.model=smollm2", "teacher.name=smollm2", "teacher.batch_size=3",
-                           "teacher.max_tokens=48", "progress=false"],
+                           "teacher=hf", "teacher.backend.model=smollm2", "teacher.name=smollm2",
+                           "teacher.backend.batch_size=3", "teacher.backend.max_tokens=48", "progress=false"],
                           env={"DISTILL_MODELS_DIR": str(smollm2_path.parent)}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     completions = json.loads((tmp_path / "out/svamp/smollm2/test_CoT_0.json").read_text())

@@ -3,11 +3,13 @@ the timed probe says so, and the Trainer and DataModule receive what was resolve
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-import distill.speed as speed_module
-from distill.speed import PLAIN, Speed, resolve_speed
-from distill.train import build_speed, build_trainer
+import distill.utils.speed as speed_module
+from distill.utils.speed import PLAIN, Speed, resolve_speed
+from distill.training import build_speed, build_trainer
 from train_utils import QUICK, compose_train
 
 FAST = {"fused_optimizer": True, "target_only_logits": True, "stack_tasks": "auto", "pad_to_multiple_of": "auto",
@@ -38,9 +40,58 @@ def test_fp32_generation_follows_the_decode_probe_on_cpu_and_the_run_on_cuda(mon
     monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: False)
     assert resolve_speed(FAST, on_cuda=False).fp32_generation
     assert not resolve_speed(FAST, on_cuda=True).fp32_generation  # CUDA keeps the run's bf16
-    for forced in (True, False):
-        for on_cuda in (True, False):
-            assert resolve_speed({**FAST, "fp32_generation": forced}, on_cuda=on_cuda).fp32_generation is forced
+
+
+def test_a_forced_lever_overrides_the_probe_without_timing_it(monkeypatch):
+    """``speed.cpu_bf16``/``speed.fp32_generation`` set to true or false: no probe runs, and the
+    value holds on either device (but bf16 autocast on CPU, which a CUDA run never takes)."""
+    for probe in ("cpu_bf16_is_faster", "cpu_bf16_generation_is_faster"):
+        monkeypatch.setattr(speed_module, probe, lambda probe=probe: pytest.fail(f"{probe} was timed"))
+    resolved = {(cpu_bf16, fp32, on_cuda): resolve_speed({**FAST, "cpu_bf16": cpu_bf16, "fp32_generation": fp32},
+                                                         on_cuda=on_cuda)
+                for cpu_bf16 in (True, False) for fp32 in (True, False) for on_cuda in (True, False)}
+    assert {key: (s.cpu_bf16, s.fp32_generation) for key, s in resolved.items()} == {
+        (True, True, False): (True, True), (True, False, False): (True, False),
+        (False, True, False): (False, True), (False, False, False): (False, False),
+        (True, True, True): (False, True), (True, False, True): (False, False),
+        (False, True, True): (False, True), (False, False, True): (False, False),
+    }
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, faster", [(3.0, 1.0, True), (1.4, 1.0, False), (1.0, 2.0, False)],
+                         ids=["bf16_3x", "bf16_1.4x_under_the_margin", "bf16_slower"])
+def test_the_probe_decides_from_the_timings_it_measures(tmp_path, monkeypatch, fp32_s, bf16_s, faster):
+    """bf16 is taken only when it beats fp32 by the margin (1.5x for the training probe); the
+    answer and its timings are kept, and a second process reads them instead of timing again."""
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    timed = []
+    monkeypatch.setattr(speed_module, "_time_matmuls", lambda: timed.append(1) or (fp32_s, bf16_s))
+    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: False)
+    speed_module.cpu_bf16_is_faster.cache_clear()
+    try:
+        assert speed_module.cpu_bf16_is_faster() is faster
+        assert resolve_speed(FAST, on_cuda=False).cpu_bf16 is faster
+        saved = json.loads((tmp_path / "cpu_bf16_probe.json").read_text())
+        assert (saved["bf16_faster"], saved["fp32_ms"], saved["bf16_ms"]) == (faster, fp32_s * 1e3, bf16_s * 1e3)
+        speed_module.cpu_bf16_is_faster.cache_clear()
+        assert speed_module.cpu_bf16_is_faster() is faster and len(timed) == 1
+    finally:
+        speed_module.cpu_bf16_is_faster.cache_clear()
+
+
+def test_without_a_writable_cache_the_probe_is_timed_in_each_process(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(blocker / "cache"))  # a directory under a file: mkdir fails
+    timings = iter([(1.0, 3.0), (3.0, 1.0)])
+    monkeypatch.setattr(speed_module, "_time_decode_steps", lambda: next(timings))
+    speed_module.cpu_bf16_generation_is_faster.cache_clear()
+    try:
+        assert speed_module.cpu_bf16_generation_is_faster() is False
+        speed_module.cpu_bf16_generation_is_faster.cache_clear()
+        assert speed_module.cpu_bf16_generation_is_faster() is True  # nothing kept: timed again
+    finally:
+        speed_module.cpu_bf16_generation_is_faster.cache_clear()
 
 
 def test_unknown_levers_are_refused():
@@ -62,9 +113,7 @@ def test_a_cpu_run_takes_bf16_autocast_when_the_cpu_is_faster_in_bf16(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_with_cpu_bf16_forced_trains_and_tests(tmp_path):
-    import json
-
-    from distill.train import train
+    from distill.training import train
 
     train(compose_train([*QUICK, "trainer=cpu", "speed.cpu_bf16=true"], tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())

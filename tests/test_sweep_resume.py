@@ -1,4 +1,4 @@
-"""Resumable sweeps (``resume_sweep: true``, :mod:`distill.sweep_resume`): a 4-job sweep SIGKILLed in
+"""Resumable sweeps (``resume_sweep: true``, :mod:`distill.launch.sweep_resume`): a 4-job sweep SIGKILLed in
 its third job and rerun into the same directory skips jobs 1-2, resumes job 3 from its last.ckpt
 (its steps continue) and starts job 4; a job whose run failed or whose config changed is run again,
 its old run moved to ``.superseded/``, out of the aggregator's way."""
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.aggregate import read_directory
-from distill.step_trace import read_step_trace
-from distill.sweep_resume import identity_config, job_fingerprint
+from distill.results.runs import read_directory
+from distill.callbacks.step_trace import read_step_trace
+from distill.launch.sweep_resume import identity_config, job_fingerprint
 from train_utils import REPO, compose_train, subprocess_env
 
 # 16 train examples in batches of 4, 8 steps, validated (and last.ckpt written) every 2 steps; the
@@ -29,7 +29,7 @@ SWEEP = [
     "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
     "data.batch_size=4", "data.eval_batch_size=8", "optimizer.lr=1e-3",
     "data.benchmark.train_size=16", "data.benchmark.test_size=8",
-    "+callbacks.step_trace._target_=distill.step_trace.StepTrace",
+    "+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace",
     "+callbacks.kill._target_=train_utils.SigkillAtStep", "+callbacks.kill.step=5", "+callbacks.kill.tag=${seed}",
 ]
 
@@ -148,7 +148,7 @@ def test_keys_added_to_distill_since_a_run_at_their_defaults_keep_it_finished(tm
     """A finished job whose record lacks keys a later distill added (not set by the job's overrides)
     is still the same config: skipped, not rerun; the same key set on the command line, a changed
     value or a removed key is a new config."""
-    from distill.sweep_resume import SKIPPED, STARTED, decide
+    from distill.launch.sweep_resume import SKIPPED, STARTED, decide
 
     old = {"seed": 1, "data": {"fraction": 0.5}, "method": {"name": "step_by_step"}}
     new = {"seed": 1, "data": {"fraction": 0.5, "rationales": "first"},

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from loopback_server import LoopbackServer  # noqa: E402
 from teacher_server import REPO, FakeTeacher, read_sidecar, run_annotate, settings, write_svamp_like  # noqa: E402
 
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.data.splits import load_file  # noqa: E402
 from distill.teacher.annotator import IncompleteShardsError, annotate, shard_range  # noqa: E402
-from distill.teacher.loopback import LoopbackServer  # noqa: E402
 from distill.teacher.openai import OpenAIBackend  # noqa: E402
 
 FAST = dict(timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=0.05, max_retries=2)
@@ -170,8 +170,9 @@ def test_killed_mid_run_then_rerun_gives_the_same_files(tmp_path):
         def args(run):
             return ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / run}",
                     f"teacher.cache_dir={tmp_path / run / 'cache'}", f"hydra.run.dir={tmp_path / run / 'hydra'}",
-                    f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake", "teacher.chat=false",
-                    "teacher.max_concurrency=2", "teacher.backoff_base_s=0.01", "shard_size=16", "progress=false"]
+                    f"teacher.backend.base_url={srv.base_url}", "teacher.backend.model=m", "teacher.name=fake",
+                    "teacher.backend.chat=false", "teacher.backend.max_concurrency=2",
+                    "teacher.backend.backoff_base_s=0.01", "shard_size=16", "progress=false"]
 
         full = run_annotate(args("full"))
         assert full.returncode == 0, full.stderr
@@ -203,9 +204,9 @@ def test_killed_with_k_samples_the_rerun_asks_only_for_the_missing_samples(tmp_p
     with LoopbackServer(FakeTeacher(bench, examples), latency_s=0.03) as srv:
         args = ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path}",
                 f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-                f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake", "teacher.chat=false",
-                "teacher.samples=3", "teacher.temperature=0.7", "teacher.use_n=false", "teacher.max_concurrency=2",
-                "progress=false"]
+                f"teacher.backend.base_url={srv.base_url}", "teacher.backend.model=m", "teacher.name=fake",
+                "teacher.backend.chat=false", "teacher.samples=3", "teacher.backend.temperature=0.7",
+                "teacher.backend.use_n=false", "teacher.backend.max_concurrency=2", "progress=false"]
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
         proc = subprocess.Popen([sys.executable, str(REPO / "annotate.py"), *args], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -233,9 +234,9 @@ def test_api_key_is_used_but_never_stored_or_logged(tmp_path):
     with LoopbackServer(teacher, faults=teacher.fault_by_row({0: ["400"], 1: [], 2: [], 3: []})) as srv:
         result = run_annotate(["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}",
                                f"out_dir={tmp_path / 'out'}", f"teacher.cache_dir={tmp_path / 'cache'}",
-                               f"hydra.run.dir={tmp_path / 'hydra'}", f"teacher.base_url={srv.base_url}",
-                               "teacher.model=m", "teacher.name=fake", "teacher.api_key_env=MY_TEACHER_KEY",
-                               "hydra.verbose=true"], env={"MY_TEACHER_KEY": secret})
+                               f"hydra.run.dir={tmp_path / 'hydra'}", f"teacher.backend.base_url={srv.base_url}",
+                               "teacher.backend.model=m", "teacher.name=fake",
+                               "teacher.backend.api_key_env=MY_TEACHER_KEY", "hydra.verbose=true"], env={"MY_TEACHER_KEY": secret})
         auth = {r.authorization for r in srv.received}
     assert result.returncode == 1 and "1 of 4 item(s) failed" in result.stderr, result.stderr  # the 400
     assert auth == {f"Bearer {secret}"}  # the key was sent
@@ -255,7 +256,7 @@ def test_strict_exits_non_zero_only_when_asked(tmp_path):
     with LoopbackServer(teacher) as srv:
         common = ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}",
                   f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-                  f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake"]
+                  f"teacher.backend.base_url={srv.base_url}", "teacher.backend.model=m", "teacher.name=fake"]
         lenient = run_annotate(common)
         strict = run_annotate([*common, "strict=true"])
     assert lenient.returncode == 0, lenient.stderr
@@ -282,7 +283,7 @@ def test_a_jsonl_task_is_prompted_from_its_prompt_file(tmp_path):
             "data.benchmark.label_field=answer", "data.benchmark.label_space=[yes,no]",
             f"data.benchmark.prompt_file={prompt}", "split=test", f"paths.data_dir={tmp_path / 'data'}",
             f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-            f"teacher.base_url={srv.base_url}", "teacher.model=m", "teacher.name=fake", "strict=true"])
+            f"teacher.backend.base_url={srv.base_url}", "teacher.backend.model=m", "teacher.name=fake", "strict=true"])
         sent = srv.received[0].body["messages"]
     assert result.returncode == 0, result.stderr
     assert sent[1]["content"] == "Q: Is ice cold?" and sent[2]["content"] == "Ice is frozen water. So the answer is yes."
@@ -293,7 +294,7 @@ def test_a_jsonl_task_is_prompted_from_its_prompt_file(tmp_path):
 def _common(tmp_path: Path, url: str, out: str = "out") -> list[str]:
     return ["data=svamp", "split=test", f"paths.data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / out}",
             f"teacher.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'hydra'}",
-            f"teacher.base_url={url}", "teacher.model=m", "teacher.name=fake", "progress=false"]
+            f"teacher.backend.base_url={url}", "teacher.backend.model=m", "teacher.name=fake", "progress=false"]
 
 
 def test_a_failed_item_exits_non_zero_and_the_report_names_its_placeholder(tmp_path):
@@ -312,7 +313,7 @@ def test_a_failed_item_exits_non_zero_and_the_report_names_its_placeholder(tmp_p
 
 
 def test_a_teacher_that_is_not_there_stops_early_and_keeps_the_cache(tmp_path):
-    """teacher.base_url where nothing listens: a non-zero exit within seconds that names the URL,
+    """teacher.backend.base_url where nothing listens: a non-zero exit within seconds that names the URL,
     nothing written, the answers of an earlier run kept; with the teacher back, a rerun asks only
     for what is missing."""
     bench = get_benchmark("svamp")
@@ -324,7 +325,8 @@ def test_a_teacher_that_is_not_there_stops_early_and_keeps_the_cache(tmp_path):
     shard = tmp_path / "out" / "svamp" / "fake" / "test_CoT_0.json"
     written = shard.read_bytes()
     started = time.monotonic()
-    gone = run_annotate([*_common(tmp_path, url), "teacher.max_retries=2", "teacher.backoff_base_s=0.5"])
+    gone = run_annotate([*_common(tmp_path, url), "teacher.backend.max_retries=2",
+                         "teacher.backend.backoff_base_s=0.5"])
     assert gone.returncode == 1 and time.monotonic() - started < 30
     assert f"teacher run stopped: {url}/chat/completions: the first 8 request(s) all failed to connect" in gone.stderr
     assert "Stopped after 0 of 20 request(s); nothing was written" in gone.stderr

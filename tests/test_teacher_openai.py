@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from loopback_server import LoopbackServer  # noqa: E402
 from teacher_server import FakeTeacher, read_sidecar, row_of, settings, write_svamp_like  # noqa: E402
 
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.teacher.annotator import annotate  # noqa: E402
 from distill.teacher.backend import Request, TeacherConfigError  # noqa: E402
 from distill.teacher.cache import Answer  # noqa: E402
-from distill.teacher.loopback import LoopbackServer  # noqa: E402
 from distill.teacher.openai import OpenAIBackend  # noqa: E402
 
 FAST = dict(timeout_s=1.0, backoff_base_s=0.01, backoff_max_s=0.05, max_retries=3)
@@ -181,7 +181,7 @@ def test_first_requests_failing_the_same_way_stop_the_run(tmp_path):
                 OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=4, **FAST).generate(
                     [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
             assert 8 <= len(rec.answers) < 40 and len({r.body["prompt"] for r in server.received}) < 40
-    # teacher.fail_fast=0: every item is asked whatever happens
+    # teacher.backend.fail_fast=0: every item is asked whatever happens
     with LoopbackServer(FakeTeacher(bench, examples), faults=lambda p, a: "400") as server:
         rec = Recorder()
         OpenAIBackend(server.base_url, "m", chat=False, fail_fast=0, **FAST).generate(

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from teacher_server import run_annotate  # noqa: E402
+from loopback_server import LoopbackServer  # noqa: E402
+from teacher_server import PromptIndex, run_annotate  # noqa: E402
 from train_utils import QUICK, REPO, subprocess_env  # noqa: E402
 
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.benchmarks.io import read_teacher_completions, records_path  # noqa: E402
 from distill.data.__main__ import main as summary_main  # noqa: E402
 from distill.data.splits import load_file  # noqa: E402
-from distill.teacher.loopback import LoopbackServer, PromptIndex  # noqa: E402
 
 ROWS = 30
 
@@ -39,9 +39,10 @@ def replay(shared: Path, tmp: Path, name: str, split: str, chat: bool) -> tuple[
         result = run_annotate([
             f"data={name}", f"split={split}", f"limit={ROWS}", f"paths.data_dir={shared}",
             f"out_dir={tmp / 'replayed'}", f"teacher.cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'hydra' / name / split}",
-            f"teacher.base_url={server.base_url}", "teacher.model=palm-replay", "teacher.name=replay",
-            f"teacher.chat={str(chat).lower()}", "teacher.stop=[]",  # PaLM's texts run on: nothing was cut
-            "teacher.max_concurrency=8", "progress=false", "strict=false",
+            f"teacher.backend.base_url={server.base_url}", "teacher.backend.model=palm-replay", "teacher.name=replay",
+            f"teacher.backend.chat={str(chat).lower()}",
+            "teacher.backend.stop=[]",  # PaLM's texts run on: nothing was cut
+            "teacher.backend.max_concurrency=8", "progress=false", "strict=false",
         ])
         received = list(server.received)
     assert result.returncode == 0, result.stderr
@@ -115,8 +116,9 @@ def test_the_readme_teacher_recipe_on_data_without_llm(shared_data, tmp_path, mo
         return done
 
     with LoopbackServer(lambda prompt: palm[index.example(prompt).uid]) as server:
-        command("annotate.py", "data=svamp", "split=train", "teacher=openai", f"teacher.base_url={server.base_url}",
-                "teacher.model=palm-replay", "teacher.name=mymodel")
+        command("annotate.py", "data=svamp", "split=train", "teacher=openai",
+                f"teacher.backend.base_url={server.base_url}", "teacher.backend.model=palm-replay",
+                "teacher.name=mymodel")
     assert sorted(p.name for p in (data / "svamp" / "mymodel").glob("*_CoT_*.json")) == ["train_CoT_0.json"]
 
     # python -m distill.data summary data=svamp data.teacher=mymodel, in this process (same code, no start-up)

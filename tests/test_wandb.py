@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from distill.runtime import resolve_wandb_mode, scrub_secrets
+from distill.utils.runtime import resolve_wandb_mode, scrub_secrets
 from train_utils import QUICK, REPO
 
 SECRET = "sk-test-0123456789abcdef-never-log-me"

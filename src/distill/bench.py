@@ -1,26 +1,12 @@
-"""Throughput yardstick: ``python -m distill.bench [train.py overrides ...] [bench.KEY=VALUE ...]``.
+"""Throughput yardstick (README, Speed)::
 
-Builds exactly what ``train.py`` would (same config, same overrides) once with every speed lever
-off (``speed=plain``) and once as configured (``speed=fast`` by default), each in a fresh process
-so neither inherits the other's memory peak or warm caches, and prints them side by side with
-their ratio. Each run trains ``bench.steps`` optimizer steps after ``bench.warmup`` untimed ones,
-then generates labels for ``bench.eval_batches`` validation batches:
+    python -m distill.bench [train.py overrides ...] [bench.KEY=VALUE ...]
 
-    train examples/s; train tokens/s (non-pad input and target tokens, both tasks); s/step;
-    computed tokens/step (the positions the model runs, padding included: what a layout saves);
-    eval examples/s (label generation) and decode steps per eval batch (the longest label a batch
-    writes sets them: students that write longer labels cost more to evaluate); peak memory (CUDA allocator, or the process's RSS on CPU);
-    MFU: model FLOPs (6 x non-embedding parameters x the non-pad tokens each side of the model
-    sees, encoder and decoder counted apart; a causal student is all decoder and sees prompt and
-    completion tokens) per second, over a matmul peak measured here
-
-``speed=...`` among the overrides runs that one configuration alone; ``bench.modes=fast`` or
-``bench.modes=plain,fast`` choose; a mode ``NAME+shared`` runs ``speed=NAME`` in the shared-input
-layout of step-by-step (``method.shared_input=true``), e.g. ``bench.modes=fast,fast+shared``; ``bench.repeats=N`` alternates the modes N times and keeps each
-mode's best run; ``bench.profile=N`` runs N more steps under ``torch.profiler`` after the timed ones
-and prints, per mode, where a step's time goes: the top operators by self time and, on a GPU, the
-kernel-busy time and the kernel launches per step. Nothing is written besides Lightning's scratch files in a temporary folder.
-"""
+builds what ``train.py`` would once per mode, each in a fresh process, and prints the modes side by side:
+``bench.modes`` (``plain,fast``; ``NAME+shared`` adds ``method.shared_input=true``; a ``speed=`` override
+runs that one alone), ``bench.steps`` timed after ``bench.warmup``, ``bench.eval_batches`` of label
+generation, ``bench.repeats`` (best of N), ``bench.profile`` (N more steps under ``torch.profiler``).
+Writes nothing but Lightning's scratch files in a temporary folder."""
 
 from __future__ import annotations
 
@@ -39,7 +25,9 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from distill.models.student import CAUSAL, SEQ2SEQ, kind_of  # noqa: E402
+from distill.callbacks.profiler import StepProfiler  # noqa: E402
+from distill.callbacks.throughput import ThroughputMeter  # noqa: E402
+from distill.models.student import SEQ2SEQ, kind_of  # noqa: E402
 
 BENCH_DEFAULTS: dict[str, Any] = {
     "steps": 20, "warmup": 3, "eval_batches": 4, "modes": "plain,fast", "repeats": 1, "profile": 0,
@@ -57,141 +45,6 @@ FIGURES = {
     "peak_memory_mb": "MiB (lower is better)",
     "mfu_percent": "% of the measured peak",
 }
-
-
-class ThroughputMeter(pl.Callback):
-    """Wall time, examples and non-pad tokens of every optimizer step after ``warmup`` steps.
-    Token counts accumulate on the device and are read once at the end: no per-step sync."""
-
-    def __init__(self, warmup: int, steps: int | None = None) -> None:
-        self.warmup = warmup
-        self.last = None if steps is None else warmup + steps
-        self.examples = 0
-        self.tokens: dict[str, Any] = {"encoder": 0, "decoder": 0}
-        self.computed = 0
-        self.seconds = 0.0
-        self.steps = 0
-        self._start: float | None = None
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step >= self.warmup and self._start is None:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._start is None or self.seconds:
-            return
-        self.examples += len(batch["uid"])
-        self.computed += computed_positions(batch, pl_module)
-        causal = pl_module.student.kind == CAUSAL
-        if "shared" in batch:
-            self._count_shared(batch, causal)
-            return self._maybe_stop(trainer)
-        tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
-        for task in tasks:
-            non_pad = batch[task]["attention_mask"].sum()
-            if causal:  # one sequence, prompt and completion, through the decoder
-                self.tokens["decoder"] = self.tokens["decoder"] + non_pad
-            else:
-                self.tokens["encoder"] = self.tokens["encoder"] + non_pad
-                self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
-        self._maybe_stop(trainer)
-
-    def _count_shared(self, batch: Any, causal: bool) -> None:
-        shared = batch["shared"]
-        if causal:  # x once, then both branches: every non-pad position of the one sequence
-            self.tokens["decoder"] = self.tokens["decoder"] + int(shared["spans"].sum())
-            return
-        self.tokens["encoder"] = self.tokens["encoder"] + shared["attention_mask"].sum()
-        for task in ("label", "rationale"):
-            if task in batch:  # the marker and the target: the decoder's non-pad inputs
-                self.tokens["decoder"] = self.tokens["decoder"] + int((batch[task]["decoder_sequence"] != -100).sum())
-
-    def _maybe_stop(self, trainer: pl.Trainer) -> None:
-        if self.last is not None and trainer.global_step >= self.last:
-            self._stop(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._start is not None and not self.seconds:
-            self._stop(trainer)
-
-    def _stop(self, trainer: pl.Trainer) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self._start
-        self.steps = trainer.global_step - self.warmup
-        self.tokens = {side: int(count) for side, count in self.tokens.items()}
-
-
-def computed_positions(batch: Any, module: pl.LightningModule) -> int:
-    """Positions (padding included) that one micro-batch runs through the model: each forward's
-    rows x width, encoder and decoder apart; stacked tasks are padded to their common width."""
-    causal = module.student.kind == CAUSAL
-    if "shared" in batch:
-        if causal:
-            return batch["shared"]["input_ids"].numel()
-        decoders = [batch[t]["decoder_sequence"] for t in ("label", "rationale") if t in batch]
-        encoder = batch["shared"]["input_ids"].numel()
-        if module.speed.fast_losses and module.speed.stack_tasks and len(decoders) > 1:
-            # one decoder pass over both tasks' rows, and the encoder output read by each
-            return encoder + sum(d.shape[0] for d in decoders) * max(d.shape[1] for d in decoders)
-        return encoder + sum(d.numel() for d in decoders)
-    tasks = [batch["label"]] + ([batch["rationale"]] if "rationale" in batch and module.method == "step_by_step" else [])
-    widths = [(t["input_ids"].shape[1], t["labels"].shape[1]) for t in tasks]
-    rows = [t["input_ids"].shape[0] for t in tasks]
-    if module.speed.fast_losses and module.speed.stack_tasks and len(tasks) > 1:
-        input_width, label_width = (max(w[0] for w in widths), max(w[1] for w in widths))
-        return sum(rows) * (input_width + (0 if causal else label_width))
-    return sum(r * (w[0] + (0 if causal else w[1])) for r, w in zip(rows, widths))
-
-
-class StepProfiler(pl.Callback):
-    """``torch.profiler`` over the optimizer steps from ``first`` on (to the end of fit): a summary
-    of where a step's time goes, as text."""
-
-    def __init__(self, first: int, steps: int) -> None:
-        self.first, self.steps = first, steps
-        self.profiler: torch.profiler.profile | None = None
-        self.summary = ""
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.profiler is None and trainer.global_step >= self.first:
-            activities = [torch.profiler.ProfilerActivity.CPU]
-            if torch.cuda.is_available():
-                activities.append(torch.profiler.ProfilerActivity.CUDA)
-                torch.cuda.synchronize()
-            self.profiler = torch.profiler.profile(activities=activities)
-            self.profiler.__enter__()
-            self._start = time.perf_counter()
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.profiler is None:
-            return
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        wall = (time.perf_counter() - self._start) / self.steps
-        self.profiler.__exit__(None, None, None)
-        self.summary = profile_summary(self.profiler, wall, self.steps)
-
-
-def profile_summary(profiler: torch.profiler.profile, wall_per_step: float, steps: int) -> str:
-    """Per step: wall time, the device's busy time and kernel launches (GPU), top operators."""
-    events = profiler.key_averages()
-    on_gpu = torch.cuda.is_available()
-    lines = [f"profile of {steps} steps: {wall_per_step * 1e3:.1f} ms wall per step"]
-    if on_gpu:
-        busy = sum(e.self_device_time_total for e in events) / 1e3 / steps  # microseconds -> ms
-        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
-        lines.append(f"  GPU kernels busy {busy:.1f} ms per step ({100 * busy / (wall_per_step * 1e3):.0f}% of the wall), "
-                     f"{launches / steps:,.0f} kernel launches per step")
-    sort = "self_device_time_total" if on_gpu else "self_cpu_time_total"
-    total = sum(getattr(e, sort) for e in events) or 1
-    lines.append(f"  top operators by {sort.replace('_', ' ')} (share of all operators' self time):")
-    for e in sorted(events, key=lambda e: getattr(e, sort), reverse=True)[:12]:
-        lines.append(f"    {e.key[:48]:<48} {getattr(e, sort) / 1e3 / steps:>9.1f} ms/step {100 * getattr(e, sort) / total:>5.1f}%"
-                     f"  x{e.count / steps:,.0f}")
-    return "\n".join(lines)
 
 
 def peak_memory_mb() -> float:
@@ -252,7 +105,7 @@ def compose_config(argv: list[str]) -> tuple[Any, dict[str, Any]]:
             overrides.append(arg)
     import distill  # noqa: F401  (registers the resolvers conf/ uses)
 
-    from distill.runtime import find_conf_dir
+    from distill.utils.runtime import find_conf_dir
 
     with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -263,8 +116,8 @@ def run(argv: list[str]) -> dict[str, Any]:
     """One configuration, measured in this process."""
     import hydra
 
-    from distill.runtime import configure_threads
-    from distill.train import build_datamodule, build_module, build_speed, build_trainer, runs_on_cuda
+    from distill.utils.runtime import configure_threads
+    from distill.training import build_datamodule, build_module, build_speed, build_trainer, runs_on_cuda
 
     cfg, bench = compose_config(argv)
     configure_threads(cfg.get("threads"))
@@ -281,7 +134,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         if bench["profile"] > 0:
             callbacks.append(StepProfiler(bench["warmup"] + bench["steps"], bench["profile"]))
         trainer = build_trainer(
-            cfg, speed, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            cfg, speed, datamodule, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             max_steps=bench["warmup"] + bench["steps"] + bench["profile"], val_check_interval=None, check_val_every_n_epoch=None,
             limit_val_batches=0, default_root_dir=scratch,
         )

@@ -12,8 +12,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from distill.checkpoints import load_module, run_config_of
-from distill.runtime import configure_threads
+from distill.models.checkpoints import load_module, run_config_of
+from distill.utils.runtime import configure_threads
 
 log = logging.getLogger(__name__)
 

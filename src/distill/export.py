@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distill.runtime import configure_threads
+from distill.utils.runtime import configure_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_threads()
 
-    from distill.checkpoints import auto_class_name, export_student, load_module
+    from distill.models.checkpoints import auto_class_name, export_student, load_module
 
     try:
         module = load_module(args.checkpoint)

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from distill.runtime import configure_threads
+from distill.utils.runtime import configure_threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_threads()
 
-    from distill.checkpoints import load_student_for_inference
+    from distill.models.checkpoints import load_student_for_inference
     from distill.models.inference import predict
 
     inputs = list(args.inputs)

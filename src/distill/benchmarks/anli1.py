@@ -1,13 +1,7 @@
-"""ANLI round 1: adversarial premise/hypothesis pairs with a human ``reason``.
-
-Teacher completions read ``<rationale> So the answer is <label word>.`` and then usually run on
-into a made-up next exemplar (``\\n\\nPremise: ...``).
-
-Parsing follows the official release: cut at the first ``Premise:``, right-trim, and split on
-``So the answer is``; exactly one occurrence is required (the lower-case ``so the answer is``
-of a few completions is a parse failure there too). The label is the remainder left-trimmed with
-its last character (the full stop) removed; an empty label is a parse failure.
-"""
+"""ANLI round 1: adversarial premise/hypothesis pairs with a human ``reason``. Teacher completions read
+``<rationale> So the answer is <label word>.``; parsing follows the official release: cut at the first
+``Premise:``, right-trim, split on ``So the answer is`` (exactly once, case-sensitive); the label is the
+remainder left-trimmed without its last character (the full stop); an empty label is a parse failure."""
 
 from __future__ import annotations
 

@@ -1,14 +1,7 @@
-"""``arith``: one-step arithmetic word problems made in code, the offline default benchmark.
-
-It stands in for SVAMP and a teacher at once: the generator writes each problem, its
-step-by-step rationale and its equation label, so ``python train.py`` runs the whole method
-with no files and no network. Labels and scoring are SVAMP's (an equation such as ``(12 / 3)``,
-scored by value through the safe arithmetic parser).
-
-Every problem picks one of four operations and one of several phrasings; the student must
-copy the two numbers and choose the operation from the wording. Splits are disjoint by
-problem text and reproducible from ``seed``.
-"""
+"""``arith``: one-step arithmetic word problems made in code, the offline default benchmark. The generator
+writes each problem, its step-by-step rationale and its equation label (one of four operations, several
+phrasings), standing in for SVAMP and a teacher at once; labels and scoring are SVAMP's. Splits are
+disjoint by problem text and reproducible from ``seed``."""
 
 from __future__ import annotations
 

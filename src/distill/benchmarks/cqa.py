@@ -1,22 +1,8 @@
-"""CommonsenseQA (CoS-E v1.11): a question with five answer choices.
-
-Records hold ``id``, ``question``, ``choices`` (5 strings) and ``answer`` (the choice text).
-The student input, as in the official code, is the question followed by lettered choices::
-
-    {question}
-    Answer Choices:
-    (a) {choice 0}
-    ...
-    (e) {choice 4}
-
-and the label is the choice text. Teacher completions read
-``<rationale> So the answer is (c) <choice text>.`` then usually ``\\n\\nQ: ...``.
-
-Parsing follows the official release: cut at the first ``Q:``, right-trim, split on
-``So the answer is`` (exactly one occurrence); the label is the text after the first lettered
-marker ``(x)``, trimmed, with one trailing full stop removed. No lettered marker (``So the answer
-is one of these four.``) or an empty label is a parse failure.
-"""
+"""CommonsenseQA (CoS-E v1.11): ``question``, five ``choices``, ``answer`` (the choice text, the label). The
+student input, as in the official code, is the question, ``Answer Choices:`` and ``(a) ...`` to ``(e) ...``
+on a line each. Parsing follows the official release: cut at the first ``Q:``, right-trim, split on
+``So the answer is`` (exactly once); the label is the text after the first lettered marker ``(x)``,
+trimmed, one trailing full stop removed. No lettered marker, or an empty label, is a parse failure."""
 
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
-"""e-SNLI: SNLI premise/hypothesis pairs with human explanations (``explanation_1..3``).
-
-Teacher completions (PaLM, few-shot chain of thought) read
-``<rationale>\\nAnswer: <label word>`` and then usually run on into a made-up next exemplar
-(``\\n\\nPremise: ...``), which is cut off.
-
-Parsing follows the official release: the rationale is everything before the first
-``Answer:``; the label is what follows the first ``Answer: `` up to ``Premise``, right-trimmed.
-No ``Answer: `` (or nothing after it) is a parse failure. A label that parses but is not a label
-word (a completion cut mid-word, e.g. ``entailment\\n\\nPre``) is kept and counted as a
-label-space violation, as the official figures count it as wrong, not as unparsed.
-"""
+r"""e-SNLI: SNLI premise/hypothesis pairs with human explanations (``explanation_1..3``). Teacher completions
+read ``<rationale>\nAnswer: <label word>``, then usually a made-up next exemplar. Parsing follows the
+official release: the rationale is everything before the first ``Answer:``, the label what follows the
+first ``Answer: `` up to ``Premise``, right-trimmed; no ``Answer: `` (or nothing after it) is a parse
+failure. A label that is not a label word (cut mid-word) is kept and counted outside the label space."""
 
 from __future__ import annotations
 

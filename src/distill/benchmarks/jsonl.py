@@ -1,27 +1,7 @@
-"""A benchmark described in YAML alone, for a new task without new code.
-
-Files follow the release layout: ``{data_dir}/{name}/{name}_{split}.json`` (JSON Lines) and,
-optionally, teacher shards ``{data_dir}/{name}/{teacher}/{split}_CoT_{i}.json``. The config says
-how a record becomes a student example::
-
-    benchmark:
-      _target_: distill.benchmarks.JsonlBenchmark
-      name: mytask
-      input_fields: [question, context]    # joined by input_separator ...
-      template: null                       # ... or e.g. "Question: {question}\\nContext: {context}"
-      label_field: answer
-      label_map: {0: "no", 1: "yes"}       # optional: raw label value -> label text
-      label_space: ["no", "yes"]           # optional: closed label space; null means free text
-      rationale_field: null                # optional: a rationale stored in the record itself
-      teacher_label_field: null            # optional: the teacher's label stored in the record
-      answer_marker: "So the answer is"    # how teacher completions end: "<rationale> So the answer is <label>."
-      stop: ["\\n\\nQ:"]                     # where a completion runs on into a made-up next example
-      prompt_file: null                    # optional: few-shot exemplars for annotate.py, a YAML/JSON
-                                           # list of {input, rationale, label}
-
-Teacher completions are cut at the first ``stop`` string, then split at the *last*
-``answer_marker``; the label is the remainder trimmed, with one trailing full stop removed.
-"""
+"""A benchmark described in YAML alone, for a new task without new code (the keys: ``conf/data/jsonl.yaml``).
+Files follow the release layout (``{data_dir}/{name}/{name}_{split}.json``, optional teacher shards).
+Teacher completions are cut at the first ``stop`` string, then split at the *last* ``answer_marker``; the
+label is the remainder trimmed, with one trailing full stop removed."""
 
 from __future__ import annotations
 

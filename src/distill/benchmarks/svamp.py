@@ -1,15 +1,8 @@
-"""SVAMP: arithmetic word problems whose label is an equation such as ``( 84.0 / 2.0 )``.
-
-Records hold ``input`` (the problem text) and ``label`` (the equation); the student input is the
-problem text as is. Teacher completions read ``<rationale> The answer is (<equation>).`` then
-usually ``\\n\\nQ: ...``.
-
-Parsing follows the official release: cut at the first ``Q:``, right-trim, split on
-``The answer is`` (exactly one occurrence); the label is the first ``(`` to the last ``)`` on the
-same line after it (the official regex ``\(.*\)``, found in one pass: the regex backtracks
-quadratically on a line of ``(`` without a ``)``). Scoring compares numeric values through the safe evaluator of
-:mod:`distill.benchmarks.arithmetic` (the official code uses ``eval``; this never executes text).
-"""
+r"""SVAMP: arithmetic word problems (``input``) whose ``label`` is an equation such as ``( 84.0 / 2.0 )``.
+Teacher completions read ``<rationale> The answer is (<equation>).`` Parsing follows the official
+release: cut at the first ``Q:``, right-trim, split on ``The answer is`` (exactly once); the label is the
+first ``(`` to the last ``)`` on that line (the official ``\(.*\)``, in one pass). Scoring compares values
+through the safe evaluator of :mod:`distill.benchmarks.equation`: no text is ever executed."""
 
 from __future__ import annotations
 
@@ -17,7 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from distill.benchmarks.arithmetic import evaluate, same_value
+from distill.benchmarks.equation import evaluate, same_value
 from distill.benchmarks.base import Benchmark, Example, Exemplar, ParsedCompletion, cut_at_answer
 
 __all__ = ["SVAMP"]
@@ -27,7 +20,7 @@ _SPLIT_DECIMAL = re.compile(r"(\d)\s*\.\s+(\d)")
 
 
 def first_parenthesised(text: str) -> str | None:
-    """What ``re.search(r"\(.*\)", text)`` matches, in time linear in ``text``: on the first line
+    r"""What ``re.search(r"\(.*\)", text)`` matches, in time linear in ``text``: on the first line
     holding a ``(`` with a ``)`` after it, from that ``(`` to the line's last ``)``."""
     for line in text.split("\n"):
         start = line.find("(")

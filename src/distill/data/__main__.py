@@ -22,7 +22,7 @@ def compose_summary_config(overrides: list[str]) -> Any:
     import distill  # noqa: F401  (registers the project's OmegaConf resolvers)
     from hydra import compose, initialize_config_dir
 
-    from distill.runtime import find_conf_dir
+    from distill.utils.runtime import find_conf_dir
 
     with initialize_config_dir(config_dir=str(find_conf_dir("summary.yaml")), version_base="1.3"):
         return compose(config_name="summary", overrides=overrides)
@@ -30,9 +30,9 @@ def compose_summary_config(overrides: list[str]) -> Any:
 
 def load_tokenizer(name_or_path: str | None = None) -> Any:
     """A Hugging Face tokenizer (eos and pad filled in where it has none); None: the offline MiniLM's."""
-    from distill.models.student import load_bert_tokenizer
+    from distill.models.student import minilm_tokenizer
 
-    tokenizer = load_bert_tokenizer(name_or_path)
+    tokenizer = minilm_tokenizer(name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

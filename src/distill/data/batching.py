@@ -1,31 +1,19 @@
-"""Global batches that mean the same thing on 1 or N devices, grouped by length.
-
-``batch_size`` in the config is the *global* batch: the examples behind one optimizer step
-(the paper's 64). :func:`plan_batches` turns it into a micro-batch size and a number of
-gradient-accumulation steps for a world size; :class:`GlobalBatchSampler` draws one global batch
-per optimizer step from a seeded per-epoch permutation and hands rank ``r`` its micro-batches.
-So one process with 2 accumulation steps and two processes with 1 consume the same examples
-per step, and a run is reproducible from ``seed`` whatever the device count.
-
-Inside each global batch examples are sorted by length before being cut into micro-batches,
-so each micro-batch pads to similar lengths (dynamic padding happens in the collator); the
-global batch itself stays a uniform random draw.
-
-Lightning must not replace this sampler: build the Trainer with
-``use_distributed_sampler=False`` (the data module reads world size and rank from its trainer).
-Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler``, which is the
-:class:`EpochPermutation` here.
-"""
+"""Global batches that mean the same on 1 or N devices, grouped by length. ``data.batch_size`` is the global
+batch: :func:`plan_batches` splits it into micro-batch x accumulation for a world size;
+:class:`GlobalBatchSampler` draws one global batch per optimizer step from a seeded per-epoch permutation,
+sorts it by length and hands rank r its micro-batches. Lightning must not replace it
+(``use_distributed_sampler=False``); it calls ``set_epoch`` on the :class:`EpochPermutation` inside."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["plan_batches", "EpochPermutation", "GlobalBatchSampler", "SampledRowsBatchSampler", "row_groups",
+__all__ = ["BatchPlan", "plan_batches", "EpochPermutation", "GlobalBatchSampler", "SampledRowsBatchSampler", "row_groups",
            "EvalBatchSampler"]
 
 
@@ -49,6 +37,24 @@ def plan_batches(global_batch: int, world_size: int = 1, micro_batch_size: int |
             f"{micro_batch_size} x {world_size} processes"
         )
     return micro_batch_size, global_batch // (micro_batch_size * world_size)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimizer step's ``global_batch_size`` examples are laid out: ``world_size`` processes
+    x ``micro_batch_size`` x ``accumulate_grad_batches``. Made once per run (:meth:`of`) and handed to
+    the Trainer and the data module (:func:`distill.training.build_trainer`)."""
+
+    global_batch_size: int
+    world_size: int
+    micro_batch_size: int
+    accumulate_grad_batches: int
+
+    @classmethod
+    def of(cls, global_batch_size: int, world_size: int = 1, micro_batch_size: int | None = None) -> BatchPlan:
+        """The plan of :func:`plan_batches` (its errors for a batch that does not split)."""
+        micro, accumulate = plan_batches(int(global_batch_size), int(world_size), micro_batch_size)
+        return cls(int(global_batch_size), int(world_size), micro, accumulate)
 
 
 class EpochPermutation(Sampler[int]):

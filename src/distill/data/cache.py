@@ -1,25 +1,9 @@
-"""The parsed splits (and figures computed from them) on disk, keyed by the data's version.
-
-A warm start reads these instead of reparsing the release: e-SNLI's 549k train rows take minutes
-to parse, attach and summarise, and every run of a sweep (every rank of a DDP job) would pay it.
-
-* :func:`data_version` is the key: the sizes and modification times of the files a benchmark reads
-  (its records ``{name}_*.json`` and the teacher's shards), the settings that choose and filter the
-  examples, the benchmark's own configuration (NLI's separator, a jsonl task's fields) and the
-  source of the code that parses them. A changed file, setting or parser is a new version; the
-  old one is never read. Benchmarks made in code (``generate``) have no version and are not cached.
-* :func:`save_splits` / :func:`load_splits`: the examples of each split in an Arrow file
-  (memory-mapped: rows are read where they are used, never held as Python objects), the files'
-  figures, sources and drops in ``splits.json``. :class:`ExampleTable` is a split read back: a
-  sequence of :class:`~distill.benchmarks.base.Example`, built on access, in the stored order.
-* :func:`cached_file_loader`: one file's examples and figures (:func:`distill.data.splits.load_file`)
-  stored the same way, keyed by :func:`file_version` (that file and its teacher's shards, the
-  benchmark, the parser): runs that select other examples from the same files (another
-  ``fraction``, ``seed`` or method of a sweep) read the parsed file instead of parsing it again.
-* :func:`cached_json`: a figure computed once per version (the summary's).
-
-Writes are atomic (a directory renamed into place), so concurrent runs never read half a cache.
-"""
+"""The parsed splits and their figures on disk, keyed by the data's version (README, Data: cache and scale):
+:func:`data_version` (the files' sizes and mtimes, the settings that choose examples, the benchmark's
+configuration, the parser's source; benchmarks made in code have none and are not cached),
+:func:`save_splits`/:func:`load_splits` (Arrow, memory-mapped: :class:`ExampleTable`),
+:func:`cached_file_loader` (one parsed file, keyed by :func:`file_version`), :func:`cached_json` (a
+figure). Writes are atomic (a directory renamed into place), so concurrent runs never read half a cache."""
 
 from __future__ import annotations
 

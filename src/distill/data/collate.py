@@ -1,24 +1,9 @@
-"""Dynamic padding: each micro-batch is padded to its own longest sequence, not a fixed length
-(rounded up to ``pad_to_multiple_of``, which GPU matrix units and compiled graphs like).
-
-Train task batches also carry where their targets are, computed here on the host so the training
-step never has to ask the device: ``target_positions`` (``(targets, 2)``: row and column of the
-output that predicts each target token) and ``target_ids`` (those tokens), in row-major order.
-
-The layout follows the student's kind:
-
-* ``seq2seq`` (:func:`pad_task`): ``input_ids`` is the encoder input, ``labels`` the target (the
-  decoder reads it shifted right); a target's position is its own column in ``labels``.
-* ``causal`` (:func:`pad_causal_task`): one sequence ``prompt + completion`` per row, right-padded;
-  ``labels`` has the width of ``input_ids``, holds the completion in its columns and -100 on the
-  prompt and padding (the model shifts it itself); the output predicting the token at column
-  ``c`` is the one at ``c - 1``. Eval batches hold the prompts alone, left-padded, for generation.
-
-Step-by-step in the shared-input layout (``shared_markers``) lays a train batch out with x once for
-both tasks (:mod:`distill.data.shared_input`); its eval batches are the same as above, x alone.
-
-A picklable class (no lambdas), so DataLoader workers (``num_workers > 0``) can use it.
-"""
+"""Dynamic padding: each micro-batch is padded to its own longest row (rounded up to ``pad_to_multiple_of``);
+train task batches also carry where their targets are (:func:`locate_targets`, on the host, so the step
+never asks the device). A ``seq2seq`` student gets encoder inputs and ``labels`` (:func:`pad_task`); a
+``causal`` one ``prompt + completion`` rows, ``labels`` -100 but on the completion (:func:`pad_causal_task`),
+and for evaluation the prompts alone, left-padded. The shared-input layout: :mod:`distill.data.shared_input`.
+:class:`Collator` is picklable, for DataLoader workers."""
 
 from __future__ import annotations
 
@@ -29,13 +14,14 @@ import torch
 
 from distill.data.encoding import encode_inputs
 
-__all__ = ["IGNORE_INDEX", "Collator", "encode_batch", "pad_causal_task", "pad_prompts", "pad_sequences", "pad_task"]
+__all__ = ["IGNORE_INDEX", "Collator", "encode_batch", "locate_targets", "pad_causal_task", "pad_prompts",
+           "pad_sequences", "pad_task", "round_up"]
 
 #: label id that the loss ignores (padding, and rows without a target for this task)
 IGNORE_INDEX = -100
 
 
-def _round_up(width: int, multiple: int) -> int:
+def round_up(width: int, multiple: int) -> int:
     return -(-width // multiple) * multiple
 
 
@@ -44,7 +30,7 @@ def pad_sequences(
 ) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of token-id rows padded with ``pad_token_id`` to the
     longest (rounded up to ``pad_to_multiple_of``), on the right or, with ``left``, on the left."""
-    width = _round_up(max(len(ids) for ids in sequences), pad_to_multiple_of)
+    width = round_up(max(len(ids) for ids in sequences), pad_to_multiple_of)
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, ids in enumerate(sequences):
@@ -55,9 +41,9 @@ def pad_sequences(
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def _targets(label_ids: torch.Tensor, column_shift: int) -> dict[str, torch.Tensor]:
-    """``target_positions`` (row, column of the output predicting each target token: its own
-    column + ``column_shift``) and ``target_ids``, in row-major order."""
+def locate_targets(label_ids: torch.Tensor, column_shift: int = 0) -> dict[str, torch.Tensor]:
+    """``target_positions`` (row, column of the output predicting each target token, i.e. each id
+    other than -100: its own column + ``column_shift``) and ``target_ids``, in row-major order."""
     is_target = label_ids != IGNORE_INDEX
     positions = is_target.nonzero()
     if column_shift:
@@ -75,14 +61,14 @@ def pad_task(
     """``input_ids``/``attention_mask`` right-padded with ``pad_token_id``; ``labels`` with -100;
     with ``with_targets``, also ``target_positions`` and ``target_ids``."""
     batch = pad_sequences(inputs, pad_token_id, pad_to_multiple_of)
-    label_width = _round_up(max(1, max(len(ids) for ids in labels)), pad_to_multiple_of)
+    label_width = round_up(max(1, max(len(ids) for ids in labels)), pad_to_multiple_of)
     label_ids = torch.full((len(labels), label_width), IGNORE_INDEX, dtype=torch.long)
     for row, target in enumerate(labels):
         if target:
             label_ids[row, : len(target)] = torch.as_tensor(target, dtype=torch.long)
     batch["labels"] = label_ids
     if with_targets:
-        batch.update(_targets(label_ids, column_shift=0))
+        batch.update(locate_targets(label_ids))
     return batch
 
 
@@ -112,7 +98,7 @@ def pad_causal_task(
             label_ids[row, len(prompt) : len(prompt) + len(completion)] = torch.as_tensor(completion, dtype=torch.long)
     batch["labels"] = label_ids
     if with_targets:
-        batch.update(_targets(label_ids, column_shift=-1))
+        batch.update(locate_targets(label_ids, column_shift=-1))
     return batch
 
 

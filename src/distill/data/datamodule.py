@@ -1,41 +1,13 @@
-"""The LightningDataModule: a benchmark and a teacher in, batches of both tasks out.
+"""The LightningDataModule: a benchmark and a teacher in, batches of the method's tasks out.
 
-Pipeline: :func:`distill.data.splits.build_splits` (files -> train/val/test examples with
-teacher rationales; with ``cache_dir`` stored there in Arrow, keyed by
-:func:`distill.data.cache.data_version`, so a warm start reads them instead of reparsing) ->
-:class:`distill.data.encoding.Encoder` through ``datasets.map`` (``num_proc`` processes for big
-splits; cached on disk under ``cache_dir``, keyed by tokenizer, settings and the data version, or
-the texts themselves where there is no version) ->
-:class:`distill.data.batching.GlobalBatchSampler` (one global batch per optimizer step, split
-into this rank's micro-batches, grouped by length) -> :class:`distill.data.collate.Collator`
-(dynamic padding per micro-batch, labels padded with -100).
-
-Batches (see the project's DataModule contract):
-
-* train: ``{"label": {input_ids, attention_mask, labels}, "rationale": {...}, "uid": [...]}``;
-  ``"rationale"`` only with ``targets="step_by_step"`` and when some example of the micro-batch
-  has a rationale (rows without one have labels all -100).
-* val/test: ``{"label": {...}, "uid": [...], "input": [...], "gold": [...]}``.
-* ``rationales``/``rationale_filter``: which of a teacher's samples the train rows hold
-  (:mod:`distill.data.rationales`; ``all``: a row per sample, uid ``{uid}#s{s}``); ``sample`` draws one
-  row per example each epoch (:class:`distill.data.batching.SampledRowsBatchSampler`).
-* ``shared_input`` (step_by_step): x once for both tasks, the task markers after it; train batches
-  as in :class:`distill.data.collate.Collator`, eval batches hold x alone (generation appends the
-  label marker): :mod:`distill.data.shared_input`.
-
-``student_kind`` lays the task batches out for the student: ``seq2seq`` (encoder input and
-target apart) or ``causal`` (one ``prompt + completion`` sequence per row with the loss on the
-completion alone; eval batches hold left-padded prompts): :mod:`distill.data.collate`.
-
-Task prefixes apply to ``step_by_step`` (the two tasks share weights and need telling apart):
-``[label] `` / ``[rationale] `` as in the paper, or the official code's ``predict: `` /
-``explain: ``. ``standard`` and ``single_task`` train one task and, as in the official
-``standard`` model, use no prefix.
-
-Multi-device: build the Trainer with ``use_distributed_sampler=False`` and
-``accumulate_grad_batches`` from :meth:`DistillDataModule.plan` (train.py does both); ``setup``
-reads world size and rank from the attached trainer and checks both.
-"""
+Examples come from :func:`distill.data.splits.build_splits`, are tokenized by
+:class:`distill.data.encoding.Encoder` (both cached under ``cache_dir``, keyed by the data version),
+drawn by :class:`distill.data.batching.GlobalBatchSampler` as its :class:`~distill.data.batching.BatchPlan`
+says and padded by :class:`distill.data.collate.Collator` for a ``seq2seq`` or ``causal`` student.
+Train batches: ``{"label": {...}, "rationale": {...}, "uid": [...]}`` (``"rationale"`` for a method
+with a rationale task, where the micro-batch has one); eval batches: ``{"label", "uid", "input",
+"gold"}``. A multi-process run builds its Trainer with ``use_distributed_sampler=False`` and hands it
+and this module one plan (:func:`distill.training.build_trainer`)."""
 
 from __future__ import annotations
 
@@ -51,10 +23,10 @@ from torch.utils.data import DataLoader
 
 from distill.benchmarks.base import Benchmark, Example
 from distill.data.batching import (
+    BatchPlan,
     EvalBatchSampler,
     GlobalBatchSampler,
     SampledRowsBatchSampler,
-    plan_batches,
     row_groups,
 )
 from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
@@ -62,10 +34,10 @@ from distill.data.collate import Collator
 from distill.data.encoding import ENCODING_VERSION, Encoder, marker_ids, target_text
 from distill.data.rationales import example_uid
 from distill.data.splits import SPLITS, Splits, build_splits
+from distill.methods import Method, get_method
 
-__all__ = ["DistillDataModule", "TARGETS"]
+__all__ = ["DistillDataModule"]
 
-TARGETS = ("standard", "step_by_step", "single_task")
 #: ``num_proc=None`` tokenizes a split in several processes from this many rows on (below, one pays off less than it costs)
 PARALLEL_TOKENIZATION_ROWS = 50_000
 _UNSET = object()
@@ -123,7 +95,7 @@ class DistillDataModule(pl.LightningDataModule):
         test_subset: int | None = None,
         on_parse_failure: str = "drop_rationale",
         on_misaligned_teacher: str = "error",
-        targets: str = "step_by_step",
+        targets: str | Method = "step_by_step",
         batch_size: int = 64,
         micro_batch_size: int | None = None,
         eval_batch_size: int = 64,
@@ -147,8 +119,9 @@ class DistillDataModule(pl.LightningDataModule):
         rationale_position: str = "before",
     ) -> None:
         super().__init__()
-        if targets not in TARGETS:
-            raise ValueError(f"data.targets must be one of {TARGETS}, got {targets!r}")
+        #: the method the batches serve; ``targets`` is its name (cache keys and the summary read it)
+        self.method = get_method(targets)
+        self.targets = self.method.name
         if student_kind not in ("seq2seq", "causal"):
             raise ValueError(f"student_kind must be 'seq2seq' or 'causal', got {student_kind!r}")
         self.student_kind = student_kind
@@ -170,7 +143,6 @@ class DistillDataModule(pl.LightningDataModule):
         self.num_proc = None if num_proc is None else int(num_proc)
         self._data_version: Any = _UNSET
         self._tokenizer_hash: str | None = None
-        self.targets = targets
         from distill.data.rationales import RATIONALE_CHOICES, RATIONALE_FILTERS
         from distill.data.targets import RATIONALE_POSITIONS
 
@@ -185,10 +157,11 @@ class DistillDataModule(pl.LightningDataModule):
         # which of a teacher's samples train learns from (distill.data.rationales); single_task's layout
         self.rationales, self.rationale_filter = rationales, rationale_filter
         self.rationale_position = rationale_position
-        # step_by_step alone has two tasks to share x between (the other targets ignore it)
-        self.shared_input = bool(shared_input) and targets == "step_by_step"
+        # only a method with two tasks has an x to share between them (the others ignore it)
+        self.shared_input = bool(shared_input) and self.method.rationale_task
         self.batch_size = int(batch_size)
-        self.micro_batch_size = micro_batch_size
+        # one process until a run hands its own plan (fails at config time, not mid-run)
+        self._batch_plan = BatchPlan.of(self.batch_size, 1, micro_batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.label_prefix = label_prefix or ""
         self.rationale_prefix = rationale_prefix or ""
@@ -205,7 +178,6 @@ class DistillDataModule(pl.LightningDataModule):
         self.tokenizer = None
         self._splits: Splits | None = None
         self._datasets: dict[str, Any] = {}
-        plan_batches(self.batch_size, 1, self.micro_batch_size)  # fail at config time, not mid-run
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
 
@@ -286,7 +258,7 @@ class DistillDataModule(pl.LightningDataModule):
                 holdout_seed=self.holdout_seed,
                 test_subset=self.test_subset,
                 on_parse_failure=self.on_parse_failure,
-                targets=self.targets,
+                targets=self.method,
                 on_misaligned_teacher=self.on_misaligned_teacher,
                 require_teacher=self.require_teacher,
                 load=None if stored is None else cached_file_loader(stored.parent),
@@ -307,8 +279,8 @@ class DistillDataModule(pl.LightningDataModule):
 
     @property
     def task_prefixes(self) -> dict[str, str]:
-        """Prefix per task as the student sees it (empty outside step_by_step)."""
-        if self.targets == "step_by_step":
+        """Prefix per task as the student sees it (empty for a method of one task)."""
+        if self.method.rationale_task:
             return {"label": self.label_prefix, "rationale": self.rationale_prefix}
         return {"label": "", "rationale": ""}
 
@@ -320,21 +292,31 @@ class DistillDataModule(pl.LightningDataModule):
         return marker_ids(self.tokenizer, self.label_prefix), marker_ids(self.tokenizer, self.rationale_prefix)
 
     # ----------------------------------------------------------------- batching plan
-    def plan(self, world_size: int | None = None) -> tuple[int, int]:
-        """``(micro_batch_size, accumulate_grad_batches)`` for ``world_size`` processes."""
-        return plan_batches(self.batch_size, world_size or self.world_size, self.micro_batch_size)
+    @property
+    def batch_plan(self) -> BatchPlan:
+        """How train batches are laid out over processes and accumulation steps."""
+        return self._batch_plan
 
-    def _read_trainer(self) -> None:
+    @batch_plan.setter
+    def batch_plan(self, plan: BatchPlan) -> None:
+        if plan.global_batch_size != self.batch_size:
+            raise ValueError(f"a batch plan for a global batch of {plan.global_batch_size}, but data.batch_size="
+                             f"{self.batch_size}")
+        self._batch_plan = plan
+
+    def _read_trainer(self, stage: str | None) -> None:
+        """This process's rank and the world size from the attached trainer (eval batches are sharded
+        over them); a fit must run on the processes and accumulation of the plan this module holds."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return
         self.world_size, self.rank = int(trainer.world_size), int(trainer.global_rank)
-        _, accumulate = self.plan()
-        if int(getattr(trainer, "accumulate_grad_batches", accumulate)) != accumulate:
+        plan = self._batch_plan
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", plan.accumulate_grad_batches))
+        if stage == "fit" and (self.world_size, accumulate) != (plan.world_size, plan.accumulate_grad_batches):
             raise ValueError(
-                f"Trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} but data.batch_size="
-                f"{self.batch_size} (global) over {self.world_size} process(es) with micro_batch_size="
-                f"{self.micro_batch_size} needs {accumulate}: pass plan_batches(...)[1] to the Trainer"
+                f"the Trainer runs {self.world_size} process(es) with accumulate_grad_batches={accumulate}, but the "
+                f"data module's plan is {plan}: hand both the same BatchPlan (distill.training.build_trainer does)"
             )
         connector = getattr(trainer, "_accelerator_connector", None)
         if self.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
@@ -350,7 +332,7 @@ class DistillDataModule(pl.LightningDataModule):
         digest.update(self.tokenizer_hash.encode())
         digest.update(json.dumps(encoder.settings(), sort_keys=True).encode())
         digest.update(json.dumps([ENCODING_VERSION, split, self.benchmark.name]).encode())
-        if self.targets == "single_task" and self.rationale_position != "before":  # the paper's key stays
+        if self.method.label_holds_rationale and self.rationale_position != "before":  # the paper's key stays
             digest.update(json.dumps(["rationale_position", self.rationale_position]).encode())
         if self.data_version is not None:
             digest.update(json.dumps(["data_version", self.data_version, self.label_source]).encode())
@@ -368,9 +350,9 @@ class DistillDataModule(pl.LightningDataModule):
             rows["uid"].append(ex.uid)
             rows["input"].append(ex.input)
             rows["gold"].append(ex.gold)
-            rows["target"].append(target_text(ex, self.targets, self.label_source if train else "gold",
+            rows["target"].append(target_text(ex, self.method, self.label_source if train else "gold",
                                               self.rationale_position))
-            rows["rationale"].append(ex.rationale if (train and self.targets == "step_by_step") else None)
+            rows["rationale"].append(ex.rationale if (train and self.method.rationale_task) else None)
         return rows
 
     def dataset(self, split: str) -> Any:
@@ -388,13 +370,9 @@ class DistillDataModule(pl.LightningDataModule):
             label_prefix=self.task_prefixes["label"],
             rationale_prefix=self.task_prefixes["rationale"],
             max_input_length=self.max_input_length,
-            max_target_length=(
-                self.max_target_length + self.max_rationale_length
-                if self.targets == "single_task"
-                else self.max_target_length
-            ),
+            max_target_length=self.method.label_budget(self.max_target_length, self.max_rationale_length),
             max_rationale_length=self.max_rationale_length,
-            rationale_task=split == "train" and self.targets == "step_by_step",
+            rationale_task=split == "train" and self.method.rationale_task,
             student_kind=self.student_kind,
             shared_input=self.shared_input,
         )
@@ -451,7 +429,7 @@ class DistillDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str | None = None) -> None:
-        self._read_trainer()
+        self._read_trainer(stage)
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         for split in needed.get(stage or "", SPLITS):
             if split == "test" and not self.examples("test"):
@@ -471,9 +449,9 @@ class DistillDataModule(pl.LightningDataModule):
     def train_sampler(self) -> GlobalBatchSampler:
         dataset = self.dataset("train")
         lengths = dataset["length"]
-        plan = {"global_batch_size": self.batch_size, "micro_batch_size": self.plan()[0], "world_size": self.world_size,
-                "rank": self.rank, "seed": self.seed, "shuffle": True, "group_by_length": self.group_by_length,
-                "drop_last": self.drop_last}
+        plan = {"global_batch_size": self.batch_size, "micro_batch_size": self._batch_plan.micro_batch_size,
+                "world_size": self._batch_plan.world_size, "rank": self.rank, "seed": self.seed, "shuffle": True,
+                "group_by_length": self.group_by_length, "drop_last": self.drop_last}
         if self.rationales == "sample":  # one of each example's rows per epoch
             return SampledRowsBatchSampler(row_groups([example_uid(uid) for uid in dataset["uid"]]), lengths, **plan)
         return GlobalBatchSampler(lengths, **plan)
@@ -481,12 +459,12 @@ class DistillDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         columns = ["uid", "label_input_ids", "label_ids"]
-        if self.targets == "step_by_step":
+        if self.method.rationale_task:
             columns += ["rationale_ids"] if self.shared_input else ["rationale_input_ids", "rationale_ids"]
         collator = Collator(
             self.tokenizer.pad_token_id,
             train=True,
-            rationale_task=self.targets == "step_by_step",
+            rationale_task=self.method.rationale_task,
             pad_to_multiple_of=self.pad_to_multiple_of,
             student_kind=self.student_kind,
             shared_markers=self.shared_markers,

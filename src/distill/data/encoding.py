@@ -1,21 +1,8 @@
-"""Tokenizing examples for both tasks (run through ``datasets.map``, so it must pickle and hash).
-
-Targets are tokenized with ``add_special_tokens=False`` and the eos token is appended, so T5,
-BERT-based and decoder-only students see the same target layout; a target is truncated to leave
-room for that eos (at most ``max_target_length`` / ``max_rationale_length`` tokens in all).
-
-Inputs (:func:`encode_inputs`, shared with generation in :mod:`distill.models.inference`) depend
-on the student's kind, both truncated from the right to ``max_input_length`` (the task prefix
-survives; generation truncates the same way):
-
-* ``seq2seq``: ``tokenizer(prefix + input)`` with the tokenizer's special tokens (T5's ``</s>``,
-  BERT's ``[CLS] ... [SEP]``): the encoder's input.
-* ``causal``: the prompt ``prefix + input`` with only the special tokens the tokenizer puts
-  *before* a text (Llama's ``<s>``, BERT's ``[CLS]``; none for GPT-2 or Qwen), never one after
-  it: the completion follows the prompt directly, and the eos that ends every completion appears
-  nowhere else. The collator joins prompt and completion into one sequence
-  (:mod:`distill.data.collate`).
-"""
+"""Tokenizing examples for both tasks (:class:`Encoder`, run through ``datasets.map``: it must pickle and hash).
+A target is its tokens without special tokens, then eos, ``max_target_length``/``max_rationale_length`` in
+all. An input (:func:`encode_inputs`, shared with generation) is truncated from the right to
+``max_input_length``: with the tokenizer's special tokens for a ``seq2seq`` student; for a ``causal`` one
+with only those it puts before a text (the completion follows directly, and eos appears nowhere else)."""
 
 from __future__ import annotations
 
@@ -24,6 +11,7 @@ from typing import Any
 
 from distill.benchmarks.base import Example
 from distill.data.targets import single_task_target
+from distill.methods import Method, get_method
 
 __all__ = ["ENCODING_VERSION", "Encoder", "encode_inputs", "marker_ids", "marker_room", "prompt_start_tokens", "target_text"]
 
@@ -32,15 +20,15 @@ ENCODING_VERSION = 1
 
 
 def target_text(
-    example: Example, targets: str, label_source: str = "gold", rationale_position: str = "before"
+    example: Example, method: str | Method, label_source: str = "gold", rationale_position: str = "before"
 ) -> str | None:
-    """The label-task target of an example: its gold or teacher label, or for ``single_task``
-    the rationale and that label (``rationale_position``: the rationale before the label, or after).
-    None when the example has no such label."""
+    """The label-task target of an example: its gold or teacher label, or where the method's label
+    target holds the rationale (``single_task``) the rationale and that label (``rationale_position``:
+    the rationale before the label, or after). None when the example has no such label."""
     label = example.teacher_label if label_source in ("teacher", "teacher_vote") else example.gold
     if label is None:
         return None
-    if targets == "single_task":
+    if get_method(method).label_holds_rationale:
         return single_task_target(example.rationale, label, rationale_position)
     return label
 

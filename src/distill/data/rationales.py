@@ -1,23 +1,7 @@
-"""Which teacher rationales a train example learns from, when the teacher wrote several per example.
-
-``annotate.py teacher.samples=k`` writes sample s of every row as its own shard set,
-``{data_dir}/{name}/{teacher}/samples/{s}/{split}_CoT_{i}.json`` (the top-level shards hold the
-majority vote's sample). These settings choose from them (train only; val and test are scored on gold):
-
-* ``rationales``: ``first`` (the paper's, one row per example from the top-level shards), ``all`` (one
-  row per sample with a rationale), ``sample`` (the rows of ``all``, of which the train sampler takes one
-  per example each epoch: :class:`distill.data.batching.SampledRowsBatchSampler`, seeded and resumable).
-* ``rationale_filter``: ``none`` or ``teacher_correct`` (Fine-tune-CoT): keep a sample only where its
-  label scores right against gold (examples without gold keep theirs). An example left with no
-  rationale keeps one row with its label task alone.
-* ``label_source=teacher_vote``: every row of an example learns the majority label of its samples
-  (:func:`distill.teacher.vote.majority_vote`: ties go to the earliest sample); examples with no
-  valid vote leave train, as with ``label_source=teacher``.
-
-A row made from sample s of example ``uid`` has the uid ``{uid}#s{s}`` (:func:`example_uid` gives ``uid``
-back); its ``teacher_label`` is the label it learns under a teacher label source (the sample's own, or the
-vote). With the defaults (``first``, ``none``, a label source other than ``teacher_vote``) nothing is changed.
-"""
+"""Which teacher rationales a train example learns from when the teacher wrote several per example
+(README, Teacher rationales): ``data.rationales`` (``first``, ``all``, ``sample``), ``data.rationale_filter``
+(``none``, ``teacher_correct``) and ``data.label_source=teacher_vote``. A row made from sample s of
+example ``uid`` has the uid ``{uid}#s{s}`` (:func:`example_uid` gives ``uid`` back). The defaults change nothing."""
 
 from __future__ import annotations
 

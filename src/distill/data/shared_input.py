@@ -1,23 +1,9 @@
-"""The shared-input layout of step-by-step (``method.shared_input=true``): x once, both tasks after it.
-
-The paper's layout puts a task marker before x and so computes x twice a step (``[label] x -> y``,
-``[rationale] x -> r``). Here the marker follows x, so both tasks read the same x:
-
-* ``causal``: one sequence per row, ``x | m_label y | m_rationale r | pad``. The two parts after x
-  are *branches*: a branch token attends to x and to the tokens of its own branch before it, never
-  to the other branch, and its position ids continue from the end of x, so every token is computed
-  as in the two separate sequences ``x m_label y`` and ``x m_rationale r``
-  (:func:`branch_attention_mask`; padding attends to itself alone, so no row is empty).
-* ``seq2seq``: the encoder reads x alone (no prefix); each task's decoder sequence starts with its
-  marker (``m_label y``, ``m_rationale r``); the loss is on y and r only. Both decoder passes read one
-  encoder output (:func:`pad_decoder_task`).
-
-Markers are the task prefixes (``data.label_prefix``/``rationale_prefix``) tokenized on their own
-(:func:`distill.data.encoding.marker_ids`); they must be non-empty, or the tasks could not be told apart. Evaluation asks
-for the label alone: ``x m_label`` (causal) or x with ``m_label`` as the decoder's first tokens.
-The computation this layout replaces, the same tokens through two separate passes, is
-:func:`unshared_causal_tasks` (the yardstick of tests and of the first training step).
-"""
+"""The shared-input layout of step-by-step (``method.shared_input=true``; README, Speed): the task marker
+after x, so both tasks read x once. ``causal``: one row ``x | m_label y | m_rationale r | pad`` whose
+branches see x and themselves only (:func:`branch_attention_mask`), positions continuing from x
+(:func:`pad_shared_causal`). ``seq2seq``: the encoder reads x alone; each decoder sequence starts with its
+marker (:func:`pad_decoder_task`). :func:`unshared_causal_tasks`, the same tokens in separate passes, is
+the yardstick of tests and of the first training step."""
 
 from __future__ import annotations
 
@@ -26,7 +12,7 @@ from typing import Any
 
 import torch
 
-from distill.data.collate import IGNORE_INDEX, pad_causal_task, pad_sequences
+from distill.data.collate import IGNORE_INDEX, locate_targets, pad_causal_task, pad_sequences, round_up
 from distill.data.encoding import marker_ids, marker_room
 
 __all__ = [
@@ -37,10 +23,6 @@ __all__ = [
     "pad_shared_causal",
     "unshared_causal_tasks",
 ]
-
-
-def _round_up(width: int, multiple: int) -> int:
-    return -(-width // multiple) * multiple
 
 
 def branch_attention_mask(spans: torch.Tensor, width: int) -> torch.Tensor:
@@ -59,14 +41,6 @@ def branch_attention_mask(spans: torch.Tensor, width: int) -> torch.Tensor:
     allowed = causal & real & ((key == 0) | (query == key))
     allowed |= torch.eye(width, dtype=torch.bool)[None]
     return allowed[:, None]
-
-
-def _targets_at(label_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Row, column of the output predicting each target token (its own column - 1) and the tokens."""
-    is_target = label_ids != IGNORE_INDEX
-    positions = is_target.nonzero()
-    positions[:, 1] -= 1
-    return {"target_positions": positions, "target_ids": label_ids[is_target]}
 
 
 def pad_shared_causal(
@@ -112,7 +86,7 @@ def pad_shared_causal(
         "spans": span_tensor,
     }
     for name, label_ids in task_labels.items():
-        targets = _targets_at(label_ids)
+        targets = locate_targets(label_ids, column_shift=-1)
         out[f"{name}_positions"], out[f"{name}_ids"] = targets["target_positions"], targets["target_ids"]
     return out
 
@@ -146,13 +120,11 @@ def pad_decoder_task(
     the model shifts it right into its decoder input), ``labels`` (the same with the marker -100:
     the loss is on the target alone), ``target_positions`` (their own columns) and ``target_ids``.
     A row without a target has an all -100 row."""
-    width = _round_up(max(1, max(len(marker) + len(t) for t in targets)), pad_to_multiple_of)
+    width = round_up(max(1, max(len(marker) + len(t) for t in targets)), pad_to_multiple_of)
     sequence = torch.full((len(targets), width), IGNORE_INDEX, dtype=torch.long)
     labels = torch.full((len(targets), width), IGNORE_INDEX, dtype=torch.long)
     for row, target in enumerate(targets):
         if target:
             sequence[row, : len(marker) + len(target)] = torch.as_tensor([*marker, *target], dtype=torch.long)
             labels[row, len(marker) : len(marker) + len(target)] = torch.as_tensor(target, dtype=torch.long)
-    is_target = labels != IGNORE_INDEX
-    return {"decoder_sequence": sequence, "labels": labels, "target_positions": is_target.nonzero(),
-            "target_ids": labels[is_target]}
+    return {"decoder_sequence": sequence, "labels": labels, **locate_targets(labels)}

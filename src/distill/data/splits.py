@@ -1,41 +1,11 @@
-"""Train/val/test splits as the paper builds them, with teacher outputs attached per example.
+"""Train/val/test examples of one benchmark, teacher outputs attached: :func:`build_splits`.
 
-* Which file serves which split is config (``split_files``): ``{train: train, val: valid, test:
-  test}`` for benchmarks with an official validation file, ``{train: train, val: null, test:
-  test}`` otherwise. ``val: null`` (or ``val`` naming the same file as ``train``) means a seeded
-  10% holdout of the train file (the paper's rule). So ``split_files.train=valid`` lets the
-  official validation file serve as a small training set, with its own holdout as val.
-* The holdout uses ``holdout_seed`` (fixed, 0 as in the official code) so val does not move
-  between runs; ``fraction`` then subsamples the *remaining* train with ``seed``: one seeded
-  permutation, take a prefix, so 12.5% is inside 25% is inside 50%. (The official code
-  subsamples first and holds out 10% of the subsample, which moves val with the fraction.)
-* Test is read whole: never subsampled, filtered or used for any choice.
-* ``label_source``: ``gold`` trains on gold labels, ``teacher`` on the teacher's parsed labels,
-  ``teacher_vote`` on the majority label of the teacher's samples (val/test always keep gold labels
-  for evaluation).
-* ``rationales`` (``first`` | ``all`` | ``sample``) and ``rationale_filter`` (``none`` |
-  ``teacher_correct``) choose the train rows from a teacher's several samples per example
-  (:mod:`distill.data.rationales`); ``Splits.rationale_counts`` says how many each kept.
-* Which files need the teacher (``data.teacher``): the train file, when the method learns from
-  rationales (``targets`` step_by_step or single_task) or ``label_source=teacher``; its missing
-  shards are an error that names the ``annotate.py`` command writing them (``require_teacher=False``,
-  for the data summary: a report, not a training run, the train file is then read without the teacher
-  and ``Splits.missing_teacher`` says what a training run would need). Every other file (test,
-  val from its own file; train for standard finetuning on gold) gets the teacher's completions when
-  there are shards, and no teacher otherwise: those splits are scored on gold labels.
-* Completions must belong to their rows: shards of the wrong sizes are refused
-  (:func:`distill.benchmarks.io.read_teacher_completions`), and so are teacher labels that agree
-  with gold at chance level (:mod:`distill.data.alignment`), or with ``on_misaligned_teacher=warn``
-  they are a warning shown by the summary.
-* ``targets=step_by_step`` with no rationale on any train example is an error (it would train the
-  label task alone without saying so); a jsonl ``rationale_field``/``teacher_label_field`` that no
-  train record has is an error naming the fields the records do have.
-* A teacher completion that cannot be parsed has no rationale. ``on_parse_failure``:
-  ``drop_rationale`` (default) keeps the example's label task and drops its rationale task;
-  ``drop_example`` drops the example from train; ``error`` raises. With ``label_source=teacher``
-  such an example has no label to learn, so it leaves train whatever the setting. Every drop
-  is counted and shown by the summary.
-"""
+``split_files`` names the file of each split; ``val: null`` is a 10% holdout of train seeded by
+``holdout_seed`` (fixed across fractions and seeds), and ``fraction`` then takes a nested seeded subset
+of the rest. Test is read whole (``test_subset``: a fixed subset) and never chooses anything. The train
+file needs the teacher where the method learns from rationales or ``label_source`` is a teacher's;
+other files take it where it has shards. Misaligned shards, unparseable completions
+(``on_parse_failure``) and drops are refused or counted, never silent (README, "Data")."""
 
 from __future__ import annotations
 
@@ -57,6 +27,7 @@ from distill.benchmarks.io import (
 )
 from distill.data.alignment import misaligned_parts
 from distill.data.rationales import is_default, read_samples, select_rationales
+from distill.methods import Method, get_method
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +51,6 @@ LABEL_SOURCES = ("gold", "teacher", "teacher_vote")
 TEACHER_LABELS = ("teacher", "teacher_vote")
 PARSE_FAILURE_POLICIES = ("drop_rationale", "drop_example", "error")
 MISALIGNED_TEACHER_POLICIES = ("error", "warn")
-#: methods (data targets) whose train examples learn from the teacher's rationales
-RATIONALE_TARGETS = ("step_by_step", "single_task")
 DEFAULT_SPLIT_FILES: dict[str, str | None] = {"train": "train", "val": None, "test": "test"}
 
 
@@ -178,7 +147,7 @@ def annotate_command(benchmark: Benchmark, data_dir: Path, file_split: str, teac
     )
     return (
         f"python annotate.py {data} split={file_split} paths.data_dir={data_dir} teacher=openai "
-        f"teacher.base_url=URL teacher.model=MODEL teacher.name={teacher}"
+        f"teacher.backend.base_url=URL teacher.backend.model=MODEL teacher.name={teacher}"
     )
 
 
@@ -187,7 +156,7 @@ def missing_teacher_message(
 ) -> str:
     return (
         f"{missing_teacher_note(benchmark, data_dir, file_split, teacher, needed_by)}\n"
-        f"(or teacher=hf teacher.model=PATH), point data.teacher at a teacher that has them, or train on gold "
+        f"(or teacher=hf teacher.backend.model=PATH), point data.teacher at a teacher that has them, or train on gold "
         f"labels without rationales: method=standard data.label_source=gold"
     )
 
@@ -293,15 +262,15 @@ def _check_alignment(
     stats.warnings.append(message)
 
 
-def _train_needs_teacher(targets: str | None, label_source: str) -> str | None:
+def _train_needs_teacher(method: Method | None, label_source: str) -> str | None:
     """Why the train file needs the teacher's completions, or None when training uses neither its
     rationales nor its labels."""
     if label_source in TEACHER_LABELS:
         return f"data.label_source={label_source} trains on the teacher's labels"
-    if targets is None:
+    if method is None:
         return "the train split reads them"
-    if targets in RATIONALE_TARGETS:
-        return f"method {targets} trains on the teacher's rationales"
+    if method.needs_rationales:
+        return f"method {method.name} trains on the teacher's rationales"
     return None
 
 
@@ -366,7 +335,7 @@ def build_splits(
     holdout_seed: int = 0,
     test_subset: int | None = None,
     on_parse_failure: str = "drop_rationale",
-    targets: str | None = None,
+    targets: str | Method | None = None,
     on_misaligned_teacher: str = "error",
     require_teacher: bool = True,
     load: Callable[..., tuple[Sequence[Example], FileStats]] | None = None,
@@ -375,8 +344,8 @@ def build_splits(
 ) -> Splits:
     """Read the files ``split_files`` names and build train/val/test (see the module doc).
 
-    ``targets`` is the method the batches serve (``standard``, ``step_by_step``, ``single_task``);
-    None (unknown) makes the train file need the teacher whenever one is named.
+    ``targets`` is the method the batches serve (a :mod:`distill.methods` name or Method); None
+    (unknown) makes the train file need the teacher whenever one is named.
     ``test_subset`` (a count) tests on that many test examples, a subset fixed by ``holdout_seed``
     (the same for every run), in file order.
     ``require_teacher=False`` builds a report, not a training set: a train file the teacher has no
@@ -388,6 +357,7 @@ def build_splits(
         raise ValueError(f"data.label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
     if on_parse_failure not in PARSE_FAILURE_POLICIES:
         raise ValueError(f"data.on_parse_failure must be one of {PARSE_FAILURE_POLICIES}, got {on_parse_failure!r}")
+    method = None if targets is None else get_method(targets)
     mapping: dict[str, Any] = dict(DEFAULT_SPLIT_FILES)
     if split_files is not None:
         unknown = set(split_files) - set(SPLITS)
@@ -414,7 +384,7 @@ def build_splits(
         return loaded[file_split][0]
 
     missing_teacher: dict[str, str] = {}
-    train_needs = _train_needs_teacher(targets, label_source)
+    train_needs = _train_needs_teacher(method, label_source)
     if (
         not require_teacher
         and teacher is not None
@@ -481,14 +451,14 @@ def build_splits(
                 f"no per-sample shard sets of {benchmark.name}_{train_file} "
                 f"({Path(data_dir) / benchmark.name / str(teacher) / 'samples' / '0' / f'{train_file}_CoT_0.json'} "
                 f"is missing): write them with\n  {annotate_command(benchmark, Path(data_dir), train_file, 'T')} "
-                f"teacher.samples=4 teacher.temperature=0.7\nand train with data.teacher=T")
+                f"teacher.samples=4 teacher.backend.temperature=0.7\nand train with data.teacher=T")
         kept, rationale_counts["train"] = select_rationales(
             benchmark, kept, samples, rationales, rationale_filter, label_source)
         dropped["train"] += rationale_counts["train"]["no_vote"]
-    if targets == "step_by_step" and not missing_teacher and not any(e.rationale for e in kept):
+    if method is not None and method.rationale_task and not missing_teacher and not any(e.rationale for e in kept):
         stats = loaded[train_file][1]
         raise DataError(
-            f"method=step_by_step learns from rationales, but none of the {len(kept)} train examples of "
+            f"method={method.name} learns from rationales, but none of the {len(kept)} train examples of "
             f"{stats.path} has a rationale (teacher: {stats.teacher or 'none'}, data.teacher={teacher}; "
             f"{stats.parse_failures} completion(s) did not parse). Attach rationales (data.teacher=NAME with "
             f"shards from annotate.py, or data.benchmark.rationale_field for a jsonl task), or train the label "

@@ -1,22 +1,8 @@
-"""What a researcher reads before training: files, splits, teacher quality, token lengths.
-
-``format_summary(datamodule)`` is printed at the start of a run and by
-``python -m distill.data summary data=NAME paths.data_dir=DIR``. Three tables:
-
-* files as released: rows, teacher label accuracy against gold, parse failures and teacher
-  labels outside the label space, under the official parsing rules (the release's figures);
-* splits as trained: rows, where they came from, rationales attached, examples dropped, and the
-  same teacher figures for the examples the split holds;
-* token lengths (p50/p90/p99/max, and how many exceed the configured limit) of inputs (with the
-  label-task prefix), labels and rationales, measured with the student's tokenizer.
-
-A file without the teacher's shards (test and val are scored on gold and need none) shows "-" for
-the teacher. The summary is a report, not a training run: a train file the teacher has no shards of
-(a teacher tried on a few test items first) is read without it, shown as ``TEACHER:missing``, and a
-note says what a training run would need (the ``annotate.py`` command that writes the shards). Warnings close the report: teacher labels at chance level against gold
-(``data.on_misaligned_teacher=warn``), and step_by_step with rationales on under
-:data:`LOW_RATIONALE_SHARE` of the train examples.
-"""
+"""The data summary (README, Data): :func:`format_summary`, printed at the start of a run and by
+``python -m distill.data summary``: the files as released (rows, teacher accuracy, parse failures, labels
+outside the label space), the splits as trained, token lengths against the configured limits, and
+warnings (teacher labels at chance, step_by_step with rationales on under :data:`LOW_RATIONALE_SHARE` of
+train). A report, not a training run: a train file without the teacher's shards shows ``TEACHER:missing``."""
 
 from __future__ import annotations
 
@@ -222,14 +208,15 @@ def format_summary(datamodule: DistillDataModule) -> str:
     dm = datamodule
     splits = dm.splits
     name = dm.benchmark.name
+    plan = dm.batch_plan
     lines = [
         f"Data: {name}  teacher={dm.teacher}  label_source={dm.label_source}  targets={dm.targets}  "
         f"fraction={dm.fraction:g}  seed={dm.seed}  on_parse_failure={dm.on_parse_failure}"
         + (f"  rationales={dm.rationales}  rationale_filter={dm.rationale_filter}"
            if (dm.rationales, dm.rationale_filter) != ("first", "none") else "")
         + (f"  rationale_position={dm.rationale_position}" if dm.targets == "single_task" else ""),
-        f"  data_dir={dm.data_dir}  global batch={dm.batch_size}  (micro, accumulate)={dm.plan()} "
-        f"on {dm.world_size} process(es)",
+        f"  data_dir={dm.data_dir}  global batch={dm.batch_size}  (micro, accumulate)="
+        f"{(plan.micro_batch_size, plan.accumulate_grad_batches)} on {plan.world_size} process(es)",
         "",
         "Files as released (teacher label vs gold, official parsing rules):",
     ]

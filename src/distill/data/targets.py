@@ -1,13 +1,7 @@
-"""The single-task baseline's target: one sequence holding the rationale and the label.
-
-The paper's single-task baseline trains one output, "rationale then label", instead of two
-tasks (``method.rationale_position=before``): ``"<rationale> So the answer is <label>"`` (just
-``"So the answer is <label>"`` when an example has no rationale); the label is read back from
-after the *last* marker. Wadhwa, Amir and Wallace (2024) put the label first
-(``rationale_position=after``): ``"<label> Explanation: <rationale>"`` (just ``"<label>"`` without a
-rationale); the label is read back from before the *first* marker. Markers match
-case-insensitively, so the text a lower-casing tokenizer decodes (``so the answer is ...``) parses too.
-"""
+"""The single-task baseline's target, one sequence of rationale and label (``method.rationale_position``):
+``before``, the paper's ``"<rationale> So the answer is <label>"`` (the label read back after the *last*
+marker); ``after``, ``"<label> Explanation: <rationale>"`` (read back before the *first* marker). Without
+a rationale, ``"So the answer is <label>"`` or ``"<label>"``. Markers match case-insensitively."""
 
 from __future__ import annotations
 

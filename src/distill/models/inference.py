@@ -21,7 +21,7 @@ from distill.data.collate import encode_batch
 from distill.data.encoding import marker_ids, marker_room
 from distill.data.targets import split_single_task_output
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
-from distill.precision import DEFAULT_PRECISION, generation_autocast, normalize
+from distill.utils.precision import DEFAULT_PRECISION, generation_autocast, normalize
 
 SETTINGS_FILE = "distill.json"
 
@@ -40,7 +40,7 @@ class InferenceSettings:
     #: exported student (generation reads the kind from the model itself)
     kind: str = SEQ2SEQ
     #: the Lightning precision the student generated in during its run's own evaluation and test
-    #: (:mod:`distill.precision`: the training precision, or ``32-true`` under ``speed.fp32_generation``):
+    #: (:mod:`distill.utils.precision`: the training precision, or ``32-true`` under ``speed.fp32_generation``):
     #: what generation runs in, so a checkpoint or export reproduces the run's predictions
     precision: str = DEFAULT_PRECISION
     #: trained in the shared-input layout: the task marker follows x (``method.shared_input``)

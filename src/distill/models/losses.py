@@ -1,27 +1,9 @@
-"""The two task losses of a training step, and how they combine.
-
-Each task's loss is the mean token cross-entropy over its target tokens, which is what a Hugging
-Face model's own ``loss`` is. The plain path asks the model for that loss, one forward per task.
-The fast path computes the same numbers with less work (``conf/speed/``):
-
-* **target-only logits**: the vocabulary projection (for a small student, as costly as the whole
-  decoder) runs only on positions that hold a target token, never on padding. The positions and
-  target ids come from the collator as index tensors, so nothing here waits on the device.
-* **stacked tasks**: the label rows and the rationale rows go through the model as one batch
-  (padded to a common width), so each step launches every kernel once instead of twice; each
-  task's mean is then taken over its own tokens. Encoder attention masks and the causal decoder
-  keep padding from changing any real position's output.
-
-Both kinds of student take both levers: a seq2seq student's targets are read at the decoder
-positions of their own columns, a causal student's at the positions just before them (where
-the completion's tokens are predicted); :func:`target_logits` is the one place that differs.
-
-Both are exact: the losses equal the plain path's to float rounding (``tests/test_losses.py``).
-
-The shared-input layout (``method.shared_input``, :mod:`distill.data.shared_input`) computes x once
-for both tasks: :func:`shared_task_losses`; its yardstick, the same tokens through separate passes,
-is :func:`unshared_task_losses` (``tests/test_shared_input.py``).
-"""
+"""The task losses of a training step and how they combine (:func:`combine_losses`). A task's loss is the
+mean cross-entropy over its target tokens, the model's own ``loss`` (:func:`plain_task_loss`, the plain
+path); :func:`task_losses` computes the same numbers with the speed levers ``target_only_logits`` (the
+vocabulary projection at target positions only) and ``stack_tasks`` (both tasks in one forward), exact to
+float rounding (``tests/test_losses.py``). :func:`shared_task_losses` is the shared-input layout's, and
+:func:`unshared_task_losses` its yardstick (``tests/test_shared_input.py``)."""
 
 from __future__ import annotations
 
@@ -118,28 +100,34 @@ def _pad_width(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
     return F.pad(tensor, (0, width - tensor.shape[1]), value=value) if tensor.shape[1] < width else tensor
 
 
-def stack_task_batches(tasks: Sequence[Mapping[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Several task batches as one: rows concatenated, each tensor right-padded to the widest,
-    target positions shifted to their rows in the stack. Shapes come from tensor sizes alone, so
-    stacking never waits on the device."""
-    input_width = max(task["input_ids"].shape[1] for task in tasks)
-    label_width = max(task["labels"].shape[1] for task in tasks)
+def stack_task_batches(tasks: Sequence[Mapping[str, torch.Tensor]], pads: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Several task batches as one: rows concatenated, each tensor named in ``pads`` right-padded
+    with its value to the widest, target positions shifted to their rows in the stack. Shapes come
+    from tensor sizes alone, so stacking never waits on the device."""
+    widths = {key: max(task[key].shape[1] for task in tasks) for key in pads}
     offsets, row = [], 0
     for task in tasks:
         offsets.append(row)
-        row += task["input_ids"].shape[0]
+        row += task["labels"].shape[0]
     # rows move down by the rows stacked above them; a Python-int add, so no host-to-device copy
     positions = [
         torch.stack((task["target_positions"][:, 0] + offset, task["target_positions"][:, 1]), dim=1)
         for task, offset in zip(tasks, offsets)
     ]
     return {
-        "input_ids": torch.cat([_pad_width(t["input_ids"], input_width, pad_token_id) for t in tasks]),
-        "attention_mask": torch.cat([_pad_width(t["attention_mask"], input_width, 0) for t in tasks]),
-        "labels": torch.cat([_pad_width(t["labels"], label_width, IGNORE_INDEX) for t in tasks]),
+        **{key: torch.cat([_pad_width(t[key], widths[key], value) for t in tasks]) for key, value in pads.items()},
         "target_positions": torch.cat(positions),
         "target_ids": torch.cat([t["target_ids"] for t in tasks]),
     }
+
+
+def task_pads(pad_token_id: int) -> dict[str, int]:
+    """What each tensor of a task batch (:mod:`distill.data.collate`) is padded with when stacked."""
+    return {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
+
+
+#: what each tensor of a decoder task batch (:func:`distill.data.shared_input.pad_decoder_task`) is padded with
+DECODER_PADS = {"decoder_sequence": IGNORE_INDEX, "labels": IGNORE_INDEX}
 
 
 def task_losses(
@@ -155,7 +143,7 @@ def task_losses(
     losses: dict[str, torch.Tensor] = {}
     for group in groups:
         parts = [tasks[name] for name in group]
-        batch = stack_task_batches(parts, pad_token_id) if len(parts) > 1 else parts[0]
+        batch = stack_task_batches(parts, task_pads(pad_token_id)) if len(parts) > 1 else parts[0]
         token_losses = F.cross_entropy(target_logits(model, batch, target_only).float(), batch["target_ids"], reduction="none")
         sizes = [part["target_ids"].shape[0] for part in parts]
         for name, part_losses in zip(group, token_losses.split(sizes)):
@@ -240,21 +228,6 @@ def _decoder_logits(
     return logits if target_only else logits.reshape(-1, logits.shape[-1]).index_select(0, flat_positions)
 
 
-def _stack_decoder_tasks(tasks: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    width = max(task["labels"].shape[1] for task in tasks)
-    offsets = [0]
-    for task in tasks[:-1]:
-        offsets.append(offsets[-1] + task["labels"].shape[0])
-    positions = [torch.stack((t["target_positions"][:, 0] + o, t["target_positions"][:, 1]), dim=1)
-                 for t, o in zip(tasks, offsets)]
-    return {
-        "decoder_sequence": torch.cat([_pad_width(t["decoder_sequence"], width, IGNORE_INDEX) for t in tasks]),
-        "labels": torch.cat([_pad_width(t["labels"], width, IGNORE_INDEX) for t in tasks]),
-        "target_positions": torch.cat(positions),
-        "target_ids": torch.cat([t["target_ids"] for t in tasks]),
-    }
-
-
 def _shared_seq2seq_losses(
     model: torch.nn.Module, batch: Mapping[str, Any], stack: bool, target_only: bool
 ) -> dict[str, torch.Tensor]:
@@ -266,7 +239,7 @@ def _shared_seq2seq_losses(
     names = [name for name in ("label", "rationale") if name in batch]
     sizes = {name: batch[name]["target_ids"].shape[0] for name in names}
     if stack and len(names) > 1:
-        task = _stack_decoder_tasks([batch[name] for name in names])
+        task = stack_task_batches([batch[name] for name in names], DECODER_PADS)
         encoded = BaseModelOutput(last_hidden_state=hidden.repeat(len(names), 1, 1))
         mask = encoder_inputs["attention_mask"].repeat(len(names), 1)
         logits = _decoder_logits(model, encoded, mask, task, target_only)

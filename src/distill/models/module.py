@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -37,15 +38,19 @@ from distill.models.losses import (
     task_losses,
     unshared_task_losses,
 )
+from distill.methods import get_method
 from distill.models.student import Student, architecture_of, load_student
-from distill.precision import DEFAULT_PRECISION, generation_autocast, generation_precision, normalize
-from distill.speed import PLAIN, Speed
+from distill.utils.precision import DEFAULT_PRECISION, generation_autocast, generation_precision, normalize
+from distill.utils.speed import PLAIN, Speed
 
-__all__ = ["METHODS", "DistillModule", "combine_losses"]
+__all__ = ["DistillModule", "combine_losses"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("standard", "step_by_step", "single_task")
+#: what an ``optimizer``/``scheduler`` of None means: conf/optimizer/adamw.yaml, conf/scheduler/linear.yaml
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 5e-5, "weight_decay": 0.0,
+                     "betas": (0.9, 0.999), "eps": 1e-8}
+DEFAULT_SCHEDULER = {"_target_": "transformers.get_scheduler", "_partial_": True, "name": "linear", "warmup_ratio": 0.0}
 
 # EncoderDecoderModel warns on every use of `labels` that versions before 4.12 computed the loss
 # elsewhere; it concerns checkpoints trained with those versions, not ours.
@@ -61,17 +66,19 @@ class DistillModule(pl.LightningModule):
 
     Args:
         model: the student spec (``conf/model/*.yaml``), kept so a checkpoint rebuilds itself.
-        method: ``standard`` | ``step_by_step`` | ``single_task``.
+        method: a :data:`distill.methods.METHODS` name (``standard`` | ``step_by_step`` | ``single_task``).
         rationale_weight: lambda in ``L_label + lambda * L_rationale``.
         alpha: the official form ``alpha * L_label + (1 - alpha) * L_rationale`` when not None.
-        optimizer: lr, weight_decay, betas, eps, warmup_ratio, schedule (``linear`` | ``constant``).
+        optimizer: a ``_target_``/``_partial_`` config taking the parameter groups (``conf/optimizer/``).
+        scheduler: a ``_target_``/``_partial_`` config of ``transformers.get_scheduler`` (``conf/scheduler/``);
+            its ``warmup_ratio`` (of the run's steps) becomes ``num_warmup_steps``.
         label_prefix, rationale_prefix: the task prefixes the data module puts before inputs.
         max_input_length: inputs are truncated to this many tokens.
         label_max_new_tokens: generation budget for a label (``single_task``: rationale and label).
         rationale_max_new_tokens: generation budget for a rationale when rationales are asked for.
         predictions_dir: where ``predictions_{split}.jsonl`` go (None: not written).
         with_rationale: also generate and write the rationale for each prediction.
-        speed: the resolved speed levers (:class:`distill.speed.Speed` fields); none: the plain path.
+        speed: the resolved speed levers (:class:`distill.utils.speed.Speed` fields); none: the plain path.
         shared_input: step_by_step in the shared-input layout (x once, task markers after it;
             :mod:`distill.data.shared_input`); the batches must be laid out so.
         rationale_position: ``single_task``: the rationale ``before`` the label (the paper's) or
@@ -85,6 +92,7 @@ class DistillModule(pl.LightningModule):
         rationale_weight: float = 1.0,
         alpha: float | None = None,
         optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
         label_prefix: str = "[label] ",
         rationale_prefix: str = "[rationale] ",
         max_input_length: int = 512,
@@ -98,20 +106,20 @@ class DistillModule(pl.LightningModule):
         rationale_position: str = "before",
     ) -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method.name={method!r}: expected one of {METHODS}")
+        #: what the method trains on and generates (:attr:`method` is its name)
+        self.method_spec = get_method(method)
         model = _plain(model)
-        optimizer = _plain(optimizer) or {}
+        optimizer = dict(_plain(optimizer) or DEFAULT_OPTIMIZER)
+        scheduler = dict(_plain(scheduler) or DEFAULT_SCHEDULER)
         self.save_hyperparameters(ignore=["student"])
         spec = {k: v for k, v in model.items() if k != "_target_"}
         self.student = student or load_student(**spec)
         self.model = self.student.model
         self.model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it finds
         self.tokenizer = self.student.tokenizer
-        self.method = method
         self.rationale_weight = rationale_weight
         self.alpha = alpha
-        self.optimizer_cfg = optimizer
+        self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
         self.settings = InferenceSettings(
             method=method,
             label_prefix=label_prefix,
@@ -120,7 +128,7 @@ class DistillModule(pl.LightningModule):
             label_max_new_tokens=label_max_new_tokens,
             rationale_max_new_tokens=rationale_max_new_tokens,
             kind=self.student.kind,
-            shared_input=bool(shared_input) and method == "step_by_step",
+            shared_input=bool(shared_input) and self.method_spec.rationale_task,
             rationale_position=rationale_position,
         )
         self.predictions_dir = predictions_dir
@@ -137,11 +145,20 @@ class DistillModule(pl.LightningModule):
         #: the precision the run trains in (set by :meth:`setup`; ``settings.precision`` is generation's)
         self.run_precision = DEFAULT_PRECISION
 
+    @property
+    def method(self) -> str:
+        """The method's name (what hparams, exports and callbacks hold); setting it sets :attr:`method_spec`."""
+        return self.method_spec.name
+
+    @method.setter
+    def method(self, name: str) -> None:
+        self.method_spec = get_method(name)
+
     # ------------------------------------------------------------------ training
     def _tasks(self, batch: Mapping[str, Any]) -> dict[str, Mapping[str, torch.Tensor]]:
         """The task batches this method trains on."""
         tasks = {"label": batch["label"]}
-        if self.method == "step_by_step" and "rationale" in batch:
+        if self.method_spec.rationale_task and "rationale" in batch:
             tasks["rationale"] = batch["rationale"]
         return tasks
 
@@ -230,7 +247,7 @@ class DistillModule(pl.LightningModule):
     def _eval_step(self, batch: Mapping[str, Any]) -> None:
         task = batch["label"]
         predictions, rationales = self.predict_labels(task["input_ids"], task["attention_mask"])
-        if self.with_rationale and self.method == "step_by_step" and self.trainer.testing:
+        if self.with_rationale and self.method_spec.rationale_task and self.trainer.testing:
             rationales = self.generate_rationales(batch["input"])
         benchmark = self.trainer.datamodule.benchmark
         for uid, text, gold, pred, rationale in zip(batch["uid"], batch["input"], batch["gold"], predictions, rationales):
@@ -344,35 +361,30 @@ class DistillModule(pl.LightningModule):
         return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optimizer_cfg
+        """``optimizer`` over two parameter groups (no weight decay on biases and norms), its lr stepped
+        every optimizer step by ``scheduler`` over ``trainer.max_steps`` (else the estimated steps)."""
+        spec = dict(self.optimizer_cfg)
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if param.requires_grad:
                 (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-        weight_decay = cfg.get("weight_decay", 0.0)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.get("lr", 5e-5),
-            betas=tuple(cfg.get("betas", (0.9, 0.999))),
-            eps=cfg.get("eps", 1e-8),
-            # one kernel for all parameters; None leaves torch's default (a per-tensor loop on CPU).
-            # Not under an fp16 loss scaler: the gradients must be unscaled before clipping.
-            fused=True if self.speed.fused_optimizer and not self._has_loss_scaler() else None,
-        )
+        groups = [{"params": decay, "weight_decay": spec.get("weight_decay", 0.0)},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        extra: dict[str, Any] = {}
+        if "betas" in spec:
+            extra["betas"] = tuple(spec.pop("betas"))  # a tuple, as torch keeps it (not the config's list)
+        if self.speed.fused_optimizer and not self._has_loss_scaler():
+            # one kernel for all parameters (else torch's default: a per-tensor loop on CPU); not under
+            # an fp16 loss scaler: the gradients must be unscaled before clipping
+            extra["fused"] = True
+        optimizer = hydra.utils.instantiate(spec, _convert_="all")(groups, **extra)
+
         total = max(int(self.trainer.max_steps), 1) if self.trainer.max_steps and self.trainer.max_steps > 0 else None
         if total is None:
             total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(cfg.get("warmup_ratio", 0.0) * total)
-        schedule = cfg.get("schedule", "linear")
-        if schedule not in ("linear", "constant"):
-            raise ValueError(f"optimizer.schedule={schedule!r}: expected 'linear' or 'constant'")
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant":
-                return 1.0
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        schedule = dict(self.scheduler_cfg)
+        warmup = int(schedule.pop("warmup_ratio", 0.0) * total)
+        scheduler = hydra.utils.instantiate(schedule, _convert_="all")(
+            optimizer=optimizer, num_warmup_steps=warmup, num_training_steps=total
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

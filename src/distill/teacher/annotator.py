@@ -1,42 +1,11 @@
 """Step 1 of Distilling Step-by-Step: ask a teacher for a rationale and a label per input.
 
-``python annotate.py data=NAME split=SPLIT teacher=openai teacher.base_url=URL teacher.model=M
-teacher.name=T`` reads ``{paths.data_dir}/NAME/NAME_SPLIT.json``, prompts the teacher with the
-benchmark's few-shot chain of thought, and writes ``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (the
-official layout, read by the data modules with ``data.teacher=T``), a sidecar and a report.
-
-How a run goes:
-
-1. Rows ``[offset, offset + limit)`` of the split; with ``teacher.num_shards=n`` job
-   ``teacher.shard=i`` takes the i-th contiguous slice of them (SLURM array jobs).
-2. One request per row and sample (``teacher.samples``), keyed by a hash of everything that
-   determines the answer. Requests the cache already holds are not asked again (recorded
-   failures are, unless ``retry_failed=false``); identical prompts are asked once.
-3. Every answer is stored durably the moment it arrives (:mod:`distill.teacher.cache`).
-4. With one shard (or ``merge=true`` after all shards ran), the rows are assembled from the
-   cache, a sample is chosen by majority vote, and the files are written atomically. With
-   ``teacher.samples=k > 1`` every sample also gets its own shard set in the release layout,
-   ``{out_dir}/NAME/T/samples/{s}/SPLIT_CoT_{i}.json`` (s = 0..k-1, the teacher's texts, never
-   filtered), read by the data layer's ``data.rationales=all|sample`` and ``label_source=teacher_vote``;
-   the top-level shards hold the vote's sample, so single-sample readers see self-consistency.
-   ``merge=true`` asks nothing: it fails, naming the shards, if any row lacks an answer.
-
-Bad answers are data: an item whose retries ran out is written as an empty placeholder
-completion, so the shards stay aligned with the rows (the data layer's parser reports it as a
-parse failure: counted, never silently given an empty label); the report lists its row under
-``placeholder_rows`` and the sidecar marks it ``"placeholder": true`` with the error.
-Unparsable and out-of-label-space answers are written as the teacher wrote them and counted.
-
-Exit status: non-zero when any item failed (a rerun asks again for exactly those: answers are
-cached), and with ``strict=true`` also for unparsed answers and labels outside the label space.
-A teacher that is not there (the first requests all fail to connect, or all fail alike) stops
-the run early with a message naming the URL: nothing is written, the cache keeps what arrived.
-
-``filter_gold=true`` keeps a rationale only where the teacher's label scores right against gold:
-elsewhere the shard holds the label alone (``format_answer`` with an empty rationale, which the
-data layer reads as "label, no rationale"; a label outside the label space is dropped too, as
-""), and the sidecar keeps what the teacher wrote under ``unfiltered``. The cache is untouched,
-so the same run without the filter rewrites the full texts without asking again.
+``annotate(cfg)`` prompts ``cfg.teacher.backend`` with the benchmark's few-shot chain of thought for
+rows ``[offset, offset + limit)`` of a split (the ``teacher.shard``-th of ``teacher.num_shards``
+slices), caches every answer as it arrives, and writes the release layout
+``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (and ``samples/{s}/`` when ``teacher.samples > 1``), a sidecar
+and a report. A failed item is an empty placeholder, named in the report; the exit status is non-zero
+when any item failed (README, "Teacher rationales for your data").
 """
 
 from __future__ import annotations
@@ -49,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from distill.benchmarks.base import Benchmark, Example, Exemplar
 from distill.benchmarks.io import shard_glob
@@ -62,10 +31,6 @@ from distill.teacher.report import Report, format_rows
 from distill.teacher.vote import majority_vote
 
 log = logging.getLogger(__name__)
-
-#: keys of the ``teacher`` config group that describe the run, not the backend
-RUN_KEYS = ("name", "shard", "num_shards", "samples", "cache_dir", "fsync")
-
 
 class IncompleteShardsError(RuntimeError):
     """merge=true found rows that no shard job has answered."""
@@ -98,7 +63,7 @@ class Settings:
         if not 0 <= self.shard < self.num_shards:
             raise ValueError(f"teacher.shard must be in [0, teacher.num_shards={self.num_shards}), got {self.shard}")
         if self.num_samples < 1:
-            raise ValueError(f"teacher.num_samples must be >= 1, got {self.num_samples}")
+            raise ValueError(f"teacher.samples must be >= 1, got {self.num_samples}")
         if self.offset < 0 or (self.limit is not None and self.limit < 0):
             raise ValueError("offset and limit must be >= 0")
         if "/" in self.teacher_name or not self.teacher_name:
@@ -264,7 +229,7 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
     report = Report(benchmark.name, settings.split, settings.teacher_name, backend.describe(), (start, stop),
                     items=len(items), samples_per_item=settings.num_samples, requests=len(requests))
     if settings.num_samples > 1 and backend.sampling().get("temperature", 1) == 0:
-        log.warning("teacher.num_samples=%d with temperature 0: every sample gets the same answer",
+        log.warning("teacher.samples=%d with temperature 0: every sample gets the same answer",
                     settings.num_samples)
 
     writer = f"{settings.split}.{settings.teacher_name}.{settings.shard}-of-{settings.num_shards}"
@@ -351,11 +316,10 @@ def settings_from_config(cfg: DictConfig, benchmark: Benchmark) -> Settings:
     )
 
 
-def build_backend(teacher_cfg: DictConfig) -> Backend:
-    """The backend from the ``teacher`` group: its ``_target_`` and every key not in RUN_KEYS."""
+def build_backend(backend_cfg: DictConfig) -> Backend:
+    """The backend ``teacher.backend`` names (its ``_target_`` and arguments)."""
     from hydra.utils import instantiate
 
-    backend_cfg = {k: v for k, v in OmegaConf.to_container(teacher_cfg, resolve=True).items() if k not in RUN_KEYS}
     return instantiate(backend_cfg, _convert_="all")
 
 
@@ -371,7 +335,7 @@ def run(cfg: DictConfig) -> Report:
     """``annotate.py``'s body: build, run, report. SystemExit(message), status 1, when the teacher
     stopped the run, when an item failed, and with ``strict=true`` when any item has a problem."""
     benchmark = build_benchmark(cfg.data)
-    backend = build_backend(cfg.teacher)
+    backend = build_backend(cfg.teacher.backend)
     settings = settings_from_config(cfg, benchmark)
     try:
         report = annotate(settings, benchmark, backend)

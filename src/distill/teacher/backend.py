@@ -86,7 +86,7 @@ class FailFast:
         if self._connect_failures >= self.connect_window:
             raise TeacherUnreachable(
                 f"{self.where}: the first {self.connect_window} request(s) all failed to connect ({reason}). "
-                "Is the teacher server running there (teacher.base_url)?")
+                "Is the teacher server running there (teacher.backend.base_url)?")
 
     def finished(self, answer: Answer) -> None:
         """A request is finished for good. Raises TeacherUnreachable when the first ``window``
@@ -102,8 +102,8 @@ class FailFast:
         elif len(self._reasons) >= self.window:
             raise TeacherUnreachable(
                 f"{self.where}: the first {self.window} request(s) all failed the same way ({answer.error}). "
-                "Check the server, teacher.model and the request settings (teacher.fail_fast=0 asks every item "
-                "anyway)")
+                "Check the server, teacher.backend.model and the request settings (teacher.backend.fail_fast=0 "
+                "asks every item anyway)")
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

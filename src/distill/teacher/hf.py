@@ -24,7 +24,7 @@ from dataclasses import replace
 from time import monotonic
 from typing import Any
 
-from distill.local_paths import check_local_path
+from distill.utils.paths import check_local_path
 from distill.teacher.backend import Backend, Events, Request, TeacherConfigError, cut_at_stop
 from distill.teacher.cache import Answer
 
@@ -51,10 +51,10 @@ class HFBackend(Backend):
         trust_remote_code: bool = False,
     ):
         if not model:
-            raise TeacherConfigError("teacher=hf needs teacher.model (a hub name or a local directory)")
-        check_local_path(model, "teacher.model")
+            raise TeacherConfigError("teacher=hf needs teacher.backend.model (a hub name or a local directory)")
+        check_local_path(model, "teacher.backend.model")
         if tokenizer:
-            check_local_path(tokenizer, "teacher.tokenizer")
+            check_local_path(tokenizer, "teacher.backend.tokenizer")
         self.model = str(model)
         self.tokenizer_name = str(tokenizer or model)
         self.chat = bool(chat)
@@ -112,7 +112,8 @@ class HFBackend(Backend):
         tok.padding_side = "right" if self.is_seq2seq else "left"
         tok.truncation_side = "left"  # over max_input_tokens: the first exemplars go, the query stays
         if self.chat and not getattr(tok, "chat_template", None):
-            raise TeacherConfigError(f"teacher.chat=true but tokenizer {self.tokenizer_name!r} has no chat template")
+            raise TeacherConfigError(
+                f"teacher.backend.chat=true but tokenizer {self.tokenizer_name!r} has no chat template")
         lm.to(device).eval()
         self._lm, self._tok, self.device = lm, tok, device
         log.info("teacher=hf: %s (%s) on %s, %s", self.model, "seq2seq" if self.is_seq2seq else "causal",

@@ -126,7 +126,7 @@ class OpenAIBackend(Backend):
         use_n: bool = True,
     ):
         if not base_url or not model:
-            raise TeacherConfigError("teacher=openai needs teacher.base_url and teacher.model")
+            raise TeacherConfigError("teacher=openai needs teacher.backend.base_url and teacher.backend.model")
         if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or fail_fast < 0:
             raise TeacherConfigError("teacher: max_concurrency >= 1, max_retries >= 0, timeout_s > 0, fail_fast >= 0")
         self.base_url = base_url.rstrip("/")
@@ -304,7 +304,8 @@ class OpenAIBackend(Backend):
                 elif code in FATAL_STATUS:
                     raise TeacherConfigError(
                         f"{self.url}: HTTP {code}: {self._scrub(resp.text[:300])} "
-                        "(check teacher.base_url, teacher.model and the API key variable teacher.api_key_env)")
+                        "(check teacher.backend.base_url, teacher.backend.model and the API key variable "
+                        "teacher.backend.api_key_env)")
                 elif code in RETRY_STATUS or code >= 500:
                     reason = f"HTTP {code}"
                     retry_after = parse_retry_after(resp.headers.get("retry-after"))

@@ -1,13 +1,7 @@
-"""The numeric precision a student trained and was tested in, carried to evaluation and export.
-
-A run records Lightning's precision string (``32-true``, ``bf16-mixed``, ``16-mixed``, ...) in
-``results.json``, its checkpoints and an export's ``distill.json``; ``eval.py``, ``distill.predict``
-and ``distill.export`` decode in it unless told otherwise, so they reproduce the run's predictions.
-
-Generation may run in another precision than training (``speed.fp32_generation``: fp32 under a
-bf16-mixed run where decode-shaped work is faster so): :func:`generation_precision` names it, and
-:func:`generation_autocast` is the context it runs in, during the run and when it is replayed.
-"""
+"""The precision a student trained and was tested in (Lightning's string: ``32-true``, ``bf16-mixed``, ...),
+recorded in ``results.json``, checkpoints and exports so that ``eval.py``, ``distill.predict`` and
+``distill.export`` decode in it; generation may differ (``speed.fp32_generation``):
+:func:`generation_precision` names it and :func:`generation_autocast` is the context it runs in."""
 
 from __future__ import annotations
 

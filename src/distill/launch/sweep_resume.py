@@ -1,38 +1,8 @@
-"""Resumable sweeps: rerunning ``python train.py -m ...`` into the same sweep directory finishes
-what is left, whatever the launcher (basic, ``local``, ``slurm``).
-
-Every job of a sweep (``resume_sweep: true``, the default; Hydra's multirun mode only) starts by
-looking at its own run directory (``<hydra.sweep.dir>/<hydra.job.num>``) before it builds anything:
-
-- a ``results.json`` with ``"status": "ok"`` written for the same config: the job is **skipped**
-  (it returns the finished run's ``optimized_metric`` at once);
-- no ``results.json`` yet, the same config and a ``checkpoints/last.ckpt``: the job is **resumed**
-  from it (``ckpt_path`` is set to it, Lightning restores step, optimizer, schedule and data stream);
-- anything else is **started** from scratch: a new job; a failed run (a ``results.json`` whose status
-  is not ``ok``, e.g. ``diverged``); a run written for another config (the job number now names
-  another point of the sweep, or an override changed); a killed run with no checkpoint; a directory
-  without this module's record. Whatever such a directory held is first moved to
-  ``<hydra.sweep.dir>/.superseded/<job>.<n>/`` (``distill.aggregate`` never reads it): a run never
-  mixes with another one's files.
-
-"The same config" is :func:`job_fingerprint`: a hash of the composed, resolved config without the
-keys that say where a run lives or how it was resumed (``VOLATILE_KEYS``), with the ``paths.*``
-directories written as ``${paths.<key>}``, so a sweep directory moved elsewhere still matches. Each
-job records it, with its decision, in ``<run dir>/sweep_job.json`` before it trains. A config that
-differs only by keys added to distill since the run (absent from its record, and not set by the
-job's overrides) matches too: a new option's default is the behaviour the run had (the project's
-rule for every new option), so upgrading distill mid-sweep reruns nothing; any changed or removed
-key, or an added one the command sets, is a different config.
-
-:class:`SweepResumeCallback` (``conf/hydra/default.yaml``) gives every rerun an id in
-``<hydra.sweep.dir>/sweep_resume.json`` when the sweep starts and prints, when it ends, how many of
-this rerun's jobs were skipped, resumed and started. Jobs run by submitit on other machines read
-the id from that file, so the counts hold for every launcher.
-
-Jobs are matched by job number: rerun the *same* command. A sweep whose lists changed renumbers
-its jobs, and a number holding another config than before is started again (the old run moved
-aside), even where that config finished under another number.
-"""
+"""Resumable sweeps (``resume_sweep: true``; README, Run): each multirun job looks at its own run
+directory first and is **skipped** (a finished ``ok`` run of the same config), **resumed** (the same
+config and a ``checkpoints/last.ckpt``) or **started** (anything else, whatever was there moved to
+``<sweep dir>/.superseded/<job>.<n>/``). "The same config" is :func:`job_fingerprint`, recorded with
+the decision in ``<run dir>/sweep_job.json``; :class:`SweepResumeCallback` counts the decisions of a rerun."""
 
 from __future__ import annotations
 
@@ -49,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from distill.runtime import scrub_secrets
+from distill.utils.runtime import scrub_secrets
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +249,7 @@ def _overridden_keys() -> frozenset[str]:
 
 
 def prepare_job(cfg: DictConfig) -> JobDecision:
-    """Called first in :func:`distill.train.train`: decides (:func:`decide`) what this sweep job
+    """Called first in :func:`distill.training.train`: decides (:func:`decide`) what this sweep job
     does with its run directory, moves an old run aside, sets ``cfg.ckpt_path`` to ``last.ckpt``
     for a resumed job and writes ``sweep_job.json``. Outside a multirun, or with
     ``resume_sweep: false``, every job is started as it is configured."""

@@ -15,14 +15,16 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from distill.data.batching import plan_batches
+from distill.data.batching import BatchPlan
 from distill.data.summary import format_summary, split_figures
-from distill.divergence import Diverged
+from distill.callbacks.divergence import Diverged
+from distill.methods import get_method
 from distill.models.module import DistillModule
-from distill.precision import normalize
-from distill.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
-from distill.speed import PLAIN, Speed, resolve_speed
-from distill.sweep_resume import finished_metric, prepare_job
+from distill.results.identity import read_identity, with_defaults
+from distill.utils.precision import normalize
+from distill.utils.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
+from distill.utils.speed import PLAIN, Speed, resolve_speed
+from distill.launch.sweep_resume import finished_metric, prepare_job
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,12 @@ def build_module(
         rationale_weight=cfg.method.rationale_weight,
         alpha=cfg.method.alpha,
         optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler"),
         label_prefix=prefixes["label"],
         rationale_prefix=prefixes["rationale"],
         max_input_length=cfg.data.max_input_length,
-        label_max_new_tokens=cfg.data.max_target_length
-        + (cfg.data.max_rationale_length if cfg.method.name == "single_task" else 0),
+        label_max_new_tokens=get_method(cfg.method.name).label_budget(cfg.data.max_target_length,
+                                                                      cfg.data.max_rationale_length),
         rationale_max_new_tokens=cfg.data.max_rationale_length,
         predictions_dir=output_dir if cfg.predictions.write else None,
         with_rationale=cfg.predictions.with_rationale,
@@ -128,15 +131,19 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     ]
 
 
-def build_trainer(cfg: DictConfig, speed: Speed = PLAIN, **kwargs: Any) -> pl.Trainer:
-    """The Trainer from ``cfg.trainer``, with gradient accumulation derived from the global batch;
-    a full-precision CPU run takes bf16 autocast where ``speed.cpu_bf16`` says the CPU is faster so."""
+def build_trainer(cfg: DictConfig, speed: Speed = PLAIN, datamodule: Any = None, **kwargs: Any) -> pl.Trainer:
+    """The Trainer from ``cfg.trainer``. The run's :class:`BatchPlan` (the global ``data.batch_size`` over
+    the trainer's processes) is made here, once: the trainer accumulates as it says and ``datamodule``
+    (when given) is handed it. A full-precision CPU run takes bf16 autocast where ``speed.cpu_bf16``
+    says the CPU is faster so."""
     if speed.cpu_bf16 and "precision" not in kwargs and str(cfg.trainer.precision) in ("32-true", "32"):
         log.info("speed: bf16 autocast on this CPU (its bf16 matmul beats fp32)")
         kwargs["precision"] = "bf16-mixed"
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, **kwargs)
-    _, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
-    trainer.accumulate_grad_batches = accumulate
+    plan = BatchPlan.of(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
+    trainer.accumulate_grad_batches = plan.accumulate_grad_batches
+    if datamodule is not None:
+        datamodule.batch_plan = plan
     return trainer
 
 
@@ -149,27 +156,15 @@ def majority_baseline(golds: list[str | None]) -> float:
     return Counter(labelled).most_common(1)[0][1] / len(labelled) if labelled else float("nan")
 
 
-def run_config_summary(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
-    micro, accumulate = plan_batches(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
+def run_config_summary(cfg: DictConfig, trainer: pl.Trainer, plan: BatchPlan) -> dict[str, Any]:
+    """``results.json``'s ``config``: the run identity (:mod:`distill.results.identity`, the fields
+    the results package reads back) and how this run laid out its batches and precision."""
+    micro, accumulate = plan.micro_batch_size, plan.accumulate_grad_batches
     return {
-        "benchmark": cfg.data.benchmark.name if "name" in cfg.data.benchmark else str(cfg.data.benchmark._target_),
-        "method": cfg.method.name,
-        "model": cfg.model.short_name,
-        "fraction": cfg.data.fraction,
-        "label_source": cfg.data.label_source,
-        "rationale_weight": cfg.method.rationale_weight,
-        "alpha": cfg.method.alpha,
-        "shared_input": bool(cfg.method.get("shared_input", False)),
-        "rationales": cfg.data.get("rationales", "first"),
-        "rationale_filter": cfg.data.get("rationale_filter", "none"),
-        "rationale_position": cfg.method.get("rationale_position", "before"),
-        "seed": cfg.seed,
-        "global_batch_size": cfg.data.batch_size,
+        **with_defaults(read_identity(cfg)),
         "micro_batch_size": micro,
         "accumulate_grad_batches": accumulate,
         "world_size": trainer.world_size,
-        "max_steps": cfg.trainer.max_steps,
-        "lr": cfg.optimizer.lr,
         # what the run trained and tested in (the CPU bf16 probe may have chosen it): eval.py,
         # distill.predict and distill.export use the same, read from the checkpoint
         "precision": normalize(trainer.precision),
@@ -187,7 +182,7 @@ def _generation_precision(trainer: pl.Trainer) -> dict[str, str]:
 
 
 def format_peak_memory(peak: dict[str, int]) -> str:
-    """``peak RSS 3.21 GB`` (and ``, CUDA 1.10 GB``) from :func:`distill.runtime.peak_memory`."""
+    """``peak RSS 3.21 GB`` (and ``, CUDA 1.10 GB``) from :func:`distill.utils.runtime.peak_memory`."""
     parts = [f"peak {'RSS' if key == 'rss' else key.upper()} {value / 1e9:.2f} GB" for key, value in peak.items()]
     return ", ".join(parts) or "-"
 
@@ -238,7 +233,7 @@ def _in_multirun() -> bool:
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) as configured; returns ``cfg.optimized_metric`` for sweepers."""
     started = time.time()
-    job = prepare_job(cfg)  # a rerun sweep: skip a finished job, resume one from last.ckpt (distill.sweep_resume)
+    job = prepare_job(cfg)  # a rerun sweep: skip a finished job, resume one from last.ckpt (distill.launch.sweep_resume)
     if job.skipped:
         return finished_metric(job, cfg)
     configure_threads(cfg.get("threads"))
@@ -251,10 +246,9 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
     module = build_module(cfg, datamodule, student, str(output_dir), speed)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, speed, callbacks=build_callbacks(cfg), logger=loggers or False)
+    trainer = build_trainer(cfg, speed, datamodule, callbacks=build_callbacks(cfg), logger=loggers or False)
     if trainer.is_global_zero:
-        datamodule.world_size = trainer.world_size  # the summary reports the per-device plan of this run
-        print(format_summary(datamodule), flush=True)
+        print(format_summary(datamodule), flush=True)  # with the batch plan of this run
     plain_cfg = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
     for logger in loggers:
         logger.log_hyperparams(plain_cfg)
@@ -284,7 +278,7 @@ def train(cfg: DictConfig) -> float | None:
 
     results = {
         "status": "ok" if diverged is None else "diverged",
-        "config": run_config_summary(cfg, trainer),
+        "config": run_config_summary(cfg, trainer, datamodule.batch_plan),
         "metrics": metrics,
         "global_step": trainer.global_step,
         "num_parameters": module.student.num_parameters,

@@ -1,12 +1,8 @@
-"""Throughput of teacher=openai against the loopback server at a fixed artificial latency.
+"""Throughput of teacher=openai against the loopback server at a fixed latency (not a test: the
+figures are the machine's). The server runs in its own process; for each concurrency c it prints the
+client's requests/s, with and without the durable answer cache, beside the ideal c / latency.
 
-    python -m distill.teacher.bench [--latency-ms 50] [--concurrency 1 8 64] [--seconds 2]
-
-The server (its own process, so it does not share the client's interpreter lock) answers every
-request after ``latency`` seconds; a client with c requests in flight can at best do
-``c / latency`` requests per second. For each concurrency the bench prints what the client
-achieved, with and without storing every answer in the durable cache (one JSON line, flush and
-fsync per answer), next to that ideal. Not a test: figures depend on the machine.
+    python tests/teacher_throughput.py [--latency-ms 50] [--concurrency 1 8 64] [--seconds 2]
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ ANSWER = "There are 3 boxes with 4 apples each, so 3 * 4 = 12 apples. The answer
 
 
 def _serve(latency_s: float, conn) -> None:
-    from distill.teacher.loopback import LoopbackServer
+    from loopback_server import LoopbackServer  # tests/ is on the path: this file's folder
 
     server = LoopbackServer(lambda prompt: ANSWER, latency_s=latency_s).start()
     conn.send(server.base_url)

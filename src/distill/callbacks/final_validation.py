@@ -1,13 +1,5 @@
-"""Validate at the end of fit, whatever ``trainer.val_check_interval`` says.
-
-Lightning validates every ``val_check_interval`` batches and not at the end of training, so a run
-shorter than the interval (``trainer.max_steps=30`` with the default 250), or one whose last steps
-fall between two validations, ended without the final validation, and with it without a best
-checkpoint or ``last.ckpt`` (both are written when validation ends). :class:`ValidateAtEnd` asks
-Lightning to stop after the last optimizer step (``max_steps`` reached, or the last batch of the
-last epoch), which makes that step a validation step: the checkpoints are then written as at every
-other validation. A run whose last step is a validation step anyway validates once, as before.
-"""
+""":class:`ValidateAtEnd`: the last optimizer step of a fit is a validation step, whatever
+``trainer.val_check_interval`` says, so every run ends with a best checkpoint and ``last.ckpt``."""
 
 from __future__ import annotations
 

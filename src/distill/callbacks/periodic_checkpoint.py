@@ -4,7 +4,7 @@ A run writes ``last.ckpt`` at every validation (``callbacks.last_checkpoint``). 
 far apart, a run killed between two of them would lose every step since the last one:
 :class:`PeriodicCheckpoint` (a ModelCheckpoint with ``every_n_train_steps``) writes the same file
 every N steps in between. After a step that validation follows anyway (an interval step, or the
-last step: :mod:`distill.final_validation`) it leaves the writing to the validation-time
+last step: :mod:`distill.callbacks.final_validation`) it leaves the writing to the validation-time
 checkpoint a moment later, which also holds that validation's results: one write per step.
 """
 

@@ -1,22 +1,7 @@
-"""Random generator states in every checkpoint, so that a resumed run is the run that would have happened.
-
-Dropout draws from torch's generator (on the CPU, or on each CUDA device); numpy's and Python's
-``random`` serve anything else. A Lightning checkpoint holds the weights, the optimizer and the
-loops, not these states: a run resumed from ``last.ckpt`` restarted them from the seed, and with
-dropout on it trained other steps than the uninterrupted run.
-
-:class:`RNGState` keeps the states as the last training batch left them, and
-
-* puts them back at the start of every training batch. What runs between two batches (validation,
-  the data loader of a new epoch, a checkpoint, Lightning restoring a run) may draw numbers of its
-  own (each DataLoader iterator takes a seed from torch's generator), but never moves the stream
-  the training steps draw from: when evaluation happens does not change what is trained;
-* saves them in each checkpoint, for every process (all ranks take part in saving a checkpoint),
-  and after a resume puts this rank's back at the first training batch: the stream continues
-  exactly where the saved run left it.
-
-The states are stored as tensors and plain numbers, so ``torch.load(weights_only=True)`` reads them.
-"""
+"""Random generator states (torch CPU and CUDA, numpy, Python) kept across a run and in every checkpoint:
+:class:`RNGState` puts the training stream back before every training batch (what runs between batches
+never moves it) and restores each rank's saved states after a resume, so a resumed run is the run that
+would have happened. Stored as tensors and plain numbers (``torch.load(weights_only=True)`` reads them)."""
 
 from __future__ import annotations
 

@@ -1,27 +1,6 @@
-"""The speed levers of a run (``conf/speed/``), resolved for the hardware it runs on.
-
-``speed=fast`` (the default) turns on what measured faster without changing what is learned;
-``speed=plain`` turns every lever off: the plain eager path, the yardstick ``python -m
-distill.bench`` compares against. ``auto`` values are settled here, once, from the device:
-
-=====================  ==========================================================================
-fused_optimizer        AdamW's fused kernel (CPU and CUDA) instead of a per-tensor loop
-target_only_logits     the vocabulary projection runs on target positions only, not on padding
-stack_tasks            label and rationale rows in one forward pass (auto: on CUDA, where a
-                       step is launch-bound; off on CPU, where it pads label targets to
-                       rationale length for no gain)
-pad_to_multiple_of     batch widths rounded up (auto: 8 on CUDA for tensor cores, 1 on CPU)
-pin_memory             page-locked host batches for asynchronous copies (auto: on CUDA)
-cpu_bf16               bf16 autocast on a CPU whose bf16 matmul beats fp32 (AMX, AVX512-BF16),
-                       decided by timing both once per machine (cached); never on AVX2-only
-                       CPUs, where bf16 matmul is two orders of magnitude slower than fp32
-fp32_generation        label generation in fp32 under a bf16-mixed run, where a timed probe of
-                       decode-shaped work (a few rows per matmul) finds fp32 faster than bf16
-                       autocast on this CPU (auto: the probe, cached once per machine; never on
-                       CUDA, where generation keeps the run's bf16). Evaluation only: training
-                       is untouched, and checkpoints and exports record what generation ran in
-=====================  ==========================================================================
-"""
+"""The speed levers of a run (``conf/speed/``), each ``auto`` settled once for the device it runs on
+(:func:`resolve_speed`), and the timed CPU probes behind ``cpu_bf16`` and ``fp32_generation``.
+What each lever does and what it measured: the README's Speed table."""
 
 from __future__ import annotations
 
@@ -40,7 +19,7 @@ from typing import Any
 
 import torch
 
-from distill.runtime import cache_home
+from distill.utils.runtime import cache_home
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +86,7 @@ def _time_matmuls() -> tuple[float, float]:
 def _time_decode_steps(rows: int = 8, width: int = 512, steps: int = 8) -> tuple[float, float]:
     """Median seconds of ``steps`` decode-shaped products (``rows`` x ``width`` @ an fp32 weight of
     ``width`` x ``4 * width``, as a student's feed-forward layer sees one new token per row) in fp32,
-    and under bf16 autocast as generation runs it (:func:`distill.precision.generation_autocast`:
+    and under bf16 autocast as generation runs it (:func:`distill.utils.precision.generation_autocast`:
     the weight cast once per call, then bf16 products), timed alternately."""
     weight = torch.nn.Parameter(torch.randn(4 * width, width))
     x = torch.randn(rows, width)

@@ -1,19 +1,8 @@
-"""A per-optimizer-step record of which examples a run consumed and its training loss.
-
-Why: the global batch (``data.batch_size``) must mean the same thing on 1 process or N. Comparing
-the trace of a 1-process run with that of a 2-process run (tests/test_ddp*.py) shows both see the
-same examples at every optimizer step and follow the same loss curve. Enable it on any run::
-
-    python train.py +callbacks.step_trace._target_=distill.step_trace.StepTrace
-
-Each line of ``<trainer.default_root_dir>/step_trace.jsonl`` (written by global rank 0)::
-
-    {"step": 1, "uids": [...sorted...], "loss": 2.31, "micro_batches": 2, "world_size": 2,
-     "environment": "SLURMEnvironment", "auto_requeue": false}
-
-``loss`` is the mean of the micro-batch losses of that step over all ranks; ``micro_batches`` counts
-the micro-batches of all ranks that made up the step.
-"""
+"""Per optimizer step, the examples a run consumed and its loss, one JSON line each in
+``<trainer.default_root_dir>/step_trace.jsonl`` (global rank 0): ``step``, ``uids`` (sorted), ``loss`` (the
+mean over every rank's micro-batches), ``micro_batches``, ``world_size``, ``environment``, ``auto_requeue``.
+The proof that a global batch means the same on 1 or N processes (``tests/test_ddp.py``); enable it with
+``+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace``."""
 
 from __future__ import annotations
 

@@ -1,18 +1,8 @@
-"""A small OpenAI-compatible server on 127.0.0.1, for tests, the throughput bench and dry runs.
+"""A small OpenAI-compatible server on 127.0.0.1 for the teacher tests and tests/teacher_throughput.py.
 
-It answers ``POST /v1/chat/completions`` and ``POST /v1/completions`` with whatever a
-``respond(prompt) -> str`` function says, applies ``stop`` like a real server, reports token
-counts, can add a fixed latency, and can inject faults per attempt (``faults(prompt, attempt)``
-returns one of :data:`FAULTS` or None): 429 with Retry-After, 500, a hang, malformed JSON, an
-empty completion, a dropped connection, or a 400 whose message echoes the request's
-Authorization header (as a careless server might: a client must not store it). It records every request it receives (path, body,
-Authorization header) so tests can check what a client sent and how often.
-
-It runs an aiohttp application on its own event loop in a daemon thread; ``port=0`` picks a free
-port (``base_url`` then says which).
-
-:class:`PromptIndex` maps a prompt back to the example it asks about, by rebuilding every
-example's prompt with the benchmark's own :meth:`~distill.benchmarks.base.Benchmark.build_prompt`.
+``POST /v1/chat/completions`` and ``/v1/completions`` answer with ``respond(prompt)``, cut at ``stop``,
+after ``latency_s``; ``faults(prompt, attempt)`` may return one of :data:`FAULTS` instead. Every request
+is kept in ``received``. An aiohttp app on its own loop in a daemon thread; ``base_url`` names its port.
 """
 
 from __future__ import annotations
@@ -23,19 +13,20 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from distill.benchmarks.base import Benchmark, Example
 from distill.teacher.backend import Prompt, cut_at_stop
 
-_QUIET = logging.getLogger("distill.teacher.loopback.server")
+_QUIET = logging.getLogger("loopback_server")
 _QUIET.setLevel(logging.CRITICAL)
 _QUIET.propagate = False
 
+#: what ``faults`` may inject: 429 with Retry-After, 500, a hang, malformed JSON, an empty completion, a
+#: dropped connection, a 400 whose message echoes the Authorization header (a client must not store it)
 FAULTS = ("429", "500", "hang", "malformed", "empty", "disconnect", "400")
 
 
@@ -51,22 +42,6 @@ class Received:
     attempt: int  # how many times this prompt has been received, this one included
     fault: str | None
     time: float
-
-
-class PromptIndex:
-    """Which example a prompt asks about (completion and chat forms alike)."""
-
-    def __init__(self, benchmark: Benchmark, examples: Sequence[Example]):
-        self.by_prompt: dict[str, Example] = {}
-        for ex in examples:
-            for chat in (False, True):
-                self.by_prompt.setdefault(prompt_key(benchmark.build_prompt(ex, chat=chat)), ex)
-
-    def example(self, prompt: Prompt) -> Example:
-        try:
-            return self.by_prompt[prompt_key(prompt)]
-        except KeyError:
-            raise KeyError("the prompt asks about no known example") from None
 
 
 class LoopbackServer:

@@ -16,7 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from distill.local_paths import check_local_path
+from distill.utils.paths import check_local_path
 from distill.models.inference import SETTINGS_FILE, InferenceSettings
 from distill.models.module import DistillModule
 from distill.models.student import CAUSAL, SEQ2SEQ, prepare_causal_tokenizer, student_from_architecture

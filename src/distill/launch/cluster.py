@@ -1,32 +1,7 @@
-"""Where a run meets the cluster: device counts, SLURM job sizes, the Lightning cluster
-environment and W&B grouping. (The per-step trace that proves the global batch is the same on
-any number of processes is :mod:`distill.step_trace`.)
-
-Why one module: every question here is "how many processes, on what, seeing which examples",
-and the answers must agree between the SLURM launcher (``conf/hydra/launcher/slurm.yaml``),
-the trainer configs (``conf/trainer/*.yaml``) and the running Trainer.
-
-Requeue policy (exactly one owner): **submitit** requeues a job that reaches its time limit or is
-preempted (``hydra.launcher.max_num_timeout``; SLURM sends ``USR2`` ``signal_delay_s`` seconds
-before the end, submitit's handler requeues the same array task, which reruns the same Hydra job in
-the same output directory). Lightning's own SLURM auto-requeue is switched off by
-:func:`cluster_environment` (``SLURMEnvironment(auto_requeue=False)``), so Lightning installs no
-``USR1`` handler and never calls ``scontrol requeue`` itself. A requeued job resumes from its
-``checkpoints/last.ckpt``: :mod:`distill.sweep_resume` (``resume_sweep: true``) finds it, as
-``ckpt_path=last`` (Lightning's own "last checkpoint of the ModelCheckpoint callback" lookup) does.
-
-OmegaConf resolvers registered on import (idempotent), for use in configs:
-
-- ``${distill.devices:${trainer.devices},${trainer.accelerator}}``: processes per node.
-- ``${distill.slurm_gpus:${trainer.devices},${trainer.accelerator}}``: GPUs per node to request
-  (``null`` for CPU runs).
-- ``${distill.precision:bf16-mixed}``: the precision asked for where the hardware has it, else
-  ``32-true`` (T5 v1.1 overflows in fp16, so there is no fp16 fallback).
-- ``${distill.wandb_tags:${tags},benchmark,${data.benchmark.name},...}``: the user's tags plus
-  ``name:value`` tags for W&B.
-- ``${distill.basename:${hydra:sweep.dir}}``: the sweep's directory name (its start time), which
-  names the W&B group every run of one sweep shares.
-"""
+"""Where a run meets the cluster: device counts, SLURM GPU requests, precision, the Lightning cluster
+environment (SLURM auto-requeue off: submitit owns requeueing) and W&B tags. Registers on import the
+OmegaConf resolvers the configs use: ``distill.devices``, ``distill.slurm_gpus``, ``distill.precision``,
+``distill.wandb_tags``, ``distill.basename`` (:data:`RESOLVERS`)."""
 
 from __future__ import annotations
 
@@ -116,9 +91,9 @@ def cluster_environment() -> Any:
     Mirrors Lightning's own detection order (torchelastic, SLURM, LSF, MPI, else a plain local
     environment), changing two things: under SLURM it returns ``SLURMEnvironment(auto_requeue=False)``
     because submitit owns requeueing (see the module doc), and in a submitit *local* job
-    (``hydra/launcher=local``) it returns :class:`distill.submitit_local.SubmititLocalEnvironment`,
+    (``hydra/launcher=local``) it returns :class:`distill.launch.submitit_local.SubmititLocalEnvironment`,
     whose ranks are submitit's tasks. Used from the trainer configs as
-    ``plugins: [{_target_: distill.cluster.cluster_environment}]``.
+    ``plugins: [{_target_: distill.launch.cluster.cluster_environment}]``.
     """
     from pytorch_lightning.plugins.environments import (
         LightningEnvironment,
@@ -132,7 +107,7 @@ def cluster_environment() -> Any:
         return TorchElasticEnvironment()
     if SLURMEnvironment.detect():
         return SLURMEnvironment(auto_requeue=False)
-    from distill.submitit_local import SubmititLocalEnvironment
+    from distill.launch.submitit_local import SubmititLocalEnvironment
 
     if SubmititLocalEnvironment.detect():  # hydra/launcher=local: submitit started one task per device
         return SubmititLocalEnvironment()

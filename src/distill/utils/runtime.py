@@ -79,7 +79,7 @@ def find_conf_dir(required: str = "train.yaml") -> Path:
     """The project's ``conf/`` (holding ``required``): ``$DISTILL_CONF_DIR``, else ``./conf``, else the
     repository's (an editable install)."""
     candidates = [Path(os.environ["DISTILL_CONF_DIR"])] if os.environ.get("DISTILL_CONF_DIR") else []
-    candidates += [Path.cwd() / "conf", Path(__file__).resolve().parents[2] / "conf"]
+    candidates += [Path.cwd() / "conf", Path(__file__).resolve().parents[3] / "conf"]  # src/distill/utils/ -> the repository
     for candidate in candidates:
         if (candidate / required).is_file():
             return candidate.resolve()

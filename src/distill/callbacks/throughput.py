@@ -1,0 +1,98 @@
+"""Throughput of a fit: wall time, examples and tokens per optimizer step (``python -m distill.bench``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from distill.models.student import CAUSAL
+
+
+class ThroughputMeter(pl.Callback):
+    """Wall time, examples and non-pad tokens of every optimizer step after ``warmup`` steps.
+    Token counts accumulate on the device and are read once at the end: no per-step sync."""
+
+    def __init__(self, warmup: int, steps: int | None = None) -> None:
+        self.warmup = warmup
+        self.last = None if steps is None else warmup + steps
+        self.examples = 0
+        self.tokens: dict[str, Any] = {"encoder": 0, "decoder": 0}
+        self.computed = 0
+        self.seconds = 0.0
+        self.steps = 0
+        self._start: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step >= self.warmup and self._start is None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._start is None or self.seconds:
+            return
+        self.examples += len(batch["uid"])
+        self.computed += computed_positions(batch, pl_module)
+        causal = pl_module.student.kind == CAUSAL
+        if "shared" in batch:
+            self._count_shared(batch, causal)
+            return self._maybe_stop(trainer)
+        tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
+        for task in tasks:
+            non_pad = batch[task]["attention_mask"].sum()
+            if causal:  # one sequence, prompt and completion, through the decoder
+                self.tokens["decoder"] = self.tokens["decoder"] + non_pad
+            else:
+                self.tokens["encoder"] = self.tokens["encoder"] + non_pad
+                self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
+        self._maybe_stop(trainer)
+
+    def _count_shared(self, batch: Any, causal: bool) -> None:
+        shared = batch["shared"]
+        if causal:  # x once, then both branches: every non-pad position of the one sequence
+            self.tokens["decoder"] = self.tokens["decoder"] + int(shared["spans"].sum())
+            return
+        self.tokens["encoder"] = self.tokens["encoder"] + shared["attention_mask"].sum()
+        for task in ("label", "rationale"):
+            if task in batch:  # the marker and the target: the decoder's non-pad inputs
+                self.tokens["decoder"] = self.tokens["decoder"] + int((batch[task]["decoder_sequence"] != -100).sum())
+
+    def _maybe_stop(self, trainer: pl.Trainer) -> None:
+        if self.last is not None and trainer.global_step >= self.last:
+            self._stop(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._start is not None and not self.seconds:
+            self._stop(trainer)
+
+    def _stop(self, trainer: pl.Trainer) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self._start
+        self.steps = trainer.global_step - self.warmup
+        self.tokens = {side: int(count) for side, count in self.tokens.items()}
+
+
+def computed_positions(batch: Any, module: pl.LightningModule) -> int:
+    """Positions (padding included) that one micro-batch runs through the model: each forward's
+    rows x width, encoder and decoder apart; stacked tasks are padded to their common width."""
+    causal = module.student.kind == CAUSAL
+    if "shared" in batch:
+        if causal:
+            return batch["shared"]["input_ids"].numel()
+        decoders = [batch[t]["decoder_sequence"] for t in ("label", "rationale") if t in batch]
+        encoder = batch["shared"]["input_ids"].numel()
+        if module.speed.fast_losses and module.speed.stack_tasks and len(decoders) > 1:
+            # one decoder pass over both tasks' rows, and the encoder output read by each
+            return encoder + sum(d.shape[0] for d in decoders) * max(d.shape[1] for d in decoders)
+        return encoder + sum(d.numel() for d in decoders)
+    tasks = [batch["label"]] + ([batch["rationale"]] if "rationale" in batch and module.method == "step_by_step" else [])
+    widths = [(t["input_ids"].shape[1], t["labels"].shape[1]) for t in tasks]
+    rows = [t["input_ids"].shape[0] for t in tasks]
+    if module.speed.fast_losses and module.speed.stack_tasks and len(tasks) > 1:
+        input_width, label_width = (max(w[0] for w in widths), max(w[1] for w in widths))
+        return sum(rows) * (input_width + (0 if causal else label_width))
+    return sum(r * (w[0] + (0 if causal else w[1])) for r, w in zip(rows, widths))

@@ -1,0 +1,1 @@
+"""Launching: cluster environments, submitit-local ranks, sweep resume."""

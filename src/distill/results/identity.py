@@ -1,0 +1,90 @@
+"""The run identity: the configuration fields that name a result, where a composed config holds
+each, and the paper's choice a run made before a field was recorded. Training writes
+``with_defaults(read_identity(cfg))`` into ``results.json``; the reader takes the same fields back
+from ``results.json``, ``.hydra/config.yaml`` or a W&B config, and pools runs equal on all but the seed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Field:
+    """Where a composed config holds one identity field (the first of ``paths`` present), and the
+    value a run that did not record it made (None: no default, the value is part of the record)."""
+
+    paths: tuple[tuple[str, ...], ...]
+    default: Any = None
+
+
+#: the identity, in table order (the order results are sorted and printed by)
+FIELDS: dict[str, Field] = {
+    # a benchmark without a name is named by its class
+    "benchmark": Field((("data", "benchmark", "name"), ("data", "benchmark", "_target_"))),
+    "model": Field((("model", "short_name"),)),
+    "method": Field((("method", "name"),)),
+    "label_source": Field((("data", "label_source"),)),
+    "fraction": Field((("data", "fraction"),)),
+    "rationale_weight": Field((("method", "rationale_weight"),)),
+    "alpha": Field((("method", "alpha"),)),
+    "max_steps": Field((("trainer", "max_steps"),)),
+    "global_batch_size": Field((("data", "batch_size"),)),
+    "lr": Field((("optimizer", "lr"),)),
+    # the follow-up literature's choices (issue 19); the defaults are the paper's
+    "shared_input": Field((("method", "shared_input"),), False),
+    "rationales": Field((("data", "rationales"),), "first"),
+    "rationale_filter": Field((("data", "rationale_filter"),), "none"),
+    "rationale_position": Field((("method", "rationale_position"),), "before"),
+    "seed": Field((("seed",),)),
+}
+#: what results are pooled by: everything but the seed
+GROUP_KEYS = tuple(name for name in FIELDS if name != "seed")
+#: the follow-up choices a run can make beside the paper's method
+VARIANT_KEYS = ("rationales", "rationale_filter", "rationale_position")
+#: the paper's choices, for runs recorded before a field was
+DEFAULTS = {name: f.default for name, f in FIELDS.items() if f.default is not None}
+#: what a ``results.json`` must record to be a usable result
+REQUIRED = ("benchmark", "model", "method", "fraction", "seed")
+
+_ABSENT = object()
+
+
+def _lookup(config: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    flat = "/".join(path)  # W&B may store a nested config flattened
+    if flat in config:
+        return config[flat]
+    node: Any = config
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return _ABSENT
+        node = node[key]
+    return node
+
+
+def read_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`FIELDS` from a composed config (a DictConfig, or a plain dict nested or flattened as
+    ``data/fraction``); None where absent or an unresolved interpolation (``${...}``)."""
+    identity = {}
+    for name, field in FIELDS.items():
+        value = next((v for v in (_lookup(config, p) for p in field.paths) if v is not _ABSENT), None)
+        identity[name] = None if isinstance(value, str) and "${" in value else value
+    return identity
+
+
+def with_defaults(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """``identity`` with the paper's choice where a field with a default is None, shared_input a bool."""
+    filled = {name: DEFAULTS[name] if value is None and name in DEFAULTS else value for name, value in identity.items()}
+    if "shared_input" in filled:
+        filled["shared_input"] = bool(filled["shared_input"])
+    return filled
+
+
+def group_key(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of :data:`GROUP_KEYS` a run is pooled by: :func:`with_defaults`, and the rationale
+    position only for single_task (the one method that has the choice)."""
+    key = with_defaults({name: config.get(name) for name in GROUP_KEYS})
+    if config.get("method") != "single_task":
+        key["rationale_position"] = DEFAULTS["rationale_position"]
+    return key

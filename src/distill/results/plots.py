@@ -1,0 +1,162 @@
+"""Figures (matplotlib, Agg) of a :func:`~distill.results.tables.configurations` table: the methods
+side by side per benchmark with the teacher marked, and accuracy against data fraction, student size
+and λ, one line per method, error bars = standard error; each only where the sweep varies that axis."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from distill.results.labels import fmt_fraction, model_rank, series_label
+from distill.results.runs import TEACHER_METRIC, Run
+from distill.results.tables import runs_frame, sort_key, stat
+
+Row = dict[str, Any]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not pd.isna(value)
+
+
+def plot_by_benchmark(configs: pd.DataFrame, runs: list[Run], metric: str, path: Path) -> bool:
+    """Bars per benchmark and training fraction, one per method (mean ± standard error), the
+    teacher's accuracy marked; one panel per student. False when no panel has two methods."""
+    panels: dict[Any, list[Row]] = defaultdict(list)
+    for row in configs.to_dict("records"):
+        if stat(row, metric) is not None:
+            panels[row["model"]].append(row)
+    panels = {k: v for k, v in panels.items() if len({r["method_label"] for r in v}) >= 2}
+    if not panels:
+        return False
+    plt = _pyplot()
+    teacher = runs_frame(runs).infer_objects().groupby("benchmark")[TEACHER_METRIC].mean().to_dict()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (model, members) in zip(axes.flat, sorted(panels.items(), key=lambda kv: (model_rank(kv[0]), str(kv[0])))):
+        cells = sorted({(r["benchmark"], r["fraction"]) for r in members}, key=lambda c: (str(c[0]), sort_key(c[1])))
+        labels = sorted({r["method_label"] for r in members})
+        width = 0.8 / len(labels)
+        for i, label in enumerate(labels):
+            stats = {(r["benchmark"], r["fraction"]): stat(r, metric) for r in members if r["method_label"] == label}
+            xs = [c + (i - (len(labels) - 1) / 2) * width for c in range(len(cells))]
+            ys = [stats[c][0] * 100 if c in stats else float("nan") for c in cells]
+            errs = [(stats[c][1] or 0.0) * 100 if c in stats else 0.0 for c in cells]
+            ax.bar(xs, ys, width, yerr=errs, capsize=3, label=label)
+        marked = False
+        for c, (benchmark, _) in enumerate(cells):
+            value = teacher.get(benchmark)
+            if _given(value):
+                ax.hlines(value * 100, c - 0.45, c + 0.45, colors="black", linestyles="dashed",
+                          label=None if marked else "teacher")
+                marked = True
+        ax.set_xticks(range(len(cells)), [f"{b}\n{fmt_fraction(f)} of train" for b, f in cells], fontsize=8)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.set_title(str(model), fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _lambda_x(row: Row) -> float | None:
+    if row["method"] != "step_by_step" or _given(row["alpha"]):
+        return None
+    return row["rationale_weight"]
+
+
+def _plot_panels(rows: list[Row], metric: str, panel_keys: tuple[str, ...], x_of: Callable[[Row], Any], xlabel: str,
+                 path: Path, logx: bool = False, xticks: Callable[[Any, list[Row]], None] | None = None) -> bool:
+    """One subplot per panel, one line per method; returns False when no panel has 2+ x values."""
+    panels: dict[tuple, list[Row]] = defaultdict(list)
+    for row in rows:
+        if stat(row, metric) is not None and x_of(row) is not None:
+            panels[tuple(row[k] for k in panel_keys)].append(row)
+    panels = {k: v for k, v in panels.items() if len({x_of(r) for r in v}) >= 2}
+    if not panels:
+        return False
+    plt = _pyplot()
+    n = len(panels)
+    cols = min(n, 4)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.4 * math.ceil(n / cols)), squeeze=False)
+    for ax, (panel, members) in zip(axes.flat, sorted(panels.items(), key=lambda kv: tuple(map(str, kv[0])))):
+        steps = [r for r in members if r["method"] == "step_by_step"]
+        lambdas_vary = len({(r["rationale_weight"], r["alpha"]) for r in steps}) > 1
+        lrs_vary = len({r["lr"] for r in members}) > 1
+        series: dict[str, list[Row]] = defaultdict(list)
+        for r in members:
+            series[series_label(r, lambdas_vary, lrs_vary) if x_of is not _lambda_x else r["method_label"]].append(r)
+        for label, points in sorted(series.items()):
+            points.sort(key=x_of)
+            stats = [stat(r, metric) for r in points]
+            ax.errorbar([x_of(r) for r in points], [s[0] * 100 for s in stats], yerr=[(s[1] or 0.0) * 100 for s in stats],
+                        marker="o", capsize=3, label=label)
+        if logx:
+            ax.set_xscale("log")
+        if xticks:
+            xticks(ax, members)
+        ax.set_title(" · ".join(str(p) for p in panel), fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_plots(configs: pd.DataFrame, runs: list[Run], metric: str, out: Path) -> list[Path]:
+    """Every figure the sweep has the axes for, under ``out``; returns their paths."""
+    rows = configs.to_dict("records")
+    written = []
+    path = out / "accuracy_by_benchmark.png"
+    if plot_by_benchmark(configs, runs, metric, path):
+        written.append(path)
+
+    def fraction_ticks(ax: Any, members: list[Row]) -> None:
+        fractions = sorted({float(r["fraction"]) for r in members})
+        ax.set_xticks(fractions, [fmt_fraction(f) for f in fractions])
+        ax.minorticks_off()
+
+    path = out / "accuracy_vs_fraction.png"
+    if _plot_panels(rows, metric, ("benchmark", "model"), lambda r: float(r["fraction"]),
+                    "training data used", path, logx=True, xticks=fraction_ticks):
+        written.append(path)
+
+    sizes_known = all(_given(r["num_parameters"]) and r["num_parameters"] for r in rows)
+
+    def size_x(row: Row) -> float:
+        return float(row["num_parameters"]) if sizes_known else float(model_rank(row["model"]))
+
+    def size_ticks(ax: Any, members: list[Row]) -> None:
+        ticks = sorted({(size_x(r), r["model"]) for r in members})
+        ax.set_xticks([t[0] for t in ticks], [f"{t[1]}" + (f"\n{t[0] / 1e6:.0f}M" if sizes_known else "") for t in ticks],
+                      fontsize=7)
+        ax.minorticks_off()
+
+    path = out / "accuracy_vs_model_size.png"
+    if _plot_panels(rows, metric, ("benchmark", "fraction"), size_x,
+                    "student size (parameters)" if sizes_known else "student", path, logx=sizes_known, xticks=size_ticks):
+        written.append(path)
+
+    path = out / "accuracy_vs_lambda.png"
+    if _plot_panels(rows, metric, ("benchmark", "model", "fraction"), _lambda_x, "λ (rationale loss weight)", path):
+        written.append(path)
+    return written

@@ -1,0 +1,265 @@
+"""Tables on pandas: the successful runs as a frame, pooled into configurations (runs equal on
+all but the seed: n, mean and standard error over seeds per metric), the paired differences
+(a method minus its baseline on the same cell, seed by seed), and their Markdown (``results.md``)
+and CSV (``results.csv``, ``paired.csv``, ``runs.csv``) forms."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from distill.results.identity import DEFAULTS, GROUP_KEYS, VARIANT_KEYS, group_key
+from distill.results.labels import config_label, fmt_fraction, model_rank, series_label, variant_label
+from distill.results.runs import METRICS, TEACHER_METRIC, Run
+
+#: what a difference is paired within: the same cell, seed by seed
+CELL_KEYS = ("benchmark", "model", "fraction", "max_steps", "global_batch_size", "lr")
+#: (comparison, baseline, method): the differences results.md reports, method minus baseline
+COMPARISONS = (
+    ("step-by-step − standard finetuning", {"method": "standard", "label_source": "gold"},
+     {"method": "step_by_step", "label_source": "gold", "shared_input": False}),
+    ("step-by-step − standard distillation", {"method": "standard", "label_source": "teacher"},
+     {"method": "step_by_step", "label_source": "teacher", "shared_input": False}),
+    ("shared input − paper layout (step-by-step)", {"method": "step_by_step", "label_source": "gold", "shared_input": False},
+     {"method": "step_by_step", "label_source": "gold", "shared_input": True}),
+)
+
+
+# ---------------------------------------------------------------------------- frames
+def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per successful run: its group keys (:func:`~distill.results.identity.group_key`), seed,
+    parameter count, :data:`METRICS` and the teacher's accuracy, as recorded (object columns: None stays None)."""
+    rows = [{**group_key(r.config), "seed": r.config.get("seed"), "num_parameters": r.num_parameters,
+             **{m: r.metrics.get(m) for m in (*METRICS, TEACHER_METRIC)}} for r in runs if r.ok]
+    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "seed", "num_parameters", *METRICS, TEACHER_METRIC], dtype=object)
+
+
+def _finite(values: pd.Series) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def _mean(values: pd.Series) -> float:
+    finite = _finite(values)
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def _se(values: pd.Series) -> float:
+    """Standard error of the mean: sample standard deviation / sqrt(n); NaN for n < 2."""
+    finite = _finite(values)
+    return statistics.stdev(finite) / math.sqrt(len(finite)) if len(finite) >= 2 else math.nan
+
+
+def _median_count(counts: pd.Series) -> float:
+    known = [c for c in counts if c]
+    return int(statistics.median(known)) if known else math.nan
+
+
+def configurations(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per configuration (the long table, ``results.csv``): :data:`GROUP_KEYS` as recorded,
+    ``method_label``, ``seeds``, ``num_parameters`` (median), and per metric ``<m>_n``, ``<m>_mean``,
+    ``<m>_se`` over the seeds with a finite value; sorted by the group keys (None first)."""
+    frame = runs_frame(runs)
+    # grouped by a group number: the key columns keep their recorded values (groupby's index would coerce them)
+    frame["group"] = frame.groupby(list(GROUP_KEYS), dropna=False, sort=False).ngroup()
+    stats = frame.groupby("group").agg(
+        seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(set(seeds), key=str))),
+        num_parameters=("num_parameters", _median_count),
+        **{name: spec for m in METRICS for name, spec in
+           ((f"{m}_n", (m, lambda v: len(_finite(v)))), (f"{m}_mean", (m, _mean)), (f"{m}_se", (m, _se)))},
+    ).astype({"num_parameters": "Int64"})
+    table = frame.drop_duplicates("group").set_index("group")[list(GROUP_KEYS)]
+    table.insert(len(GROUP_KEYS), "method_label", [config_label(key) for key in table.to_dict("records")])
+    table = table.join(stats).sort_values(list(GROUP_KEYS), na_position="first")
+    return table.reset_index(drop=True)
+
+
+def stat(row: Any, metric: str) -> tuple[float, float | None, int] | None:
+    """``(mean, standard error or None, n)`` of ``metric`` in a :func:`configurations` row; None when no seed has it."""
+    n = int(row[f"{metric}_n"])
+    if not n:
+        return None
+    se = row[f"{metric}_se"]
+    return row[f"{metric}_mean"], None if pd.isna(se) else se, n
+
+
+def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per run, failed ones included (``runs.csv``): its identity and metrics as recorded."""
+    def cell(value: Any) -> Any:
+        return "nan" if isinstance(value, float) and math.isnan(value) else value  # a NaN is written, not blanked
+
+    rows = [{"source": r.source, "status": r.status, "reason": r.reason, "job": r.job,
+             **{k: cell(r.config.get(k)) for k in (*GROUP_KEYS, "seed")},
+             **{m: cell(r.metrics.get(m)) for m in METRICS}, "num_parameters": r.num_parameters} for r in runs]
+    return pd.DataFrame(rows, dtype=object)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as CSV, None and NaN blank, rows ended by CRLF (as the csv module writes them)."""
+    frame.to_csv(path, index=False, lineterminator="\r\n")
+
+
+# ---------------------------------------------------------------------------- paired differences
+def _select(frame: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
+    """The rows of ``frame`` equal to ``selector`` on each of its keys."""
+    return frame[frame[list(selector)].eq(pd.Series(selector)).all(axis=1)]
+
+
+def paired_differences(runs: Iterable[Run], metric: str) -> pd.DataFrame:
+    """Per cell (:data:`CELL_KEYS`) and comparison (:data:`COMPARISONS`): the method minus its
+    baseline seed by seed (seeds both ran), mean and standard error over those seeds, both means,
+    and the teacher's test accuracy; one row per λ/α of the method (``paired.csv``)."""
+    frame = (runs_frame(runs).infer_objects().rename(columns={metric: "value", TEACHER_METRIC: "teacher"})
+             [[*GROUP_KEYS, "seed", "value", "teacher"]].dropna(subset=["value"]))
+    cell = list(CELL_KEYS)
+    tables = []
+    for name, baseline, method in COMPARISONS:
+        # the baseline makes the paper's choices; the method's own variants (λ, follow-up choices) are rows apart
+        paper = {key: DEFAULTS[key] for key in VARIANT_KEYS if key not in baseline}
+        pairs = _select(frame, {**paper, **baseline}).merge(_select(frame, method), on=[*cell, "seed"], suffixes=("_base", ""))
+        if pairs.empty:
+            continue
+        pairs["difference"] = pairs["value"] - pairs["value_base"]
+        pairs["teacher"] = pairs["teacher"].fillna(pairs["teacher_base"])
+        pairs["variant"] = [variant_label(row) for row in pairs[["method", *VARIANT_KEYS]].to_dict("records")]
+        stats = (pairs.groupby([*cell, "rationale_weight", "alpha", "variant"], dropna=False, sort=True)
+                 .agg(n=("difference", "size"), difference=("difference", "mean"), difference_se=("difference", "sem"),
+                      baseline=("value_base", "mean"), method=("value", "mean"), teacher=("teacher", "mean"),
+                      seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(seeds, key=str))))
+                 .reset_index())
+        stats.insert(0, "comparison", name)
+        tables.append(stats)
+    if not tables:
+        return pd.DataFrame()
+    return pd.concat(tables, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------- Markdown
+def fmt_stat(value: tuple[float, float | None, int] | None, scale: float = 100.0) -> str:
+    """``mean ± se`` in percent, ``mean (n=1)`` for one seed, ``-`` for none."""
+    if value is None:
+        return "-"
+    mean, se, n = value
+    if se is None:
+        return f"{mean * scale:.2f} (n={n})"
+    return f"{mean * scale:.2f} ± {se * scale:.2f}"
+
+
+def _percent(value: Any, se: Any = None, n: Any = None) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    if se is None:
+        return f"{value * 100:.2f}"
+    if pd.isna(se):
+        return f"{value * 100:+.2f} (n={int(n)})"
+    return f"{value * 100:+.2f} ± {se * 100:.2f}"
+
+
+def _number(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:g}"
+
+
+def _loss_weight(rationale_weight: Any, alpha: Any) -> str:
+    """The method's loss weight as the tables print it: ``α=...`` for the official form, else λ."""
+    return f"α={alpha:g}" if alpha is not None and not pd.isna(alpha) else _number(rationale_weight)
+
+
+def pipe_table(header: Sequence[str], align: str, rows: Iterable[Sequence[str]]) -> list[str]:
+    """A compact Markdown pipe table; ``align`` has one ``l`` or ``r`` per column."""
+    return ["| " + " | ".join(header) + " |", "|" + "".join("---:|" if a == "r" else "---|" for a in align),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def sort_key(value: Any) -> tuple:
+    """None, then numbers in order, then anything else by its text."""
+    if value is None:
+        return (0, 0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), "")
+    return (2, 0, str(value))
+
+
+def paper_tables(configs: pd.DataFrame, metric: str) -> list[str]:
+    """Per (benchmark, student): methods x data fractions, mean ± SE over seeds, in percent."""
+    lines: list[str] = []
+    panels = [panel for _, panel in configs.groupby(["benchmark", "model"], dropna=False, sort=False)]
+    for panel in sorted(panels, key=lambda p: (str(p["benchmark"].iloc[0]), model_rank(p["model"].iloc[0]), str(p["model"].iloc[0]))):
+        fractions = sorted(set(panel["fraction"]), key=sort_key)
+        steps = panel[panel["method"] == "step_by_step"]
+        lambdas_vary = len(set(zip(steps["rationale_weight"], steps["alpha"]))) > 1
+        lrs_vary = len(set(panel["lr"])) > 1
+        cells = panel.assign(
+            series=[series_label(row, lambdas_vary, lrs_vary) for row in panel.to_dict("records")],
+            cell=[fmt_stat(stat(row, metric)) for _, row in panel.iterrows()])
+        # a later configuration with the same name and fraction wins the cell
+        table = cells.pivot_table(index="series", columns="fraction", values="cell", aggfunc="last")
+        table = table.reindex(index=sorted(set(cells["series"])), columns=fractions).fillna("")
+        lines += [f"### {panel['benchmark'].iloc[0]} · {panel['model'].iloc[0]} · {metric} (%)", ""]
+        lines += pipe_table(["method", *map(fmt_fraction, fractions)], "l" + "r" * len(fractions),
+                            ([label, *row] for label, row in zip(table.index, table.values.tolist())))
+        lines.append("")
+    return lines
+
+
+def paired_table(paired: pd.DataFrame, metric: str) -> list[str]:
+    """The paired differences as a Markdown section (empty when nothing pairs)."""
+    if paired.empty:
+        return []
+    table = paired.assign(**{
+        "fraction": paired["fraction"].map(fmt_fraction),
+        "λ": [_loss_weight(w, a) for w, a in zip(paired["rationale_weight"], paired["alpha"])],
+        "baseline (%)": paired["baseline"].map(_percent),
+        "method (%)": paired["method"].map(_percent),
+        "difference (points)": [_percent(d, se, n) for d, se, n in zip(paired["difference"], paired["difference_se"], paired["n"])],
+        "teacher (%)": paired["teacher"].map(_percent),
+    }).rename(columns={"max_steps": "steps"})
+    columns = ["comparison", "benchmark", "model", "fraction", "steps", "λ", "seeds", "baseline (%)", "method (%)",
+               "difference (points)", "teacher (%)"]
+    if paired["variant"].astype(bool).any():
+        columns.insert(columns.index("λ"), "variant")
+    return [f"### Paired differences · {metric}", "",
+            "Each method minus its baseline on the same cell and seed (seeds both ran), mean ± standard error "
+            "over seeds, in percentage points; the teacher's own accuracy on the same test examples beside it.", "",
+            table[columns].to_markdown(index=False, disable_numparse=True), ""]
+
+
+def _display(text: str) -> str:
+    """Paths under the working directory shown relative to it (reports get committed)."""
+    cwd = str(Path.cwd()) + "/"
+    return text.replace(cwd, "")
+
+
+def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources: Sequence[str],
+                    paired: pd.DataFrame | None = None) -> str:
+    """``results.md``: the paper tables, the paired differences, every configuration, every run left out."""
+    ok = [r for r in runs if r.ok]
+    failed = [r for r in runs if not r.ok]
+    diverged = sum(r.status == "diverged" for r in failed)
+    lines = [
+        "# Results",
+        "",
+        f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), "
+        f"{len(failed) - diverged} failed, {diverged} diverged (left out of every mean).",
+        f"Cells: mean ± standard error over seeds of `{metric}` in percent; `(n=1)` where one seed ran.",
+        "",
+    ]
+    lines += paper_tables(configs, metric)
+    if paired is not None:
+        lines += paired_table(paired, metric)
+    rows = [[str(k["benchmark"]), str(k["model"]), k["method_label"], str(k["label_source"]), fmt_fraction(k["fraction"]),
+             _number(k["rationale_weight"]) if k["method"] == "step_by_step" else "", _number(k["alpha"]),
+             str(k["max_steps"]), _number(k["lr"]), k["seeds"], *(fmt_stat(stat(k, m)) for m in METRICS)]
+            for k in configs.to_dict("records")]
+    lines += ["### All configurations", "",
+              *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "steps", "lr", "seeds", *METRICS],
+                          "llllrrrrrl" + "r" * len(METRICS), rows), ""]
+    if failed:
+        lines += ["### Failed and diverged runs", "",
+                  *pipe_table(["run", "status", "job", "reason"], "llll",
+                              ([f"`{_display(r.source)}`", r.status, r.job.replace("|", "/"),
+                                _display(r.reason).replace("|", "/")] for r in failed)), ""]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Process settings: runtime, local paths, precision names, speed levers."""
