@@ -265,6 +265,27 @@ def test_follow_up_choices_are_groups_of_their_own() -> None:
                              "distilling step-by-step (teacher labels) (vote labels)"])
 
 
+def test_precision_and_training_time_are_reported_not_pooled_on(tmp_path: Path) -> None:
+    """Seeds that trained in different precisions (one sweep resumed on another kind of CPU) stay one
+    configuration, the table says which seed ran in which; the training time is the mean per seed
+    and the sum over runs, read from results.json."""
+    root = tmp_path / "mixed"
+    for num, (precision, seconds) in enumerate((("bf16-mixed", 600.0), ("32-true", 1200.0), ("32-true", 1800.0))):
+        run = write_run(root, num, [f"seed={num}"], method="standard", fraction=1.0, seed=num, acc=0.5)
+        body = json.loads((run / "results.json").read_text())
+        body["config"]["precision"], body["train_seconds"] = precision, seconds
+        (run / "results.json").write_text(json.dumps(body))
+    result = agg.aggregate([str(root)], tmp_path / "out")
+    (group,) = result["groups"].to_dict("records")
+    assert group["precision"] == "32-true (1 2) bf16-mixed (0)" and group["train_seconds"] == pytest.approx(1200.0)
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "Training: 1.0 h in all" in md
+    assert "| 50.00 ± 0.00 | 25.00 ± 0.00 | 32-true (1 2) bf16-mixed (0) | 20.0 |" in md
+    with (tmp_path / "out" / "runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["precision"], float(r["train_seconds"])) for r in rows] == [("bf16-mixed", 600.0), ("32-true", 1200.0), ("32-true", 1800.0)]
+
+
 def test_learning_rates_are_configurations_of_their_own(tmp_path: Path) -> None:
     """A learning-rate sweep is not pooled over its rates; a results.json from before the rate was
     recorded takes it from the run's .hydra/config.yaml."""

@@ -44,6 +44,8 @@ class Run:
     num_parameters: int | None = None
     reason: str = ""
     job: str = ""  # the sweep's job number and overrides, where known
+    precision: str | None = None  # what it trained in (the CPU bf16 probe may have chosen it); not identity
+    train_seconds: float | None = None  # its fit's wall time, as results.json records it
 
     @property
     def ok(self) -> bool:
@@ -119,8 +121,12 @@ def read_run(run_dir: Path) -> Run:
         return Run(str(run_dir), "failed", config, job=job,
                    reason=f"{path}: none of the metrics {', '.join(METRICS)} is a finite number")
     num_parameters = data.get("num_parameters")
+    precision = config.get("precision")
+    train_seconds = data.get("train_seconds")
     return Run(str(run_dir), "ok", config, numbers,
-               int(num_parameters) if isinstance(num_parameters, (int, float)) else None, job=job)
+               int(num_parameters) if isinstance(num_parameters, (int, float)) else None, job=job,
+               precision=str(precision) if precision is not None else None,
+               train_seconds=float(train_seconds) if isinstance(train_seconds, (int, float)) else None)
 
 
 def _is_run_dir(path: Path) -> bool:

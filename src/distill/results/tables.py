@@ -33,10 +33,26 @@ COMPARISONS = (
 # ---------------------------------------------------------------------------- frames
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
     """One row per successful run: its group keys (:func:`~distill.results.identity.group_key`), seed,
-    parameter count, :data:`METRICS` and the teacher's accuracy, as recorded (object columns: None stays None)."""
+    parameter count, precision, training seconds, :data:`METRICS` and the teacher's accuracy, as
+    recorded (object columns: None stays None)."""
     rows = [{**group_key(r.config), "seed": r.config.get("seed"), "num_parameters": r.num_parameters,
+             "precision": r.precision, "train_seconds": r.train_seconds,
              **{m: r.metrics.get(m) for m in (*METRICS, TEACHER_METRIC)}} for r in runs if r.ok]
-    return pd.DataFrame(rows, columns=[*GROUP_KEYS, "seed", "num_parameters", *METRICS, TEACHER_METRIC], dtype=object)
+    columns = [*GROUP_KEYS, "seed", "num_parameters", "precision", "train_seconds", *METRICS, TEACHER_METRIC]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def _precisions(frame: pd.DataFrame) -> str:
+    """The precisions a configuration's seeds trained in: ``bf16-mixed``, or ``bf16-mixed (0) 32-true (1 2)``
+    where seeds differ (runs of one sweep on CPUs of different kinds); blank where none recorded it."""
+    by_precision: dict[str, list[str]] = {}
+    for precision, seed in zip(frame["precision"], frame["seed"]):
+        if precision is not None:
+            by_precision.setdefault(str(precision), []).append(seed)
+    if len(by_precision) <= 1:
+        return next(iter(by_precision), "")
+    return " ".join(f"{p} ({' '.join(str(s) for s in sorted(seeds, key=sort_key))})"
+                    for p, seeds in sorted(by_precision.items()))
 
 
 def _finite(values: pd.Series) -> list[float]:
@@ -61,17 +77,21 @@ def _median_count(counts: pd.Series) -> float:
 
 def configurations(runs: Iterable[Run]) -> pd.DataFrame:
     """One row per configuration (the long table, ``results.csv``): :data:`GROUP_KEYS` as recorded,
-    ``method_label``, ``seeds``, ``num_parameters`` (median), and per metric ``<m>_n``, ``<m>_mean``,
-    ``<m>_se`` over the seeds with a finite value; sorted by the group keys (None first)."""
+    ``method_label``, ``precision`` (:func:`_precisions`), ``seeds``, ``num_parameters`` (median),
+    ``train_seconds`` (mean), and per metric ``<m>_n``, ``<m>_mean``, ``<m>_se`` over the seeds with a
+    finite value; sorted by the group keys (None first)."""
     frame = runs_frame(runs)
     # grouped by a group number: the key columns keep their recorded values (groupby's index would coerce them)
     frame["group"] = frame.groupby(list(GROUP_KEYS), dropna=False, sort=False).ngroup()
     stats = frame.groupby("group").agg(
         seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(set(seeds), key=str))),
         num_parameters=("num_parameters", _median_count),
+        train_seconds=("train_seconds", _mean),
         **{name: spec for m in METRICS for name, spec in
            ((f"{m}_n", (m, lambda v: len(_finite(v)))), (f"{m}_mean", (m, _mean)), (f"{m}_se", (m, _se)))},
     ).astype({"num_parameters": "Int64"})
+    precisions = {group: _precisions(part) for group, part in frame.groupby("group")}
+    stats.insert(0, "precision", [precisions[group] for group in stats.index])
     table = frame.drop_duplicates("group").set_index("group")[list(GROUP_KEYS)]
     table.insert(len(GROUP_KEYS), "method_label", [config_label(key) for key in table.to_dict("records")])
     table = table.join(stats).sort_values(list(GROUP_KEYS), na_position="first")
@@ -94,7 +114,8 @@ def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
 
     rows = [{"source": r.source, "status": r.status, "reason": r.reason, "job": r.job,
              **{k: cell(r.config.get(k)) for k in (*GROUP_KEYS, "seed")},
-             **{m: cell(r.metrics.get(m)) for m in METRICS}, "num_parameters": r.num_parameters} for r in runs]
+             **{m: cell(r.metrics.get(m)) for m in METRICS}, "num_parameters": r.num_parameters,
+             "precision": r.precision, "train_seconds": r.train_seconds} for r in runs]
     return pd.DataFrame(rows, dtype=object)
 
 
@@ -227,6 +248,16 @@ def paired_table(paired: pd.DataFrame, metric: str) -> list[str]:
             table[columns].to_markdown(index=False, disable_numparse=True), ""]
 
 
+def _minutes(seconds: Any) -> str:
+    return "" if seconds is None or pd.isna(seconds) else f"{seconds / 60:.1f}"
+
+
+def _compute(runs: Sequence[Run]) -> str:
+    """`` Training: 3.2 h in all (the successful runs' fit wall time).`` where any run recorded it."""
+    seconds = [r.train_seconds for r in runs if r.train_seconds is not None]
+    return f" Training: {sum(seconds) / 3600:.1f} h in all (the fit wall time of those runs)." if seconds else ""
+
+
 def _display(text: str) -> str:
     """Paths under the working directory shown relative to it (reports get committed)."""
     cwd = str(Path.cwd()) + "/"
@@ -243,7 +274,7 @@ def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources
         "# Results",
         "",
         f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), "
-        f"{len(failed) - diverged} failed, {diverged} diverged (left out of every mean).",
+        f"{len(failed) - diverged} failed, {diverged} diverged (left out of every mean).{_compute(ok)}",
         f"Cells: mean ± standard error over seeds of `{metric}` in percent; `(n=1)` where one seed ran.",
         "",
     ]
@@ -252,11 +283,14 @@ def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources
         lines += paired_table(paired, metric)
     rows = [[str(k["benchmark"]), str(k["model"]), k["method_label"], str(k["label_source"]), fmt_fraction(k["fraction"]),
              _number(k["rationale_weight"]) if k["method"] == "step_by_step" else "", _number(k["alpha"]),
-             str(k["max_steps"]), _number(k["lr"]), k["seeds"], *(fmt_stat(stat(k, m)) for m in METRICS)]
+             str(k["max_steps"]), _number(k["lr"]), k["seeds"], *(fmt_stat(stat(k, m)) for m in METRICS),
+             k["precision"], _minutes(k["train_seconds"])]
             for k in configs.to_dict("records")]
     lines += ["### All configurations", "",
-              *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "steps", "lr", "seeds", *METRICS],
-                          "llllrrrrrl" + "r" * len(METRICS), rows), ""]
+              "`precision`: what the seeds trained in (the CPU probe picks it per machine); `train min`: the mean "
+              "wall time of a seed's training, in minutes, on whatever machine ran it.", "",
+              *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "steps", "lr", "seeds", *METRICS,
+                           "precision", "train min"], "llllrrrrrl" + "r" * len(METRICS) + "lr", rows), ""]
     if failed:
         lines += ["### Failed and diverged runs", "",
                   *pipe_table(["run", "status", "job", "reason"], "llll",
