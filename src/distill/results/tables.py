@@ -43,9 +43,9 @@ def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
 
 
 def _precisions(frame: pd.DataFrame) -> str:
-    """The precisions a configuration's seeds trained in: ``bf16-mixed``, or ``bf16-mixed (0) 32-true (1 2)``
-    where seeds differ (runs of one sweep on CPUs of different kinds); blank where none recorded it."""
-    by_precision: dict[str, list[str]] = {}
+    """The precisions a configuration's seeds trained in: ``bf16-mixed``, or ``32-true (1 2) bf16-mixed (0)``
+    (by name) where seeds differ (runs of one sweep on CPUs of different kinds); blank where none recorded it."""
+    by_precision: dict[str, list[Any]] = {}
     for precision, seed in zip(frame["precision"], frame["seed"]):
         if precision is not None:
             by_precision.setdefault(str(precision), []).append(seed)
@@ -253,7 +253,7 @@ def _minutes(seconds: Any) -> str:
 
 
 def _compute(runs: Sequence[Run]) -> str:
-    """`` Training: 3.2 h in all (the successful runs' fit wall time).`` where any run recorded it."""
+    """`` Training: 3.2 h in all (the fit wall time of those runs).`` where any of ``runs`` recorded it."""
     seconds = [r.train_seconds for r in runs if r.train_seconds is not None]
     return f" Training: {sum(seconds) / 3600:.1f} h in all (the fit wall time of those runs)." if seconds else ""
 
