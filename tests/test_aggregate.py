@@ -18,7 +18,7 @@ import yaml
 from distill import aggregate as agg
 from distill.results.identity import FIELDS, read_identity, with_defaults
 from distill.results.runs import Run, expected_jobs, read_wandb
-from distill.results.tables import configurations, stat
+from distill.results.tables import configurations, paired_seeds, stat
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -230,6 +230,22 @@ def test_paired_differences_pair_seeds_and_show_the_teacher(tmp_path: Path) -> N
     assert "step-by-step − standard finetuning" in svamp_row and "+5.33 ± 1.45" in svamp_row and "74.00" in svamp_row
     plot = tmp_path / "out" / "accuracy_by_benchmark.png"
     assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC
+    # the differences plot draws each seed's difference: the same pairs the table averages
+    seeds = paired_seeds(result["runs"], "test/acc")
+    assert sorted(seeds[seeds["benchmark"] == "svamp"]["difference"]) == pytest.approx(sorted(svamp))
+    assert sorted(seeds[seeds["benchmark"] == "cqa"]["seed"]) == [0, 1]
+    plot = tmp_path / "out" / "paired_differences.png"
+    assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_no_pairs_no_differences_plot(tmp_path: Path) -> None:
+    """A sweep of one method pairs nothing: no paired.csv, no differences plot."""
+    root = tmp_path / "grid"
+    for seed in range(2):
+        write_run(root, seed, [f"seed={seed}"], method="standard", fraction=1.0, seed=seed, acc=0.4 + seed / 10)
+    result = agg.aggregate([str(root)], tmp_path / "out")
+    assert not (tmp_path / "out" / "paired.csv").exists()
+    assert not (tmp_path / "out" / "paired_differences.png").exists() and result["plots"] == []
 
 
 def test_kept_runs_rebuild_the_same_tables(sweep: Path, tmp_path: Path) -> None:

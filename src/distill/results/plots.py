@@ -1,6 +1,7 @@
 """Figures (matplotlib, Agg) of a :func:`~distill.results.tables.configurations` table: the methods
-side by side per benchmark with the teacher marked, and accuracy against data fraction, student size
-and λ, one line per method, error bars = standard error; each only where the sweep varies that axis."""
+side by side per benchmark with the teacher marked, the paired differences seed by seed, and accuracy
+against data fraction, student size and λ, one line per method, error bars = standard error; each only
+where the sweep has the runs for it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 
 from distill.results.labels import fmt_fraction, model_rank, series_label
 from distill.results.runs import TEACHER_METRIC, Run
-from distill.results.tables import runs_frame, sort_key, stat
+from distill.results.tables import PAIRED_KEYS, paired_seeds, runs_frame, sort_key, stat
 
 Row = dict[str, Any]
 
@@ -67,6 +68,43 @@ def plot_by_benchmark(configs: pd.DataFrame, runs: list[Run], metric: str, path:
         ax.set_title(str(model), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_paired(pairs: pd.DataFrame, metric: str, path: Path) -> bool:
+    """One panel per comparison: each cell's difference (method minus baseline, in points) seed by
+    seed as dots and their mean ± standard error, a line at zero. False when nothing pairs."""
+    if pairs.empty:
+        return False
+    plt = _pyplot()
+    comparisons = list(dict.fromkeys(pairs["comparison"]))
+    widest = max(pairs[pairs["comparison"] == name].groupby(list(PAIRED_KEYS[1:]), dropna=False).ngroups
+                 for name in comparisons)
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(len(comparisons) * max(3.5, 1.4 * widest), 3.8), squeeze=False)
+    for ax, name in zip(axes.flat, comparisons):
+        rows = pairs[pairs["comparison"] == name]
+        cells = sorted(rows.groupby(list(PAIRED_KEYS[1:]), dropna=False), key=lambda kv: tuple(map(sort_key, kv[0])))
+        labels = []
+        for x, (key, seeds) in enumerate(cells):
+            cell = dict(zip(PAIRED_KEYS[1:], key))
+            points = seeds["difference"] * 100
+            ax.scatter([x - 0.15] * len(points), points, s=14, color="tab:gray", alpha=0.7, zorder=2,
+                       label="one seed" if x == 0 else None)
+            se = points.sem() if len(points) > 1 else 0.0
+            ax.errorbar([x], [points.mean()], yerr=[se], fmt="o", color="tab:blue", capsize=4, zorder=3,
+                        label="mean ± standard error" if x == 0 else None)
+            variant = f"\n{cell['variant']}" if _given(cell["variant"]) and cell["variant"] else ""
+            labels.append(f"{cell['benchmark']}\n{fmt_fraction(cell['fraction'])} · {cell['model']}{variant}")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(cells)), labels, fontsize=8)
+        ax.set_xlim(-0.6, len(cells) - 0.4)
+        ax.set_ylabel(f"{metric} difference (points)")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -128,6 +166,9 @@ def write_plots(configs: pd.DataFrame, runs: list[Run], metric: str, out: Path) 
     written = []
     path = out / "accuracy_by_benchmark.png"
     if plot_by_benchmark(configs, runs, metric, path):
+        written.append(path)
+    path = out / "paired_differences.png"
+    if plot_paired(paired_seeds(runs, metric), metric, path):
         written.append(path)
 
     def fraction_ticks(ax: Any, members: list[Row]) -> None:

@@ -130,33 +130,46 @@ def _select(frame: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
     return frame[frame[list(selector)].eq(pd.Series(selector)).all(axis=1)]
 
 
-def paired_differences(runs: Iterable[Run], metric: str) -> pd.DataFrame:
-    """Per cell (:data:`CELL_KEYS`) and comparison (:data:`COMPARISONS`): the method minus its
-    baseline seed by seed (seeds both ran), mean and standard error over those seeds, both means,
-    and the teacher's test accuracy; one row per λ/α of the method (``paired.csv``)."""
+def paired_seeds(runs: Iterable[Run], metric: str) -> pd.DataFrame:
+    """Per comparison (:data:`COMPARISONS`), cell (:data:`CELL_KEYS`) and seed both methods ran: the
+    method's and the baseline's ``metric`` (``value``, ``value_base``), their ``difference`` and the
+    teacher's test accuracy; empty when nothing pairs."""
     frame = (runs_frame(runs).infer_objects().rename(columns={metric: "value", TEACHER_METRIC: "teacher"})
              [[*GROUP_KEYS, "seed", "value", "teacher"]].dropna(subset=["value"]))
-    cell = list(CELL_KEYS)
     tables = []
     for name, baseline, method in COMPARISONS:
         # the baseline makes the paper's choices; the method's own variants (λ, follow-up choices) are rows apart
         paper = {key: DEFAULTS[key] for key in VARIANT_KEYS if key not in baseline}
-        pairs = _select(frame, {**paper, **baseline}).merge(_select(frame, method), on=[*cell, "seed"], suffixes=("_base", ""))
+        pairs = _select(frame, {**paper, **baseline}).merge(_select(frame, method), on=[*CELL_KEYS, "seed"],
+                                                            suffixes=("_base", ""))
         if pairs.empty:
             continue
         pairs["difference"] = pairs["value"] - pairs["value_base"]
         pairs["teacher"] = pairs["teacher"].fillna(pairs["teacher_base"])
         pairs["variant"] = [variant_label(row) for row in pairs[["method", *VARIANT_KEYS]].to_dict("records")]
-        stats = (pairs.groupby([*cell, "rationale_weight", "alpha", "variant"], dropna=False, sort=True)
-                 .agg(n=("difference", "size"), difference=("difference", "mean"), difference_se=("difference", "sem"),
-                      baseline=("value_base", "mean"), method=("value", "mean"), teacher=("teacher", "mean"),
-                      seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(seeds, key=str))))
-                 .reset_index())
-        stats.insert(0, "comparison", name)
-        tables.append(stats)
-    if not tables:
+        pairs.insert(0, "comparison", name)
+        tables.append(pairs)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+#: one row of paired.csv: a comparison on one cell, at one λ/α and variant of the method
+PAIRED_KEYS = ("comparison", *CELL_KEYS, "rationale_weight", "alpha", "variant")
+
+
+def paired_differences(runs: Iterable[Run], metric: str) -> pd.DataFrame:
+    """Per comparison and cell (:data:`PAIRED_KEYS`): the method minus its baseline seed by seed
+    (:func:`paired_seeds`), mean and standard error over those seeds, both means, and the teacher's
+    test accuracy (``paired.csv``)."""
+    pairs = paired_seeds(runs, metric)
+    if pairs.empty:
         return pd.DataFrame()
-    return pd.concat(tables, ignore_index=True)
+    order = {name: i for i, (name, _, _) in enumerate(COMPARISONS)}
+    return (pairs.groupby(list(PAIRED_KEYS), dropna=False, sort=True)
+            .agg(n=("difference", "size"), difference=("difference", "mean"), difference_se=("difference", "sem"),
+                 baseline=("value_base", "mean"), method=("value", "mean"), teacher=("teacher", "mean"),
+                 seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(seeds, key=str))))
+            .reset_index()
+            .sort_values("comparison", key=lambda names: names.map(order), kind="stable", ignore_index=True))
 
 
 # ---------------------------------------------------------------------------- Markdown
