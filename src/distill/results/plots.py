@@ -80,13 +80,11 @@ def plot_paired(pairs: pd.DataFrame, metric: str, path: Path) -> bool:
     if pairs.empty:
         return False
     plt = _pyplot()
-    comparisons = list(dict.fromkeys(pairs["comparison"]))
-    widest = max(pairs[pairs["comparison"] == name].groupby(list(PAIRED_KEYS[1:]), dropna=False).ngroups
-                 for name in comparisons)
-    fig, axes = plt.subplots(1, len(comparisons), figsize=(len(comparisons) * max(3.5, 1.4 * widest), 3.8), squeeze=False)
-    for ax, name in zip(axes.flat, comparisons):
-        rows = pairs[pairs["comparison"] == name]
-        cells = sorted(rows.groupby(list(PAIRED_KEYS[1:]), dropna=False), key=lambda kv: tuple(map(sort_key, kv[0])))
+    panels = {name: sorted(rows.groupby(list(PAIRED_KEYS[1:]), dropna=False), key=lambda kv: tuple(map(sort_key, kv[0])))
+              for name, rows in pairs.groupby("comparison", sort=False)}
+    widest = max(len(cells) for cells in panels.values())
+    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * max(3.5, 1.4 * widest), 3.8), squeeze=False)
+    for ax, (name, cells) in zip(axes.flat, panels.items()):
         labels = []
         for x, (key, seeds) in enumerate(cells):
             cell = dict(zip(PAIRED_KEYS[1:], key))
