@@ -350,7 +350,8 @@ def test_read_identity_nested_flattened_unresolved() -> None:
 
 @pytest.mark.parametrize("overrides", [[], ["method=single_task", "method.rationale_position=after"],
                                        ["method=standard", "data.label_source=teacher", "optimizer.lr=1e-4"],
-                                       ["method.alpha=0.5", "method.shared_input=true", "data.rationales=all"]])
+                                       ["method.alpha=0.5", "method.shared_input=true", "data.rationales=all"],
+                                       ["model=tiny_causal"]])  # shared_input: ${model.decoder_only}, true
 def test_results_json_records_the_identity_the_reader_reads(overrides: list[str], tmp_path: Path) -> None:
     """Training's results.json config holds the run identity as the results package reads it from the
     run's unresolved .hydra/config.yaml; a results.json lacking a field takes it from there."""

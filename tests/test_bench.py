@@ -105,8 +105,9 @@ def test_throughput_meter_counts_a_shared_input_batch_once_for_x(kind):
 
 
 def test_bench_modes_name_a_speed_and_optionally_the_shared_layout():
-    assert mode_overrides("fast") == ["speed=fast"]
-    assert mode_overrides("plain+shared") == ["speed=plain", "method.shared_input=true"]
+    # each mode names its layout: a decoder-only student's default (the shared input) does not leak into "fast"
+    assert mode_overrides("fast") == ["speed=fast", "++method.shared_input=false"]
+    assert mode_overrides("plain+shared") == ["speed=plain", "++method.shared_input=true"]
     with pytest.raises(SystemExit, match="fast\\+shared"):
         mode_overrides("fast+stacked")
 

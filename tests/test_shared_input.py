@@ -171,3 +171,31 @@ def test_train_in_the_shared_layout_and_predict_from_its_checkpoint(model, tmp_p
             cwd=REPO, env=subprocess_env(), check=True, capture_output=True, timeout=300,
         )
         assert (tmp_path / "eval" / "predictions_test.jsonl").read_text() == written
+
+
+@pytest.mark.parametrize("model, decoder_only", [
+    ("tiny", False), ("minilm", False), ("hf", False), ("t5_v1_1_base", False), ("flan_t5_small", False),
+    ("tiny_causal", True), ("smollm2", True), ("causal", True)])
+def test_step_by_step_defaults_to_the_shared_input_for_decoder_only_students(model, decoder_only, tmp_path):
+    """The default layout follows model.decoder_only (experiments/README: repro_smollm2_shared); the
+    grid that measured the paper's layout keeps it, and an override still wins."""
+    cfg = compose_train([f"model={model}", "method=step_by_step"], tmp_path)
+    assert cfg.model.decoder_only is decoder_only and cfg.method.shared_input is decoder_only
+    assert compose_train([f"model={model}", "method=step_by_step", "method.shared_input=false"],
+                         tmp_path).method.shared_input is False
+
+
+def test_the_reproduction_grid_keeps_the_paper_layout_and_its_shared_twin_does_not(tmp_path):
+    grid = compose_train(["experiment=repro_smollm2", "method=step_by_step", "repro_cell=svamp"], tmp_path)
+    shared = compose_train(["experiment=repro_smollm2_shared", "repro_cell=svamp"], tmp_path)
+    assert (grid.model.decoder_only, grid.method.shared_input, shared.method.shared_input) == (True, False, True)
+
+
+def test_load_student_refuses_a_decoder_only_flag_that_does_not_match_the_model():
+    from distill.models.student import load_student
+
+    assert load_student(**TINY_CAUSAL, decoder_only=True).kind == "causal"
+    with pytest.raises(ValueError, match=r"model.decoder_only=True but model.kind=tiny built a seq2seq"):
+        load_student(**TINY, decoder_only=True)
+    with pytest.raises(ValueError, match=r"set model.decoder_only=True"):
+        load_student(**TINY_CAUSAL, decoder_only=False)

@@ -3,7 +3,7 @@
     python -m distill.bench [train.py overrides ...] [bench.KEY=VALUE ...]
 
 builds what ``train.py`` would once per mode, each in a fresh process, and prints the modes side by side:
-``bench.modes`` (``plain,fast``; ``NAME+shared`` adds ``method.shared_input=true``; a ``speed=`` override
+``bench.modes`` (``plain,fast``, each in the paper's layout; ``NAME+shared`` in the shared-input one; a ``speed=`` override
 runs that one alone), ``bench.steps`` timed after ``bench.warmup``, ``bench.eval_batches`` of label
 generation, ``bench.repeats`` (best of N), ``bench.profile`` (N more steps under ``torch.profiler``).
 Writes nothing but Lightning's scratch files in a temporary folder."""
@@ -225,12 +225,12 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def mode_overrides(mode: str) -> list[str]:
-    """A bench mode as train.py overrides: ``NAME`` is ``speed=NAME``; ``NAME+shared`` adds the
-    shared-input layout."""
+    """A bench mode as train.py overrides: ``NAME`` is ``speed=NAME`` in the paper's layout (whatever the
+    student's default), ``NAME+shared`` in the shared-input one."""
     speed, _, layout = mode.partition("+")
     if layout not in ("", "shared") or not speed:
         raise SystemExit(f"bench mode {mode!r}: expected a speed config name, optionally +shared (e.g. fast+shared)")
-    return [f"speed={speed}"] + (["method.shared_input=true"] if layout == "shared" else [])
+    return [f"speed={speed}", f"++method.shared_input={str(layout == 'shared').lower()}"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -346,10 +346,11 @@ def load_student(
     short_name: str | None = None,
     gradient_checkpointing: bool = False,
     lora: Mapping[str, Any] | None = None,
+    decoder_only: bool | None = None,
     **kwargs: Any,
 ) -> Student:
     """Build the student named in ``conf/model/*.yaml`` (``kind`` names its loader), with a LoRA
-    adapter when ``lora`` holds its settings."""
+    adapter when ``lora`` holds its settings; ``decoder_only`` (where given) must say what it is."""
     if kind not in LOADERS:
         raise ValueError(f"model.kind={kind!r}: expected one of {sorted(LOADERS)}")
     if kind in NEEDS_NAME and not name_or_path:
@@ -357,6 +358,9 @@ def load_student(
     if name_or_path:
         check_local_path(name_or_path, "model.name_or_path")
     model, tokenizer = LOADERS[kind](name_or_path, **kwargs)
+    if decoder_only is not None and (kind_of(model) == CAUSAL) != bool(decoder_only):
+        raise ValueError(f"model.decoder_only={decoder_only} but model.kind={kind} built a {kind_of(model)} "
+                         f"student: set model.decoder_only={kind_of(model) == CAUSAL} (it picks method.shared_input's default)")
     return _finish(model, tokenizer, short_name or str(name_or_path or kind), gradient_checkpointing, lora)
 
 

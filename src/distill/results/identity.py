@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
+
 
 @dataclass(frozen=True)
 class Field:
@@ -63,13 +65,27 @@ def _lookup(config: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _interpolated(config: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` with its interpolation resolved within ``config`` (an unresolved
+    ``.hydra/config.yaml``: ``method.shared_input: ${model.decoder_only}``), None where it cannot be
+    (``${hydra:...}``, a key the config lacks)."""
+    try:
+        return OmegaConf.select(OmegaConf.create(dict(config)), ".".join(path), throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - an interpolation that does not resolve reads as absent
+        return None
+
+
 def read_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """:data:`FIELDS` from a composed config (a DictConfig, or a plain dict nested or flattened as
-    ``data/fraction``); None where absent or an unresolved interpolation (``${...}``)."""
+    ``data/fraction``), interpolations resolved within it; None where absent or unresolvable."""
     identity = {}
     for name, field in FIELDS.items():
-        value = next((v for v in (_lookup(config, p) for p in field.paths) if v is not _ABSENT), None)
-        identity[name] = None if isinstance(value, str) and "${" in value else value
+        found = next(((p, v) for p in field.paths if (v := _lookup(config, p)) is not _ABSENT), (None, None))
+        path, value = found
+        if isinstance(value, str) and "${" in value:
+            value = _interpolated(config, path)
+            value = None if isinstance(value, str) and "${" in value else value
+        identity[name] = value
     return identity
 
 
