@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from distill.bench import mode_overrides, non_embedding_parameters
+from distill.bench import main as bench_main, mode_overrides, non_embedding_parameters
 from distill.callbacks.throughput import ThroughputMeter, computed_positions
 from distill.data.shared_input import pad_decoder_task, pad_shared_causal
 from distill.models.student import load_tiny, load_tiny_causal
@@ -110,6 +110,8 @@ def test_bench_modes_name_a_speed_and_optionally_the_shared_layout():
     assert mode_overrides("plain+shared") == ["speed=plain", "++method.shared_input=true"]
     with pytest.raises(SystemExit, match="fast\\+shared"):
         mode_overrides("fast+stacked")
+    with pytest.raises(SystemExit, match="the bench modes set the layout"):
+        bench_main(["model=tiny_causal", "method.shared_input=true", "bench.modes=fast"])
 
 
 def test_throughput_meter_stops_at_the_last_timed_step():

@@ -15,7 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill.models.checkpoints import export_student, load_module
-from distill.models.inference import InferenceSettings, predict
+from distill.data.encoding import encode_inputs
+from distill.models.inference import InferenceSettings, predict, task_inputs
 from distill.models.student import load_tiny_causal
 from distill.training import train
 from train_utils import QUICK, REPO, compose_train, subprocess_env
@@ -88,13 +89,16 @@ def test_each_method_on_each_benchmark(task, shared_data, cache_dir, tmp_path):
         assert len(predictions) == 4 and all(p["gold"] for p in predictions)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    """A 4-step tiny_causal run on arith whose checkpoints the next tests reuse. Its learning rate
-    is so low that the student is still close to its random start, which continues a text with
-    the text's last words (a student trained for a few steps ends every completion at once)."""
-    run_dir = tmp_path_factory.mktemp("causal_run")
-    train(compose_train([*CAUSAL_QUICK, *ARITH, "optimizer.lr=1e-5"], run_dir))
+@pytest.fixture(scope="module", params=["paper", "shared"])
+def trained_run(request, tmp_path_factory) -> Path:
+    """A 4-step tiny_causal run on arith whose checkpoints the next tests reuse, in the paper's layout
+    and in the shared-input one (a decoder-only student's default). Its learning rate is so low that
+    the student is still close to its random start, which continues a text with the text's last
+    words (a student trained for a few steps ends every completion at once)."""
+    run_dir = tmp_path_factory.mktemp(f"causal_run_{request.param}")
+    layout = f"method.shared_input={str(request.param == 'shared').lower()}"
+    train(compose_train([*CAUSAL_QUICK, *ARITH, "optimizer.lr=1e-5", layout], run_dir))
+    assert read_results(run_dir)["config"]["shared_input"] is (request.param == "shared")
     return run_dir
 
 
@@ -111,16 +115,30 @@ def test_run_writes_results_checkpoints_and_predictions(trained_run):
 
 
 def plain_transformers_predictions(directory: Path, inputs: list[str]) -> list[str]:
-    """Labels from an exported student with nothing but transformers: the tokenizer's own
-    (left) padding, greedy generate, the text after the prompt."""
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    """Labels from an exported student with nothing but transformers, as the README says: the
+    tokenizer's own (left) padding of ``label_prefix + x``, or in the shared-input layout of x with the
+    marker's tokens appended to every row; greedy generate, the text after the prompt."""
     model = AutoModelForCausalLM.from_pretrained(str(directory)).eval()
-    settings = json.loads((directory / "distill.json").read_text())
-    assert tokenizer.padding_side == "left"
-    enc = tokenizer([settings["label_prefix"] + text for text in inputs], padding=True, return_tensors="pt")
+    settings, tokenizer, enc = readme_prompts(directory, inputs)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=settings["label_max_new_tokens"], do_sample=False)
     return [text.strip() for text in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+
+
+def readme_prompts(directory: Path, inputs: list[str]) -> tuple[dict, AutoTokenizer, dict]:
+    """An export's ``distill.json``, its tokenizer and the left-padded label prompts the README builds."""
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    settings = json.loads((directory / "distill.json").read_text())
+    assert tokenizer.padding_side == "left"
+    if settings["shared_input"]:
+        enc = tokenizer(list(inputs), padding=True, return_tensors="pt")
+        marker = tokenizer(settings["label_prefix"], add_special_tokens=False, return_tensors="pt")["input_ids"]
+        marker = marker.expand(len(inputs), -1)
+        enc = {"input_ids": torch.cat([enc["input_ids"], marker], 1),
+               "attention_mask": torch.cat([enc["attention_mask"], torch.ones_like(marker)], 1)}
+    else:
+        enc = tokenizer([settings["label_prefix"] + text for text in inputs], padding=True, return_tensors="pt")
+    return settings, tokenizer, enc
 
 
 def varied_inputs(run_dir: Path) -> list[str]:
@@ -136,7 +154,15 @@ def test_export_round_trip_with_plain_transformers(trained_run, tmp_path):
     assert settings == module.settings and settings.kind == "causal"
     inputs = varied_inputs(trained_run)
     expected = predict(module.model, module.tokenizer, module.settings, inputs, with_rationale=True)
-    assert len({e["prediction"] for e in expected}) >= len(inputs) // 2, "varied predictions, or the comparison is weak"
+    if settings.shared_input:
+        # a near-random student continues the marker, the same in every prompt, so its labels do not
+        # vary: check the README's prompts token for token against the ones distill generates from
+        _, _, enc = readme_prompts(out, inputs)
+        prefix, marker, limit = task_inputs(settings, module.tokenizer, "label")
+        ours = [ids + marker for ids in encode_inputs(module.tokenizer, [prefix + x for x in inputs], limit, "causal")]
+        assert [row[mask.bool()].tolist() for row, mask in zip(enc["input_ids"], enc["attention_mask"])] == ours
+    else:
+        assert len({e["prediction"] for e in expected}) >= len(inputs) // 2, "varied predictions, or the comparison is weak"
     assert plain_transformers_predictions(out, inputs) == [e["prediction"] for e in expected]
     # and through distill's own loader, rationales included
     from distill.models.checkpoints import load_student_for_inference
@@ -179,7 +205,8 @@ def test_eval_predict_and_export_commands(trained_run, tmp_path):
 def test_lora_run_trains_the_adapter_alone_and_exports_a_merged_model(tmp_path, capsys):
     run = tmp_path / "run"
     lora = "model.lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"
-    train(compose_train([*CAUSAL_QUICK, *ARITH, lora, "optimizer.lr=1e-2"], run))
+    # the paper's layout: the export check below needs labels that vary with x (trained_run has both layouts)
+    train(compose_train([*CAUSAL_QUICK, *ARITH, lora, "optimizer.lr=1e-2", "method.shared_input=false"], run))
     results = read_results(run)
     fresh, _ = load_tiny_causal()  # the run's base: same spec, same seed
     base_count = sum(p.numel() for p in fresh.parameters())

@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = chosen or [m.strip() for m in str(bench["modes"]).split(",") if m.strip()]
     for mode in modes:
         mode_overrides(mode)  # a bad mode fails before any run
+    if any(a.lstrip("+").startswith("method.shared_input=") for a in passed):
+        raise SystemExit("the bench modes set the layout: drop method.shared_input=... and name it in the mode "
+                         "(bench.modes=fast for the paper's layout, fast+shared for the shared input)")
     passed = [a for a in passed if not a.startswith("speed=")]
     results: dict[str, dict[str, Any]] = {}
     for _ in range(max(1, int(bench["repeats"]))):

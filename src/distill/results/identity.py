@@ -80,8 +80,7 @@ def read_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     ``data/fraction``), interpolations resolved within it; None where absent or unresolvable."""
     identity = {}
     for name, field in FIELDS.items():
-        found = next(((p, v) for p in field.paths if (v := _lookup(config, p)) is not _ABSENT), (None, None))
-        path, value = found
+        path, value = next(((p, v) for p in field.paths if (v := _lookup(config, p)) is not _ABSENT), (None, None))
         if isinstance(value, str) and "${" in value:
             value = _interpolated(config, path)
             value = None if isinstance(value, str) and "${" in value else value
