@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -96,6 +97,16 @@ def read_exemplars(path: str | Path) -> tuple[Exemplar, ...]:
     return tuple(exemplars)
 
 
+@lru_cache(maxsize=1 << 16)
+def as_written(tokenizer: Any, text: str) -> str:
+    """``text`` as a student with ``tokenizer`` can write it: encoded without special tokens and
+    decoded the way generation decodes predictions (:func:`distill.models.inference.generate_from_ids`:
+    special tokens skipped, stripped). An uncased WordPiece student writes ``friend's house`` as
+    ``friend ' s house``."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
 class Benchmark(ABC):
     """A task: its records, its label space, its teacher-output format and its scorer."""
 
@@ -138,6 +149,16 @@ class Benchmark(ABC):
     def score(self, prediction: str, gold: str) -> bool:
         """True when ``prediction`` counts as correct for ``gold``. Never executes model output."""
         return self.normalize(prediction) == self.normalize(gold)
+
+    def score_as_written(self, prediction: str, gold: str, tokenizer: Any) -> bool:
+        """How a student's generated label is scored: :meth:`score` against ``gold`` or against
+        ``gold`` as the student's ``tokenizer`` can write it (:func:`as_written`), so a gold the
+        tokenizer cannot reproduce is not always wrong. A gold that writes as nothing is only
+        scored as itself. Teacher labels are scored with :meth:`score`."""
+        if self.score(prediction, gold):
+            return True
+        written = as_written(tokenizer, gold)
+        return bool(written) and self.score(prediction, written)
 
     def in_label_space(self, label: str) -> bool:
         return self.label_space is None or self.normalize(label) in self.label_space

@@ -252,7 +252,7 @@ class DistillModule(pl.LightningModule):
         benchmark = self.trainer.datamodule.benchmark
         for uid, text, gold, pred, rationale in zip(batch["uid"], batch["input"], batch["gold"], predictions, rationales):
             record = {"uid": uid, "input": text, "gold": gold, "prediction": pred,
-                      "correct": gold is not None and benchmark.score(pred, gold)}
+                      "correct": gold is not None and benchmark.score_as_written(pred, gold, self.tokenizer)}
             if rationale is not None:
                 record["rationale"] = rationale
             self._eval_records.append(record)
