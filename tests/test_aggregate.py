@@ -238,6 +238,52 @@ def test_paired_differences_pair_seeds_and_show_the_teacher(tmp_path: Path) -> N
     assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC
 
 
+def test_pairs_of_different_precisions_are_left_out(tmp_path: Path) -> None:
+    """A pair whose two runs trained in different precisions is named in ``excluded`` and left out of
+    n, the mean, its standard error, both means and the seeds; a pair of one precision is kept, and a
+    run that recorded none pairs as any other."""
+    root = tmp_path / "grid"
+    # (benchmark, method): per seed (test accuracy, precision or None: not recorded)
+    grid = {("svamp", "standard"): [(0.40, "bf16-mixed"), (0.44, "32-true"), (0.42, "32-true")],
+            ("svamp", "step_by_step"): [(0.45, "bf16-mixed"), (0.47, "32-true"), (0.60, "bf16-mixed")],
+            ("cqa", "standard"): [(0.60, None), (0.61, None)],
+            ("cqa", "step_by_step"): [(0.64, "bf16-mixed"), (0.62, None)]}
+    num = 0
+    for (benchmark, method), seeds in grid.items():
+        for seed, (acc, precision) in enumerate(seeds):
+            run = write_run(root, num, [f"seed={seed}"], method=method, fraction=1.0, seed=seed, acc=acc)
+            body = json.loads((run / "results.json").read_text())
+            body["config"]["benchmark"] = benchmark
+            if precision is not None:
+                body["config"]["precision"] = precision
+            (run / "results.json").write_text(json.dumps(body))
+            num += 1
+    result = agg.aggregate([str(root)], tmp_path / "out")
+
+    seeds = paired_seeds(result["runs"], "test/acc").set_index(["benchmark", "seed"])
+    assert list(seeds.loc["svamp", "mixed_precision"]) == [False, False, True]
+    assert (seeds.loc[("svamp", 2), "precision"], seeds.loc[("svamp", 2), "precision_base"]) == ("bf16-mixed", "32-true")
+    assert not seeds.loc["cqa", "mixed_precision"].any()  # an unrecorded precision is not a mismatch
+
+    paired = {row["benchmark"]: row for row in csv.DictReader((tmp_path / "out" / "paired.csv").open())}
+    svamp = [0.45 - 0.40, 0.47 - 0.44]  # seed 2 (+0.18) mixes precisions
+    assert paired["svamp"]["n"] == "2" and paired["svamp"]["seeds"] == "0 1"
+    assert float(paired["svamp"]["difference"]) == pytest.approx(statistics.fmean(svamp))
+    assert float(paired["svamp"]["difference_se"]) == pytest.approx(statistics.stdev(svamp) / math.sqrt(2))
+    assert float(paired["svamp"]["baseline"]) == pytest.approx(0.42) and float(paired["svamp"]["method"]) == pytest.approx(0.46)
+    assert paired["svamp"]["excluded"] == "seed 2 (bf16-mixed vs 32-true)"
+    assert paired["cqa"]["n"] == "2" and paired["cqa"]["excluded"] == ""
+    assert float(paired["cqa"]["difference"]) == pytest.approx(((0.64 - 0.60) + (0.62 - 0.61)) / 2)
+
+    md = (tmp_path / "out" / "results.md").read_text()
+    table = md[md.index("### Paired differences"):md.index("### All configurations")]
+    svamp_row = next(line for line in table.splitlines() if "| svamp" in line)
+    assert "+4.00 ± 1.00" in svamp_row and "seed 2 (bf16-mixed vs 32-true)" in svamp_row
+    assert "different precisions is left out of the paired statistics" in table
+    plot = tmp_path / "out" / "paired_differences.png"
+    assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC
+
+
 def test_no_pairs_no_differences_plot(tmp_path: Path) -> None:
     """A sweep of one method pairs nothing: no paired.csv, no differences plot."""
     root = tmp_path / "grid"

@@ -1,7 +1,8 @@
 """The run identity: the configuration fields that name a result, where a composed config holds
 each, and the paper's choice a run made before a field was recorded. Training writes
 ``with_defaults(read_identity(cfg))`` into ``results.json``; the reader takes the same fields back
-from ``results.json``, ``.hydra/config.yaml`` or a W&B config, and pools runs equal on all but the seed."""
+from ``results.json``, ``.hydra/config.yaml`` or a W&B config, and pools runs equal on all but the seed
+(and the val/test subsets, recorded only; where a run did not record them they read as None: all of them)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,14 @@ FIELDS: dict[str, Field] = {
     "rationale_filter": Field((("data", "rationale_filter"),), "none"),
     "rationale_position": Field((("method", "rationale_position"),), "before"),
     "seed": Field((("seed",),)),
+    # which examples validation and testing read: a fixed subset of that many, or None (all of them)
+    "val_subset": Field((("data", "val_subset"),)),
+    "test_subset": Field((("data", "test_subset"),)),
 }
-#: what results are pooled by: everything but the seed
-GROUP_KEYS = tuple(name for name in FIELDS if name != "seed")
+#: recorded with a result, not pooled by (the tables have no column for them)
+SUBSET_KEYS = ("val_subset", "test_subset")
+#: what results are pooled by: everything but the seed and the subsets
+GROUP_KEYS = tuple(name for name in FIELDS if name not in ("seed", *SUBSET_KEYS))
 #: the follow-up choices a run can make beside the paper's method
 VARIANT_KEYS = ("rationales", "rationale_filter", "rationale_position")
 #: the paper's choices, for runs recorded before a field was

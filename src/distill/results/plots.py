@@ -76,7 +76,8 @@ def plot_by_benchmark(configs: pd.DataFrame, runs: list[Run], metric: str, path:
 
 def plot_paired(pairs: pd.DataFrame, metric: str, path: Path) -> bool:
     """One panel per comparison: each cell's difference (method minus baseline, in points) seed by
-    seed as dots and their mean ± standard error, a line at zero. False when nothing pairs."""
+    seed as dots and their mean ± standard error, a line at zero; a pair of different precisions
+    (``mixed_precision``) is a hollow dot, left out of the mean. False when nothing pairs."""
     if pairs.empty:
         return False
     plt = _pyplot()
@@ -85,15 +86,21 @@ def plot_paired(pairs: pd.DataFrame, metric: str, path: Path) -> bool:
     widest = max(len(cells) for cells in panels.values())
     fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * max(3.5, 1.4 * widest), 3.8), squeeze=False)
     for ax, (name, cells) in zip(axes.flat, panels.items()):
-        labels = []
+        labels, marked = [], False
         for x, (key, seeds) in enumerate(cells):
             cell = dict(zip(PAIRED_KEYS[1:], key))
-            points = seeds["difference"] * 100
+            mixed = seeds["mixed_precision"]
+            points = seeds.loc[~mixed, "difference"] * 100
+            left_out = seeds.loc[mixed, "difference"] * 100
             ax.scatter([x - 0.15] * len(points), points, s=14, color="tab:gray", alpha=0.7, zorder=2,
                        label="one seed" if x == 0 else None)
-            se = points.sem() if len(points) > 1 else 0.0
-            ax.errorbar([x], [points.mean()], yerr=[se], fmt="o", color="tab:blue", capsize=4, zorder=3,
-                        label="mean ± standard error" if x == 0 else None)
+            ax.scatter([x - 0.15] * len(left_out), left_out, s=14, facecolors="none", edgecolors="tab:gray", zorder=2,
+                       label="left out: mixed precision" if len(left_out) and not marked else None)
+            marked = marked or bool(len(left_out))
+            if len(points):
+                se = points.sem() if len(points) > 1 else 0.0
+                ax.errorbar([x], [points.mean()], yerr=[se], fmt="o", color="tab:blue", capsize=4, zorder=3,
+                            label="mean ± standard error" if x == 0 else None)
             variant = f"\n{cell['variant']}" if _given(cell["variant"]) and cell["variant"] else ""
             labels.append(f"{cell['benchmark']}\n{fmt_fraction(cell['fraction'])} · {cell['model']}{variant}")
         ax.axhline(0.0, color="black", linewidth=0.8)

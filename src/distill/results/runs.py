@@ -44,7 +44,7 @@ class Run:
     num_parameters: int | None = None
     reason: str = ""
     job: str = ""  # the sweep's job number and overrides, where known
-    precision: str | None = None  # what it trained in (the CPU bf16 probe may have chosen it); not identity
+    precision: str | None = None  # what it trained in; not identity
     train_seconds: float | None = None  # its fit's wall time, as results.json records it
 
     @property

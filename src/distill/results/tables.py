@@ -132,10 +132,12 @@ def _select(frame: pd.DataFrame, selector: dict[str, Any]) -> pd.DataFrame:
 
 def paired_seeds(runs: Iterable[Run], metric: str) -> pd.DataFrame:
     """Per comparison (:data:`COMPARISONS`), cell (:data:`CELL_KEYS`) and seed both methods ran: the
-    method's and the baseline's ``metric`` (``value``, ``value_base``), their ``difference`` and the
-    teacher's test accuracy; empty when nothing pairs."""
+    method's and the baseline's ``metric`` (``value``, ``value_base``), their ``difference``, the
+    teacher's test accuracy, both runs' ``precision`` (``precision``, ``precision_base``) and
+    ``mixed_precision``: both recorded and different (an unrecorded precision never counts as mixed);
+    empty when nothing pairs."""
     frame = (runs_frame(runs).infer_objects().rename(columns={metric: "value", TEACHER_METRIC: "teacher"})
-             [[*GROUP_KEYS, "seed", "value", "teacher"]].dropna(subset=["value"]))
+             [[*GROUP_KEYS, "seed", "value", "teacher", "precision"]].dropna(subset=["value"]))
     tables = []
     for name, baseline, method in COMPARISONS:
         # the baseline makes the paper's choices; the method's own variants (λ, follow-up choices) are rows apart
@@ -146,6 +148,8 @@ def paired_seeds(runs: Iterable[Run], metric: str) -> pd.DataFrame:
             continue
         pairs["difference"] = pairs["value"] - pairs["value_base"]
         pairs["teacher"] = pairs["teacher"].fillna(pairs["teacher_base"])
+        pairs["mixed_precision"] = (pairs["precision"].notna() & pairs["precision_base"].notna()
+                                    & (pairs["precision"] != pairs["precision_base"])).astype(bool)
         pairs["variant"] = [variant_label(row) for row in pairs[["method", *VARIANT_KEYS]].to_dict("records")]
         pairs.insert(0, "comparison", name)
         tables.append(pairs)
@@ -159,15 +163,24 @@ PAIRED_KEYS = ("comparison", *CELL_KEYS, "rationale_weight", "alpha", "variant")
 def paired_differences(runs: Iterable[Run], metric: str) -> pd.DataFrame:
     """Per comparison and cell (:data:`PAIRED_KEYS`): the method minus its baseline seed by seed
     (:func:`paired_seeds`), mean and standard error over those seeds, both means, and the teacher's
-    test accuracy (``paired.csv``)."""
+    test accuracy (``paired.csv``). A pair of different precisions is left out of every statistic
+    (``n`` and ``seeds`` included) and named in ``excluded`` (``seed 1 (bf16-mixed vs 32-true)``:
+    the method's precision, then the baseline's; empty when none is)."""
     pairs = paired_seeds(runs, metric)
     if pairs.empty:
         return pd.DataFrame()
+    mixed = pairs["mixed_precision"]
+    # a mixed pair's values are blanked, so each statistic (all NaN-skipping) leaves it out
+    pairs.loc[mixed, ["difference", "value", "value_base", "teacher"]] = math.nan
+    pairs["kept_seed"] = pairs["seed"].astype(object).where(~mixed, None)
+    pairs["excluded"] = [f"seed {seed} ({p} vs {p_base})" if m else ""
+                         for seed, p, p_base, m in zip(pairs["seed"], pairs["precision"], pairs["precision_base"], mixed)]
     order = {name: i for i, (name, _, _) in enumerate(COMPARISONS)}
     return (pairs.groupby(list(PAIRED_KEYS), dropna=False, sort=True)
-            .agg(n=("difference", "size"), difference=("difference", "mean"), difference_se=("difference", "sem"),
+            .agg(n=("difference", "count"), difference=("difference", "mean"), difference_se=("difference", "sem"),
                  baseline=("value_base", "mean"), method=("value", "mean"), teacher=("teacher", "mean"),
-                 seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(seeds, key=str))))
+                 seeds=("kept_seed", lambda seeds: " ".join(str(s) for s in sorted(seeds.dropna(), key=str))),
+                 excluded=("excluded", lambda notes: "; ".join(n for n in notes if n)))
             .reset_index()
             .sort_values("comparison", key=lambda names: names.map(order), kind="stable", ignore_index=True))
 
@@ -255,10 +268,14 @@ def paired_table(paired: pd.DataFrame, metric: str) -> list[str]:
                "difference (points)", "teacher (%)"]
     if paired["variant"].astype(bool).any():
         columns.insert(columns.index("λ"), "variant")
+    if paired["excluded"].astype(bool).any():
+        columns.append("excluded")
     return [f"### Paired differences · {metric}", "",
             "Each method minus its baseline on the same cell and seed (seeds both ran), mean ± standard error "
             "over seeds, in percentage points; the teacher's own accuracy on the same test examples beside it.", "",
-            table[columns].to_markdown(index=False, disable_numparse=True), ""]
+            table[columns].to_markdown(index=False, disable_numparse=True), "",
+            "A pair whose two runs trained in different precisions is left out of the paired statistics "
+            "(`excluded`: the method's precision, then the baseline's).", ""]
 
 
 def _minutes(seconds: Any) -> str:
@@ -300,7 +317,7 @@ def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources
              k["precision"], _minutes(k["train_seconds"])]
             for k in configs.to_dict("records")]
     lines += ["### All configurations", "",
-              "`precision`: what the seeds trained in (the CPU probe picks it per machine); `train min`: the mean "
+              "`precision`: what the seeds trained in; `train min`: the mean "
               "wall time of a seed's training, in minutes, on whatever machine ran it.", "",
               *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "steps", "lr", "seeds", *METRICS,
                            "precision", "train min"], "llllrrrrrl" + "r" * len(METRICS) + "lr", rows), ""]
