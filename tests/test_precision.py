@@ -3,7 +3,7 @@
 (results.json, checkpoint, export); eval.py, distill.predict and distill.export decode in the
 generation precision, so they reproduce the run's test predictions exactly. Every path is forced,
 whatever this CPU would pick (bf16 is slow but small on an AVX2-only CPU; fp32 on one with AMX or
-AVX512-BF16). Both probes (training- and decode-shaped) are settled once per machine. A checkpoint
+AVX512-BF16). The precision is decided by the config and the CPU's features, never timed. A checkpoint
 rebuilds its student from the saved architecture alone: no load report."""
 
 from __future__ import annotations
@@ -89,44 +89,56 @@ def test_eval_py_decodes_in_the_runs_generation_precision_and_reproduces_its_pre
     assert not any(noise in done.stdout + done.stderr for noise in LOAD_NOISE)
 
 
-def test_the_bf16_probe_is_settled_once_per_machine(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
-    speed_module.cpu_bf16_is_faster.cache_clear()
-    timings = iter([(2.0, 1.0), (1.0, 2.0)])
-    monkeypatch.setattr(speed_module, "_time_matmuls", lambda: next(timings))
-    try:
-        assert speed_module.cpu_bf16_is_faster() is True  # timed: bf16 twice as fast
-        saved = json.loads((tmp_path / "cpu_bf16_probe.json").read_text())
-        assert saved["bf16_faster"] is True
-        speed_module.cpu_bf16_is_faster.cache_clear()
-        assert speed_module.cpu_bf16_is_faster() is True  # read back, not timed again (the next timing says no)
-        # a file of another machine or torch build is timed anew
-        (tmp_path / "cpu_bf16_probe.json").write_text(json.dumps(dict(saved, key="another machine")))
-        speed_module.cpu_bf16_is_faster.cache_clear()
-        assert speed_module.cpu_bf16_is_faster() is False
-        assert json.loads((tmp_path / "cpu_bf16_probe.json").read_text())["bf16_faster"] is False
-    finally:
-        speed_module.cpu_bf16_is_faster.cache_clear()
+@pytest.mark.parametrize("flags, native", [({"avx2"}, None), ({"avx2", "avx512_bf16"}, "AVX512-BF16"),
+                                           ({"avx512_bf16", "amx_bf16", "amx_tile"}, "AMX")],
+                         ids=["avx2", "avx512_bf16", "amx"])
+def test_the_cpu_kind_comes_from_its_features_and_decides_the_auto_precision(flags, native, monkeypatch, tmp_path):
+    """``trainer.precision=auto`` on a CPU: bf16-mixed where the features say native bf16, else
+    32-true; generation in fp32 on AMX alone. Every kind is forced, whatever this CPU is."""
+    from distill.training import build_speed, choose_precision
+
+    monkeypatch.setattr(speed_module, "_cpu_flags", lambda: set(flags))
+    assert speed_module.native_bf16() == native
+    cfg = compose_train([*QUICK, "trainer=cpu"], tmp_path)
+    speed = build_speed(cfg)
+    precision, reason = choose_precision(cfg, speed)
+    assert precision == ("bf16-mixed" if native else "32-true")
+    assert (native or "no native bf16") in reason
+    assert speed.fp32_generation is (native == "AMX")
+    # a pinned precision is what runs, on every kind
+    for pinned in ("32-true", "bf16-mixed"):
+        assert choose_precision(compose_train([*QUICK, "trainer=cpu", f"trainer.precision={pinned}"], tmp_path),
+                                speed)[0] == pinned
+    assert choose_precision(compose_train([*QUICK, "trainer=cpu", "speed.cpu_bf16=false"], tmp_path),
+                            build_speed(compose_train([*QUICK, "speed.cpu_bf16=false"], tmp_path)))[0] == "32-true"
 
 
-def test_the_decode_probe_is_settled_once_per_machine_beside_the_training_one(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
-    speed_module.cpu_bf16_generation_is_faster.cache_clear()
-    timings = iter([(1.0, 3.0), (3.0, 1.0)])  # (fp32, bf16) seconds: fp32 faster, then bf16
-    monkeypatch.setattr(speed_module, "_time_decode_steps", lambda: next(timings))
-    monkeypatch.setattr(speed_module, "_time_matmuls", lambda: pytest.fail("the training probe was timed"))
+@pytest.mark.slow
+def test_two_processes_choose_the_same_precision_whatever_the_load(tmp_path):
+    """The same config in two fresh processes, each with its own empty cache, one while every core
+    is busy: the same precision, for the same reason (no timing decides it)."""
+    script = ("import distill, json; from train_utils import compose_train; "
+              "from distill.training import build_speed, choose_precision; "
+              f"cfg = compose_train(['model=tiny', 'trainer=cpu'], {str(tmp_path)!r}); "
+              "print(json.dumps(choose_precision(cfg, build_speed(cfg))))")
+
+    def choose(cache: str) -> list[str]:
+        env = {**subprocess_env(), "DISTILL_CACHE_DIR": str(tmp_path / cache),
+               "PYTHONPATH": str(REPO / "tests") + ":" + subprocess_env().get("PYTHONPATH", "")}
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    quiet = choose("quiet")
+    burners = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 60\nwhile time.time() < end: pass"])
+               for _ in range(4)]
     try:
-        assert speed_module.cpu_bf16_generation_is_faster() is False
-        saved = json.loads((tmp_path / "cpu_generation_probe.json").read_text())
-        assert (saved["bf16_faster"], saved["fp32_ms"], saved["bf16_ms"]) == (False, 1000.0, 3000.0)
-        assert not (tmp_path / "cpu_bf16_probe.json").exists()
-        speed_module.cpu_bf16_generation_is_faster.cache_clear()
-        assert speed_module.cpu_bf16_generation_is_faster() is False  # read back: the next timing would say yes
-        (tmp_path / "cpu_generation_probe.json").write_text(json.dumps(dict(saved, key="another machine")))
-        speed_module.cpu_bf16_generation_is_faster.cache_clear()
-        assert speed_module.cpu_bf16_generation_is_faster() is True  # another machine's answer is timed anew
+        busy = choose("busy")
     finally:
-        speed_module.cpu_bf16_generation_is_faster.cache_clear()
+        for burner in burners:
+            burner.kill()
+    assert busy == quiet
 
 
 @pytest.mark.parametrize("fp32_generation", [False, True], ids=["bf16_generation", "fp32_generation"])

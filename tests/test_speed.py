@@ -1,5 +1,5 @@
 """The speed levers: `auto` settled per device, `plain` turns every lever off, bf16 on CPU only where
-the timed probe says so, and the Trainer and DataModule receive what was resolved."""
+the CPU's features say so (never a timing), and the Trainer and DataModule receive what was resolved."""
 
 from __future__ import annotations
 
@@ -17,36 +17,30 @@ FAST = {"fused_optimizer": True, "target_only_logits": True, "stack_tasks": "aut
 
 
 def test_auto_is_settled_for_the_device(monkeypatch):
-    monkeypatch.setattr(speed_module, "cpu_bf16_is_faster", lambda: False)
-    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: False)
+    monkeypatch.setattr(speed_module, "native_bf16", lambda: None)
     cpu = resolve_speed(FAST, on_cuda=False)
     assert cpu == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=False, pad_to_multiple_of=1,
-                        pin_memory=False, cpu_bf16=False, fp32_generation=True)
+                        pin_memory=False, cpu_bf16=False, fp32_generation=False)
     cuda = resolve_speed(FAST, on_cuda=True)
     assert cuda == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=True, pad_to_multiple_of=8,
                          pin_memory=True, cpu_bf16=False, fp32_generation=False)
 
 
-def test_cpu_bf16_follows_the_probe_and_never_applies_on_cuda(monkeypatch):
-    monkeypatch.setattr(speed_module, "cpu_bf16_is_faster", lambda: True)
-    assert resolve_speed(FAST, on_cuda=False).cpu_bf16
-    assert not resolve_speed(FAST, on_cuda=True).cpu_bf16
+@pytest.mark.parametrize("native, cpu_bf16, fp32_generation",
+                         [(None, False, False), ("AVX512-BF16", True, False), ("AMX", True, True)])
+def test_cpu_levers_follow_the_cpu_features_and_never_apply_on_cuda(monkeypatch, native, cpu_bf16, fp32_generation):
+    monkeypatch.setattr(speed_module, "native_bf16", lambda: native)
+    cpu = resolve_speed(FAST, on_cuda=False)
+    assert (cpu.cpu_bf16, cpu.fp32_generation) == (cpu_bf16, fp32_generation)
+    cuda = resolve_speed(FAST, on_cuda=True)
+    assert (cuda.cpu_bf16, cuda.fp32_generation) == (False, False)  # CUDA keeps the run's own precision
     assert not resolve_speed({**FAST, "cpu_bf16": False}, on_cuda=False).cpu_bf16
 
 
-def test_fp32_generation_follows_the_decode_probe_on_cpu_and_the_run_on_cuda(monkeypatch):
-    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: True)
-    assert not resolve_speed(FAST, on_cuda=False).fp32_generation  # bf16 decodes faster: generate in bf16
-    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: False)
-    assert resolve_speed(FAST, on_cuda=False).fp32_generation
-    assert not resolve_speed(FAST, on_cuda=True).fp32_generation  # CUDA keeps the run's bf16
-
-
-def test_a_forced_lever_overrides_the_probe_without_timing_it(monkeypatch):
-    """``speed.cpu_bf16``/``speed.fp32_generation`` set to true or false: no probe runs, and the
-    value holds on either device (but bf16 autocast on CPU, which a CUDA run never takes)."""
-    for probe in ("cpu_bf16_is_faster", "cpu_bf16_generation_is_faster"):
-        monkeypatch.setattr(speed_module, probe, lambda probe=probe: pytest.fail(f"{probe} was timed"))
+def test_a_forced_lever_holds_whatever_the_cpu(monkeypatch):
+    """``speed.cpu_bf16``/``speed.fp32_generation`` set to true or false hold on either device (but
+    bf16 autocast on CPU, which a CUDA run never takes), on a CPU whose features say otherwise."""
+    monkeypatch.setattr(speed_module, "native_bf16", lambda: "AMX")
     resolved = {(cpu_bf16, fp32, on_cuda): resolve_speed({**FAST, "cpu_bf16": cpu_bf16, "fp32_generation": fp32},
                                                          on_cuda=on_cuda)
                 for cpu_bf16 in (True, False) for fp32 in (True, False) for on_cuda in (True, False)}
@@ -56,42 +50,6 @@ def test_a_forced_lever_overrides_the_probe_without_timing_it(monkeypatch):
         (True, True, True): (False, True), (True, False, True): (False, False),
         (False, True, True): (False, True), (False, False, True): (False, False),
     }
-
-
-@pytest.mark.parametrize("fp32_s, bf16_s, faster", [(3.0, 1.0, True), (1.4, 1.0, False), (1.0, 2.0, False)],
-                         ids=["bf16_3x", "bf16_1.4x_under_the_margin", "bf16_slower"])
-def test_the_probe_decides_from_the_timings_it_measures(tmp_path, monkeypatch, fp32_s, bf16_s, faster):
-    """bf16 is taken only when it beats fp32 by the margin (1.5x for the training probe); the
-    answer and its timings are kept, and a second process reads them instead of timing again."""
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
-    timed = []
-    monkeypatch.setattr(speed_module, "_time_matmuls", lambda: timed.append(1) or (fp32_s, bf16_s))
-    monkeypatch.setattr(speed_module, "cpu_bf16_generation_is_faster", lambda: False)
-    speed_module.cpu_bf16_is_faster.cache_clear()
-    try:
-        assert speed_module.cpu_bf16_is_faster() is faster
-        assert resolve_speed(FAST, on_cuda=False).cpu_bf16 is faster
-        saved = json.loads((tmp_path / "cpu_bf16_probe.json").read_text())
-        assert (saved["bf16_faster"], saved["fp32_ms"], saved["bf16_ms"]) == (faster, fp32_s * 1e3, bf16_s * 1e3)
-        speed_module.cpu_bf16_is_faster.cache_clear()
-        assert speed_module.cpu_bf16_is_faster() is faster and len(timed) == 1
-    finally:
-        speed_module.cpu_bf16_is_faster.cache_clear()
-
-
-def test_without_a_writable_cache_the_probe_is_timed_in_each_process(tmp_path, monkeypatch):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(blocker / "cache"))  # a directory under a file: mkdir fails
-    timings = iter([(1.0, 3.0), (3.0, 1.0)])
-    monkeypatch.setattr(speed_module, "_time_decode_steps", lambda: next(timings))
-    speed_module.cpu_bf16_generation_is_faster.cache_clear()
-    try:
-        assert speed_module.cpu_bf16_generation_is_faster() is False
-        speed_module.cpu_bf16_generation_is_faster.cache_clear()
-        assert speed_module.cpu_bf16_generation_is_faster() is True  # nothing kept: timed again
-    finally:
-        speed_module.cpu_bf16_generation_is_faster.cache_clear()
 
 
 def test_unknown_levers_are_refused():

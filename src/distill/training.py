@@ -23,7 +23,8 @@ from distill.models.module import DistillModule
 from distill.results.identity import read_identity, with_defaults
 from distill.utils.precision import normalize
 from distill.utils.runtime import configure_threads, peak_memory, resolve_wandb_mode, scrub_secrets
-from distill.utils.speed import PLAIN, Speed, resolve_speed
+from distill.utils.speed import PLAIN, Speed, native_bf16, resolve_speed
+from distill.launch.cluster import auto_precision
 from distill.launch.sweep_resume import finished_metric, prepare_job
 
 log = logging.getLogger(__name__)
@@ -131,17 +132,45 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     ]
 
 
+def choose_precision(cfg: DictConfig, speed: Speed = PLAIN) -> tuple[str, str]:
+    """The precision the run trains in and why, decided by the config and the hardware's features,
+    never by a timing: ``trainer.precision`` as set, or for ``auto`` bf16-mixed on a GPU with bf16 and
+    on a CPU where ``speed.cpu_bf16`` is on (its ``auto``: a CPU with native bf16, AMX or AVX512-BF16),
+    else 32-true."""
+    configured = str(cfg.trainer.precision)
+    if configured != "auto":
+        return normalize(configured), f"trainer.precision={configured}"
+    if runs_on_cuda(cfg):
+        precision = auto_precision("bf16-mixed")
+        return precision, f"trainer.precision=auto: the GPU {'has' if precision != '32-true' else 'lacks'} bf16"
+    chosen = "bf16-mixed" if speed.cpu_bf16 else "32-true"
+    lever = str((cfg.get("speed") or {}).get("cpu_bf16", False)).lower()
+    if lever != "auto":
+        return chosen, f"trainer.precision=auto, speed.cpu_bf16={lever}"
+    native = native_bf16()
+    return chosen, f"trainer.precision=auto: {'native bf16 on this CPU (' + native + ')' if native else 'no native bf16 on this CPU'}"
+
+
 def build_trainer(cfg: DictConfig, speed: Speed = PLAIN, datamodule: Any = None, **kwargs: Any) -> pl.Trainer:
-    """The Trainer from ``cfg.trainer``. The run's :class:`BatchPlan` (the global ``data.batch_size`` over
-    the trainer's processes) is made here, once: the trainer accumulates as it says and ``datamodule``
-    (when given) is handed it. A full-precision CPU run takes bf16 autocast where ``speed.cpu_bf16``
-    says the CPU is faster so."""
-    if speed.cpu_bf16 and "precision" not in kwargs and str(cfg.trainer.precision) in ("32-true", "32"):
-        log.info("speed: bf16 autocast on this CPU (its bf16 matmul beats fp32)")
-        kwargs["precision"] = "bf16-mixed"
+    """The Trainer from ``cfg.trainer`` in the precision of :func:`choose_precision` (unless ``kwargs``
+    name one). The run's :class:`BatchPlan` (the global ``data.batch_size`` over the trainer's
+    processes) is made here, once: the trainer accumulates as it says and ``datamodule`` (when given)
+    is handed it. Every step count the config sets (``val_check_interval``, ``max_steps``, periodic
+    checkpoints, logging) counts optimizer steps whatever the accumulation: Lightning counts the
+    validation interval in micro-batches, so it is scaled here, and validation (with its checkpoints)
+    falls on an optimizer-step boundary."""
+    kwargs.setdefault("precision", choose_precision(cfg, speed)[0])
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, **kwargs)
     plan = BatchPlan.of(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
     trainer.accumulate_grad_batches = plan.accumulate_grad_batches
+    interval = trainer.val_check_interval
+    if plan.accumulate_grad_batches > 1 and interval is not None:
+        if isinstance(interval, int):
+            trainer.val_check_interval = interval * plan.accumulate_grad_batches
+        elif interval != 1.0:
+            raise ValueError(
+                f"trainer.val_check_interval={interval} with gradient accumulation "
+                f"({plan.accumulate_grad_batches} micro-batches per step): give it in optimizer steps (an int)")
     if datamodule is not None:
         datamodule.batch_plan = plan
     return trainer
@@ -156,18 +185,20 @@ def majority_baseline(golds: list[str | None]) -> float:
     return Counter(labelled).most_common(1)[0][1] / len(labelled) if labelled else float("nan")
 
 
-def run_config_summary(cfg: DictConfig, trainer: pl.Trainer, plan: BatchPlan) -> dict[str, Any]:
+def run_config_summary(cfg: DictConfig, trainer: pl.Trainer, plan: BatchPlan,
+                       precision_reason: str | None = None) -> dict[str, Any]:
     """``results.json``'s ``config``: the run identity (:mod:`distill.results.identity`, the fields
-    the results package reads back) and how this run laid out its batches and precision."""
+    the results package reads back) and how this run laid out its batches and precision (and why)."""
     micro, accumulate = plan.micro_batch_size, plan.accumulate_grad_batches
     return {
         **with_defaults(read_identity(cfg)),
         "micro_batch_size": micro,
         "accumulate_grad_batches": accumulate,
         "world_size": trainer.world_size,
-        # what the run trained and tested in (the CPU bf16 probe may have chosen it): eval.py,
-        # distill.predict and distill.export use the same, read from the checkpoint
+        # what the run trained and tested in: eval.py, distill.predict and distill.export use the
+        # same, read from the checkpoint
         "precision": normalize(trainer.precision),
+        **({"precision_reason": precision_reason} if precision_reason else {}),
         **_generation_precision(trainer),
     }
 
@@ -206,7 +237,8 @@ def format_run_summary(results: dict[str, Any]) -> str:
         + ("  shared input (x once for both tasks)" if c.get("shared_input") else ""),
         f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})"
         f"{'  precision ' + c['precision'] if c.get('precision') else ''}"
-        f"{' (generation ' + c['generation_precision'] + ')' if c.get('generation_precision') else ''}",
+        f"{' (generation ' + c['generation_precision'] + ')' if c.get('generation_precision') else ''}"
+        f"{'  [' + c['precision_reason'] + ']' if c.get('precision_reason') else ''}",
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
@@ -246,7 +278,10 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
     module = build_module(cfg, datamodule, student, str(output_dir), speed)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, speed, datamodule, callbacks=build_callbacks(cfg), logger=loggers or False)
+    precision, precision_reason = choose_precision(cfg, speed)
+    log.info("precision %s (%s)", precision, precision_reason)
+    trainer = build_trainer(cfg, speed, datamodule, callbacks=build_callbacks(cfg), logger=loggers or False,
+                            precision=precision)
     if trainer.is_global_zero:
         print(format_summary(datamodule), flush=True)  # with the batch plan of this run
     plain_cfg = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
@@ -278,7 +313,7 @@ def train(cfg: DictConfig) -> float | None:
 
     results = {
         "status": "ok" if diverged is None else "diverged",
-        "config": run_config_summary(cfg, trainer, datamodule.batch_plan),
+        "config": run_config_summary(cfg, trainer, datamodule.batch_plan, precision_reason),
         "metrics": metrics,
         "global_step": trainer.global_step,
         "num_parameters": module.student.num_parameters,

@@ -5,7 +5,9 @@ far apart, a run killed between two of them would lose every step since the last
 :class:`PeriodicCheckpoint` (a ModelCheckpoint with ``every_n_train_steps``) writes the same file
 every N steps in between. After a step that validation follows anyway (an interval step, or the
 last step: :mod:`distill.callbacks.final_validation`) it leaves the writing to the validation-time
-checkpoint a moment later, which also holds that validation's results: one write per step.
+checkpoint a moment later, which also holds that validation's results: one write per step. Under
+gradient accumulation it writes only after the micro-batch that ends an optimizer step, never with a
+partly accumulated gradient that the checkpoint could not hold.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-__all__ = ["PeriodicCheckpoint", "validation_follows"]
+__all__ = ["PeriodicCheckpoint", "validation_follows", "optimizer_step_ended"]
+
+
+def optimizer_step_ended(trainer: pl.Trainer) -> bool:
+    """Whether the training batch that just ended completed an optimizer step (the last micro-batch
+    of its accumulation window; every epoch holds whole windows: :class:`distill.data.batching.GlobalBatchSampler`)."""
+    return (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % trainer.accumulate_grad_batches == 0
 
 
 def validation_follows(trainer: pl.Trainer) -> bool:
@@ -37,5 +45,5 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not validation_follows(trainer):
+        if optimizer_step_ended(trainer) and not validation_follows(trainer):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
