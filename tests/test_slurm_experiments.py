@@ -154,7 +154,9 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         cells.add((benchmark, cfg.data.fraction, cfg.data.test_subset))
         assert cfg.model.short_name == "smollm2" and cfg.data.label_source == "gold" and cfg.data.teacher == "llm"
         assert cfg.method.name in ("standard", "step_by_step") and cfg.seed in (0, 1, 2)
-        assert cfg.trainer.limit_val_batches == 5 and cfg.trainer.val_check_interval == 25
+        # validation on a fixed random 320 of val (never limit_val_batches: the longest batches)
+        assert cfg.data.val_subset == 320 and cfg.trainer.limit_val_batches is None
+        assert cfg.trainer.val_check_interval == 25
         protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio,
                        cfg.data.max_input_length, cfg.data.max_rationale_length))
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"

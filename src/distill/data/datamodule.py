@@ -33,7 +33,7 @@ from distill.data.cache import cached_file_loader, data_version, load_splits, sa
 from distill.data.collate import Collator
 from distill.data.encoding import ENCODING_VERSION, Encoder, marker_ids, target_text
 from distill.data.rationales import example_uid
-from distill.data.splits import SPLITS, Splits, build_splits
+from distill.data.splits import SPLITS, Splits, build_splits, subset_size
 from distill.methods import Method, get_method
 
 __all__ = ["DistillDataModule"]
@@ -93,6 +93,7 @@ class DistillDataModule(pl.LightningDataModule):
         holdout_fraction: float = 0.1,
         holdout_seed: int = 0,
         test_subset: int | None = None,
+        val_subset: int | None = None,
         on_parse_failure: str = "drop_rationale",
         on_misaligned_teacher: str = "error",
         targets: str | Method = "step_by_step",
@@ -135,6 +136,7 @@ class DistillDataModule(pl.LightningDataModule):
         self.holdout_fraction = float(holdout_fraction)
         self.holdout_seed = int(holdout_seed)
         self.test_subset = None if test_subset is None else int(test_subset)
+        self.val_subset = subset_size(val_subset, "data.val_subset")
         self.on_parse_failure = on_parse_failure
         self.on_misaligned_teacher = on_misaligned_teacher
         # False for the data summary (a report): a train file the teacher lacks is read without it
@@ -207,6 +209,7 @@ class DistillDataModule(pl.LightningDataModule):
                 "seed": self.seed if self.fraction < 1.0 else None,  # picks nothing from the whole train
                 "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed,
                 **({"test_subset": self.test_subset} if self.test_subset is not None else {}),
+                **({"val_subset": self.val_subset} if self.val_subset is not None else {}),
                 "on_parse_failure": self.on_parse_failure, "targets": self.targets,
                 "on_misaligned_teacher": self.on_misaligned_teacher,
                 # outside the paper's defaults only, so the paper's layout keeps its key
@@ -257,6 +260,7 @@ class DistillDataModule(pl.LightningDataModule):
                 holdout_fraction=self.holdout_fraction,
                 holdout_seed=self.holdout_seed,
                 test_subset=self.test_subset,
+                val_subset=self.val_subset,
                 on_parse_failure=self.on_parse_failure,
                 targets=self.method,
                 on_misaligned_teacher=self.on_misaligned_teacher,

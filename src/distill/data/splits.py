@@ -2,7 +2,8 @@
 
 ``split_files`` names the file of each split; ``val: null`` is a 10% holdout of train seeded by
 ``holdout_seed`` (fixed across fractions and seeds), and ``fraction`` then takes a nested seeded subset
-of the rest. Test is read whole (``test_subset``: a fixed subset) and never chooses anything. The train
+of the rest. ``val_subset`` keeps a fixed random subset of val (drawn from ``holdout_seed``: the same for
+every run). Test is read whole (``test_subset``: a fixed subset) and never chooses anything. The train
 file needs the teacher where the method learns from rationales or ``label_source`` is a teacher's;
 other files take it where it has shards. Misaligned shards, unparseable completions
 (``on_parse_failure``) and drops are refused or counted, never silent (README, "Data")."""
@@ -10,6 +11,7 @@ other files take it where it has shards. Misaligned shards, unparseable completi
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ __all__ = [
     "build_splits",
     "nested_subset",
     "holdout",
+    "subset_size",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -323,6 +326,16 @@ def nested_subset(n: int, fraction: float, seed: int) -> list[int]:
     return sorted(order[:k].tolist())
 
 
+def subset_size(value: Any, setting: str) -> int | None:
+    """``value`` as a count of examples: a positive int, or None (all of them); else a ValueError
+    naming ``setting`` (e.g. ``data.val_subset``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{setting} must be a positive number of examples, or null for all of them; got {value!r}")
+    return int(value)
+
+
 def build_splits(
     benchmark: Benchmark,
     data_dir: str | Path,
@@ -334,6 +347,7 @@ def build_splits(
     holdout_fraction: float = 0.1,
     holdout_seed: int = 0,
     test_subset: int | None = None,
+    val_subset: int | None = None,
     on_parse_failure: str = "drop_rationale",
     targets: str | Method | None = None,
     on_misaligned_teacher: str = "error",
@@ -347,7 +361,8 @@ def build_splits(
     ``targets`` is the method the batches serve (a :mod:`distill.methods` name or Method); None
     (unknown) makes the train file need the teacher whenever one is named.
     ``test_subset`` (a count) tests on that many test examples, a subset fixed by ``holdout_seed``
-    (the same for every run), in file order.
+    (the same for every run), in file order. ``val_subset`` does the same for val, from a random
+    stream of its own (``[holdout_seed, 1]``): whatever ``seed``, ``fraction`` or method.
     ``require_teacher=False`` builds a report, not a training set: a train file the teacher has no
     shards of is read without it (and step_by_step without a rationale is no error); what a training
     run would need is in ``Splits.missing_teacher``. ``load`` reads one file as :func:`load_file`
@@ -357,6 +372,7 @@ def build_splits(
         raise ValueError(f"data.label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
     if on_parse_failure not in PARSE_FAILURE_POLICIES:
         raise ValueError(f"data.on_parse_failure must be one of {PARSE_FAILURE_POLICIES}, got {on_parse_failure!r}")
+    val_subset = subset_size(val_subset, "data.val_subset")
     method = None if targets is None else get_method(targets)
     mapping: dict[str, Any] = dict(DEFAULT_SPLIT_FILES)
     if split_files is not None:
@@ -407,6 +423,10 @@ def build_splits(
         val = file(val_file, "val")
         sources["val"] = f"{benchmark.name}_{val_file}"
         train_source = f"{benchmark.name}_{train_file}"
+    if val_subset is not None and val_subset < len(val):
+        picked = sorted(np.random.default_rng([holdout_seed, 1]).permutation(len(val))[:val_subset].tolist())
+        sources["val"] += f", a fixed random subset of {len(picked)} of {len(val)} (seed {holdout_seed})"
+        val = [val[i] for i in picked]
     test = file(test_file, "test") if test_file is not None else []
     sources["test"] = f"{benchmark.name}_{test_file}" if test_file is not None else "none"
     if test_subset is not None and int(test_subset) < len(test):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,15 @@ from distill.data.splits import SPLITS
 if TYPE_CHECKING:
     from distill.data.datamodule import DistillDataModule
 
-__all__ = ["format_summary", "length_stats", "split_figures", "summary_figures", "summary_warnings", "LOW_RATIONALE_SHARE"]
+__all__ = [
+    "format_summary",
+    "length_stats",
+    "split_figures",
+    "summary_figures",
+    "summary_warnings",
+    "validation_note",
+    "LOW_RATIONALE_SHARE",
+]
 
 #: step_by_step with rationales on fewer train examples than this share is warned about
 LOW_RATIONALE_SHARE = 0.5
@@ -178,6 +187,28 @@ def summary_warnings(datamodule: DistillDataModule, figures: dict[str, Any] | No
                 f"see the parse failures above, or data.benchmark.rationale_field)"
             )
     return warnings
+
+
+def validation_note(datamodule: DistillDataModule, limit_val_batches: int | float | None) -> str | None:
+    """What ``trainer.limit_val_batches`` leaves of val, in one line; None where it keeps every val batch
+    (None, an int at least the number of batches, 1.0). Evaluation batches come longest first, so a
+    limit validates on the longest examples only. Batches as one process counts them (Lightning's
+    rule: an int caps the count, a float is a share of it)."""
+    if limit_val_batches is None:
+        return None
+    examples = len(datamodule.examples("val"))
+    batches = math.ceil(examples / datamodule.eval_batch_size)
+    kept = min(batches, limit_val_batches) if isinstance(limit_val_batches, int) else int(batches * limit_val_batches)
+    if kept >= batches:
+        return None
+    setting = f"trainer.limit_val_batches={limit_val_batches}"
+    if kept <= 0:
+        return f"no validation ({setting})"
+    longest = min(examples, kept * datamodule.eval_batch_size)
+    return (
+        f"validation on the {longest:,} longest of {examples:,} val examples ({setting}): biased toward long "
+        f"inputs; use data.val_subset=N for a fixed random subset"
+    )
 
 
 def rationale_lines(datamodule: DistillDataModule) -> list[str]:
