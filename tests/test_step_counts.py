@@ -6,6 +6,8 @@ warm one does)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 import pytorch_lightning as pl
 
 from distill.training import train
-from train_utils import QUICK, compose_train
+from train_utils import QUICK, REPO, compose_train, subprocess_env
 
 
 class StepRecorder(pl.Callback):
@@ -68,12 +70,15 @@ def _losses(run_dir: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_a_cold_and_a_warm_cache_compute_identical_losses(tmp_path, monkeypatch):
-    """Dropout on: the run's first process (nothing cached) and a second one (everything cached)
-    draw the same random streams, so their losses are equal to the last bit."""
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path / "cache"))
-    overrides = [*QUICK, "trainer.max_steps=6", "test=false", f"paths.cache_dir={tmp_path / 'cache'}"]
-    train(compose_train(overrides, tmp_path / "cold"))
-    train(compose_train(overrides, tmp_path / "warm"))
+def test_a_cold_and_a_warm_cache_compute_identical_losses(tmp_path):
+    """Dropout on, each run a fresh ``train.py`` process as a user starts it: the first with nothing
+    cached, the second with everything cached draw the same random streams, so their losses are
+    equal to the last bit."""
+    env = subprocess_env(DISTILL_CACHE_DIR=str(tmp_path / "cache"))
+    for name in ("cold", "warm"):
+        done = subprocess.run([sys.executable, "train.py", *QUICK, "trainer.max_steps=6", "test=false",
+                               f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / name}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
     cold, warm = _losses(tmp_path / "cold"), _losses(tmp_path / "warm")
     assert len(cold) == 6 and cold == warm

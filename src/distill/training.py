@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from distill.data.batching import BatchPlan
-from distill.data.summary import format_summary, split_figures
+from distill.data.summary import format_summary, split_figures, validation_note
 from distill.callbacks.divergence import Diverged
 from distill.methods import get_method
 from distill.models.module import DistillModule
@@ -243,11 +243,15 @@ def format_run_summary(results: dict[str, Any]) -> str:
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",
         f"time        {results['wall_seconds']:.0f}s in all, {results['train_seconds']:.0f}s training",
         f"memory      {format_peak_memory(results.get('peak_memory') or {})}",
-        f"val/acc     best {fmt('val/acc_best')}",
+        f"val/acc     best {fmt('val/acc_best')}"
+        + (f"   ({results['validation']})" if results.get("validation") else ""),
         f"test/acc    {fmt('test/acc')}   (majority-class baseline {fmt('test/majority_baseline')}"
         + (f", teacher {fmt('test/teacher_acc')})" if "test/teacher_acc" in m else ")"),
         f"outputs     {results['output_dir']}",
     ]
+    if results.get("validation_note"):
+        lines.insert(lines.index(next(line for line in lines if line.startswith("val/acc"))) + 1,
+                     f"            {results['validation_note']}")
     if results.get("status", "ok") != "ok":
         lines.insert(0, f"STATUS      {results['status'].upper()}: {results.get('error', '')}")
     width = max(len(line) for line in lines)
@@ -282,6 +286,9 @@ def train(cfg: DictConfig) -> float | None:
     log.info("precision %s (%s)", precision, precision_reason)
     trainer = build_trainer(cfg, speed, datamodule, callbacks=build_callbacks(cfg), logger=loggers or False,
                             precision=precision)
+    validation = validation_note(datamodule, cfg.trainer.get("limit_val_batches"))
+    if validation:
+        log.warning("%s", validation)
     if trainer.is_global_zero:
         print(format_summary(datamodule), flush=True)  # with the batch plan of this run
     plain_cfg = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
@@ -322,6 +329,8 @@ def train(cfg: DictConfig) -> float | None:
         "wall_seconds": time.time() - started,
         "peak_memory": peak_memory(),
         "output_dir": str(output_dir),
+        "validation": datamodule.splits.sources.get("val"),
+        **({"validation_note": validation} if validation else {}),
         "best_checkpoint": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None,
     }
     if diverged is not None:
