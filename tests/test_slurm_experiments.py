@@ -157,6 +157,7 @@ def test_repro_smollm2_grid_is_the_core_grid_and_every_job_composes() -> None:
         # validation on a fixed random 320 of val (never limit_val_batches: the longest batches)
         assert cfg.data.val_subset == 320 and cfg.trainer.limit_val_batches is None
         assert cfg.trainer.val_check_interval == 25
+        assert cfg.trainer.precision == "bf16-mixed"  # one precision for every job, pinned
         protocols.add((cfg.trainer.max_steps, cfg.data.batch_size, cfg.optimizer.lr, cfg.scheduler.warmup_ratio,
                        cfg.data.max_input_length, cfg.data.max_rationale_length))
         expected_train = "valid" if benchmark in ("esnli", "anli1") else "train"
@@ -198,3 +199,13 @@ def test_follow_up_recipes_set_what_they_ablate() -> None:
     assert filters == {"none", "teacher_correct"}
     assert compose_train(["experiment=rationale_filter"]).data.rationales == "first"  # the release's, as it stands
     assert compose_train(["method=step_by_step"]).data.rationale_position == "before"  # no such choice there
+
+
+def test_every_recipe_pins_its_precision() -> None:
+    """No recipe leaves its precision to ``auto`` (which follows the machine): every job of a sweep
+    computes in the precision its recipe names, whatever machine it lands on."""
+    for name in RECIPES:
+        from omegaconf import OmegaConf
+
+        precision = OmegaConf.to_container(compose_train([f"experiment={name}"]).trainer, resolve=False)["precision"]
+        assert precision in ("32-true", "bf16-mixed"), (name, precision)  # not auto, not a resolver of the machine

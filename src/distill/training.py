@@ -139,6 +139,9 @@ def choose_precision(cfg: DictConfig, speed: Speed = PLAIN) -> tuple[str, str]:
     else 32-true."""
     configured = str(cfg.trainer.precision)
     if configured != "auto":
+        if "bf16" in configured and not runs_on_cuda(cfg) and native_bf16() is None:
+            log.warning("trainer.precision=%s on a CPU without native bf16 (no AMX or AVX512-BF16): bf16 is "
+                        "emulated here and runs many times slower than fp32", configured)
         return normalize(configured), f"trainer.precision={configured}"
     if runs_on_cuda(cfg):
         precision = auto_precision("bf16-mixed")
