@@ -6,15 +6,46 @@
 ``AutoModelForCausalLM.from_pretrained(OUT_DIR)`` (a decoder-only one; its tokenizer pads on the
 left) then gives the same predictions. A LoRA student is exported with its adapter merged into
 the weights: a plain model, no peft needed. ``distill.json`` beside the weights keeps the kind,
-task prefixes and generation lengths (``distill.predict`` reads it).
+task prefixes and generation lengths (``distill.predict`` reads it); ``README.md`` is its model card,
+with the run's figures where the checkpoint's run left a ``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from distill.utils.runtime import configure_threads
+
+
+def run_record(ckpt: str | Path) -> dict[str, Any] | None:
+    """The ``results.json`` of the run a checkpoint came from (``<run>/checkpoints/x.ckpt``), None
+    without one; plus ``teacher`` (the run's ``data.teacher``) where its Hydra config is there, and
+    ``tested``: whether this checkpoint is the one the run tested (its best, or one at the same step)."""
+    path = Path(ckpt).resolve()
+    results = path.parent.parent / "results.json"
+    if not results.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    from distill.models.checkpoints import run_config_of
+
+    run = json.loads(results.read_text())
+    config = run_config_of(path)
+    if config is not None:
+        run["teacher"] = OmegaConf.select(config, "data.teacher", throw_on_resolution_failure=False)
+    best = path.parent / Path(run["best_checkpoint"]).name if run.get("best_checkpoint") else None
+    run["tested"] = best is not None and (best.name == path.name or (best.is_file() and _step(best) == _step(path)))
+    return run
+
+
+def _step(ckpt: Path) -> int | None:
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True).get("global_step")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     module.settings = module.settings.in_precision(args.precision)
-    out = export_student(module, args.out_dir)
+    out = export_student(module, args.out_dir, run_record(args.checkpoint))
     print(f"exported to {out}  (load with transformers.{auto_class_name(out)}.from_pretrained({str(out)!r}))")
     return 0
 

@@ -18,6 +18,7 @@ from transformers import (
 
 from distill.utils.paths import check_local_path
 from distill.models.inference import SETTINGS_FILE, InferenceSettings
+from distill.models.model_card import write_model_card
 from distill.models.module import DistillModule
 from distill.models.student import CAUSAL, SEQ2SEQ, prepare_causal_tokenizer, student_from_architecture
 
@@ -61,14 +62,16 @@ def plain_model(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def export_student(module: DistillModule, out_dir: str | Path) -> Path:
+def export_student(module: DistillModule, out_dir: str | Path, run: dict | None = None) -> Path:
     """``save_pretrained`` the student (LoRA merged in) and its tokenizer, plus ``distill.json``
-    (kind, prefixes, lengths, method)."""
+    (kind, prefixes, lengths, method) and a model card, ``README.md``
+    (:func:`distill.models.model_card.write_model_card`; ``run``: the run's ``results.json``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plain_model(module.model).save_pretrained(out)
     module.tokenizer.save_pretrained(out)
     module.settings.save(out)
+    write_model_card(out, module, run)
     return out
 
 
