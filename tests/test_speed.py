@@ -98,3 +98,4 @@ def test_fused_optimizer_gradients_are_clipped_like_the_plain_ones():
     module.configure_gradient_clipping(optimizer, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in module.parameters()]))
     assert abs(float(total) - 1.0) < 2e-3  # float32 sums over 4M entries
+

@@ -193,3 +193,13 @@ def test_predictions_carry_generated_rationales_when_asked(tmp_path):
     train(cfg)
     records = [json.loads(line) for line in (tmp_path / "predictions_test.jsonl").read_text().splitlines()]
     assert len(records) == 8 and all(isinstance(r.get("rationale"), str) for r in records)
+
+
+def test_the_minilm_students_dropout_is_set_by_its_config():
+    from distill.models.student import load_student
+
+    student = load_student(kind="minilm", dropout=0.0)
+    config = student.model.config
+    assert {config.encoder.hidden_dropout_prob, config.encoder.attention_probs_dropout_prob,
+            config.decoder.hidden_dropout_prob, config.decoder.attention_probs_dropout_prob} == {0.0}
+    assert load_student(kind="minilm").model.config.encoder.hidden_dropout_prob == 0.1  # the checkpoint's own

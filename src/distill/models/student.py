@@ -137,14 +137,19 @@ def copy_self_attention_into_cross_attention(model: EncoderDecoderModel) -> int:
 
 
 def load_minilm(
-    name_or_path: str | None = None, cross_attention_init: str = "copy_self", **kwargs: Any
+    name_or_path: str | None = None, cross_attention_init: str = "copy_self", dropout: float | None = None,
+    **kwargs: Any,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """An encoder-decoder warm-started on both sides from a BERT-style checkpoint (default: the bundled
     MiniLM, offline), with fresh cross-attention: ``cross_attention_init`` ``copy_self`` (see
-    :func:`copy_self_attention_into_cross_attention`) or ``random`` (transformers' default). ``[CLS]``
-    starts decoding, ``[SEP]`` ends a target, ``[PAD]`` pads."""
+    :func:`copy_self_attention_into_cross_attention`) or ``random`` (transformers' default). ``dropout``
+    (hidden and attention, both sides; None: the checkpoint's own). ``[CLS]`` starts decoding, ``[SEP]``
+    ends a target, ``[PAD]`` pads."""
     path = str(name_or_path or bundled_minilm_path())
     tokenizer = minilm_tokenizer(path)
+    if dropout is not None:
+        kwargs.update({f"{side}_{name}": float(dropout) for side in ("encoder", "decoder")
+                       for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")})
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path, **kwargs)
     if cross_attention_init == "copy_self":
         if not copy_self_attention_into_cross_attention(model):
