@@ -18,10 +18,9 @@ A killed job loses nothing it had answered: rerun it and it asks only for what i
 See distill.teacher.annotator for what a run does and conf/annotate.yaml for the options.
 """
 
-import os
+from distill.utils.runtime import configure_openmp
 
-# before torch is imported (teacher=hf): idle OpenMP threads must sleep, not spin
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+configure_openmp()  # before torch is imported (teacher=hf)
 
 import hydra  # noqa: E402
 import distill  # noqa: E402,F401  (registers the OmegaConf resolvers conf/ uses, before Hydra composes)

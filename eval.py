@@ -1,8 +1,8 @@
 """Score a trained checkpoint: ``python eval.py ckpt_path=PATH [split=test|val]``."""
 
-import os
+from distill.utils.runtime import configure_openmp
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+configure_openmp()  # before torch is imported
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

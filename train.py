@@ -4,10 +4,9 @@ With no arguments: the offline default (a benchmark made in code, the pretrained
 student, Distilling Step-by-Step), a few minutes on a laptop CPU. See README.md for the paper's recipes.
 """
 
-import os
+from distill.utils.runtime import configure_openmp
 
-# before torch is imported: idle OpenMP threads must sleep, not spin (see distill.utils.runtime)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+configure_openmp()  # before torch is imported: idle OpenMP threads spin briefly, then sleep
 
 import hydra  # noqa: E402
 import distill  # noqa: E402,F401  (registers the OmegaConf resolvers conf/ uses, before Hydra composes)

@@ -11,7 +11,6 @@ Writes nothing but Lightning's scratch files in a temporary folder."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -19,7 +18,9 @@ import tempfile
 import time
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from distill.utils.runtime import configure_openmp  # noqa: E402
+
+configure_openmp()  # before torch is imported
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
