@@ -99,3 +99,18 @@ def test_fused_optimizer_gradients_are_clipped_like_the_plain_ones():
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in module.parameters()]))
     assert abs(float(total) - 1.0) < 2e-3  # float32 sums over 4M entries
 
+
+
+@pytest.mark.parametrize("env, spin", [({}, "3000"), ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+                                       ({"GOMP_SPINCOUNT": "10"}, "10")], ids=["default", "policy_set", "spin_set"])
+def test_openmp_threads_spin_briefly_unless_the_environment_says_otherwise(monkeypatch, env, spin):
+    from distill.utils.runtime import configure_openmp
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    configure_openmp()
+    import os
+
+    assert os.environ.get("GOMP_SPINCOUNT") == spin
