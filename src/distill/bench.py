@@ -1,4 +1,4 @@
-"""Throughput yardstick (README, Speed)::
+"""Throughput yardstick (docs/speed.md)::
 
     python -m distill.bench [train.py overrides ...] [bench.KEY=VALUE ...]
 

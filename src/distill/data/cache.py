@@ -1,4 +1,4 @@
-"""The parsed splits and their figures on disk, keyed by the data's version (README, Data: cache and scale):
+"""The parsed splits and their figures on disk, keyed by the data's version (docs/data.md):
 :func:`data_version` (the files' sizes and mtimes, the settings that choose examples, the benchmark's
 configuration, the parser's source; benchmarks made in code have none and are not cached),
 :func:`save_splits`/:func:`load_splits` (Arrow, memory-mapped: :class:`ExampleTable`),

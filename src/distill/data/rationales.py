@@ -1,5 +1,5 @@
 """Which teacher rationales a train example learns from when the teacher wrote several per example
-(README, Teacher rationales): ``data.rationales`` (``first``, ``all``, ``sample``), ``data.rationale_filter``
+(docs/teachers.md): ``data.rationales`` (``first``, ``all``, ``sample``), ``data.rationale_filter``
 (``none``, ``teacher_correct``) and ``data.label_source=teacher_vote``. A row made from sample s of
 example ``uid`` has the uid ``{uid}#s{s}`` (:func:`example_uid` gives ``uid`` back). The defaults change nothing."""
 

@@ -1,4 +1,4 @@
-"""The shared-input layout of step-by-step (``method.shared_input=true``; README, Speed): the task marker
+"""The shared-input layout of step-by-step (``method.shared_input=true``; docs/students.md): the task marker
 after x, so both tasks read x once. ``causal``: one row ``x | m_label y | m_rationale r | pad`` whose
 branches see x and themselves only (:func:`branch_attention_mask`), positions continuing from x
 (:func:`pad_shared_causal`). ``seq2seq``: the encoder reads x alone; each decoder sequence starts with its

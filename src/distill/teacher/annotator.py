@@ -5,7 +5,7 @@ rows ``[offset, offset + limit)`` of a split (the ``teacher.shard``-th of ``teac
 slices), caches every answer as it arrives, and writes the release layout
 ``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (and ``samples/{s}/`` when ``teacher.samples > 1``), a sidecar
 and a report. A failed item is an empty placeholder, named in the report; the exit status is non-zero
-when any item failed (README, "Teacher rationales for your data").
+when any item failed (docs/teachers.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ SECRET_MARKERS = ("api_key", "apikey", "token", "secret", "password", "authoriza
 
 
 #: how long an idle OpenMP thread spins before it sleeps (libgomp's GOMP_SPINCOUNT). Measured on a 2-core
-#: AMX Xeon, MiniLM step-by-step steps (docs in README.md, "Speed"): sleeping at once (OMP_WAIT_POLICY=PASSIVE)
+#: AMX Xeon, MiniLM step-by-step steps (docs/speed.md): sleeping at once (OMP_WAIT_POLICY=PASSIVE)
 #: 1.00 s/step alone, 1.27 beside a busy process; libgomp's default spin 0.80 alone but 7.65 beside one;
 #: 3000 spins 0.82 alone, 1.44 beside one.
 OPENMP_SPIN_COUNT = "3000"
