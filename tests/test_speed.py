@@ -27,7 +27,7 @@ def test_auto_is_settled_for_the_device(monkeypatch):
 
 
 @pytest.mark.parametrize("native, cpu_bf16, fp32_generation",
-                         [(None, False, False), ("AVX512-BF16", True, False), ("AMX", True, True)])
+                         [(None, False, False), ("AVX512-BF16", True, False), ("AMX", True, False)])
 def test_cpu_levers_follow_the_cpu_features_and_never_apply_on_cuda(monkeypatch, native, cpu_bf16, fp32_generation):
     monkeypatch.setattr(speed_module, "native_bf16", lambda: native)
     cpu = resolve_speed(FAST, on_cuda=False)

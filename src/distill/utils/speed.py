@@ -1,6 +1,5 @@
 """The speed levers of a run (``conf/speed/``), each ``auto`` settled once for the device it runs on
-(:func:`resolve_speed`): ``cpu_bf16`` and ``fp32_generation`` by the CPU's features
-(:func:`native_bf16`), never by a timing. What each lever does and what it measured: docs/speed.md."""
+(:func:`resolve_speed`): ``cpu_bf16`` by the CPU's features (:func:`native_bf16`), never by a timing. What each lever does and what it measured: docs/speed.md."""
 
 from __future__ import annotations
 
@@ -10,11 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Speed", "PLAIN", "resolve_speed", "native_bf16", "FP32_GENERATION_CPUS"]
-
-#: the native-bf16 CPUs (:func:`native_bf16`) on which ``fp32_generation: auto`` decodes in fp32: there
-#: decode-shaped bf16 products (a few rows each) ran slower than fp32 (docs/speed.md)
-FP32_GENERATION_CPUS = frozenset({"AMX"})
+__all__ = ["Speed", "PLAIN", "resolve_speed", "native_bf16"]
 
 
 @dataclass(frozen=True)
@@ -92,5 +87,6 @@ def resolve_speed(cfg: Mapping[str, Any] | None, on_cuda: bool) -> Speed:
         pad_to_multiple_of=int(_auto(cfg.get("pad_to_multiple_of", 1), 8 if on_cuda else 1)),
         pin_memory=bool(_auto(cfg.get("pin_memory", False), on_cuda)),
         cpu_bf16=not on_cuda and bool(_auto(cfg.get("cpu_bf16", False), native is not None)),
-        fp32_generation=bool(_auto(cfg.get("fp32_generation", False), native in FP32_GENERATION_CPUS)),
+        # auto: generation in the run's own precision (bf16 decoding was faster on AMX and AVX512-BF16 alike)
+        fp32_generation=bool(_auto(cfg.get("fp32_generation", False), False)),
     )
