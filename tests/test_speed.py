@@ -13,14 +13,15 @@ from distill.training import build_speed, build_trainer
 from train_utils import QUICK, compose_train
 
 FAST = {"fused_optimizer": True, "target_only_logits": True, "stack_tasks": "auto", "pad_to_multiple_of": "auto",
-        "pin_memory": "auto", "cpu_bf16": "auto", "fp32_generation": "auto"}
+        "pin_memory": "auto", "cpu_bf16": "auto", "fp32_generation": "auto",
+        "eager_attention": "auto"}
 
 
 def test_auto_is_settled_for_the_device(monkeypatch):
     monkeypatch.setattr(speed_module, "native_bf16", lambda: None)
     cpu = resolve_speed(FAST, on_cuda=False)
     assert cpu == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=False, pad_to_multiple_of=1,
-                        pin_memory=False, cpu_bf16=False, fp32_generation=False)
+                        pin_memory=False, cpu_bf16=False, fp32_generation=False, eager_attention=True)
     cuda = resolve_speed(FAST, on_cuda=True)
     assert cuda == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=True, pad_to_multiple_of=8,
                          pin_memory=True, cpu_bf16=False, fp32_generation=False)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torchmetrics import MaxMetric
 
+from distill.models.attention import attention_implementation
 from distill.models.inference import (
     InferenceSettings,
     generate_from_ids,
@@ -212,13 +213,14 @@ class DistillModule(pl.LightningModule):
         self._shared_pass = True
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        if not self._fast_losses_checked:
-            if "shared" in batch:
-                self._check_shared_pass(batch)
-            elif self.speed.fast_losses:
-                self._check_fast_losses(batch)
-            self._fast_losses_checked = True
-        losses = self.compute_losses(batch)
+        with attention_implementation(self.model, "eager" if self.speed.eager_attention else None):
+            if not self._fast_losses_checked:
+                if "shared" in batch:
+                    self._check_shared_pass(batch)
+                elif self.speed.fast_losses:
+                    self._check_fast_losses(batch)
+                self._fast_losses_checked = True
+            losses = self.compute_losses(batch)
         self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by StopOnDivergence
         size = len(batch["uid"])
         for name, value in losses.items():

@@ -21,6 +21,7 @@ class Speed:
     pin_memory: bool = False
     cpu_bf16: bool = False
     fp32_generation: bool = False
+    eager_attention: bool = False
 
     @property
     def fast_losses(self) -> bool:
@@ -89,4 +90,6 @@ def resolve_speed(cfg: Mapping[str, Any] | None, on_cuda: bool) -> Speed:
         cpu_bf16=not on_cuda and bool(_auto(cfg.get("cpu_bf16", False), native is not None)),
         # auto: generation in the run's own precision (bf16 decoding was faster on AMX and AVX512-BF16 alike)
         fp32_generation=bool(_auto(cfg.get("fp32_generation", False), False)),
+        # auto: on a CPU, where torch's fused attention backward is the slower kernel at these lengths
+        eager_attention=bool(_auto(cfg.get("eager_attention", False), not on_cuda)),
     )
