@@ -76,6 +76,16 @@ def test_run_writes_results_checkpoints_and_predictions(trained_run):
     assert len((trained_run / "predictions_test.jsonl").read_text().splitlines()) == 8
 
 
+def test_keep_checkpoints_false_deletes_them_after_the_test_and_keeps_the_results(tmp_path):
+    cfg = compose_train([*QUICK, "data.benchmark.train_size=64", "data.benchmark.test_size=16", "keep_checkpoints=false"],
+                        tmp_path)
+    train(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok" and results["best_checkpoint"] is None and "test/acc" in results["metrics"]
+    assert not (tmp_path / "checkpoints").exists()
+    assert len((tmp_path / "predictions_test.jsonl").read_text().splitlines()) == 8
+
+
 @pytest.mark.parametrize("model", ["tiny", "tiny_causal"])
 def test_resume_continues_at_the_saved_step_on_the_same_examples(tmp_path, model):
     """Stop at step 4 of a 16-step epoch, resume to step 6: the resumed run trains steps 4 and 5

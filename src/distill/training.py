@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import warnings
 from collections import Counter
@@ -340,6 +341,9 @@ def train(cfg: DictConfig) -> float | None:
         results["error"] = str(diverged)
         results["diverged_at_step"] = diverged.step
     if trainer.is_global_zero:
+        if diverged is None and cfg.test and not cfg.get("keep_checkpoints", True):
+            shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+            results["best_checkpoint"] = None  # tested, then deleted (keep_checkpoints: false)
         (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print("\n" + format_run_summary(results), flush=True)
     for logger in loggers:
