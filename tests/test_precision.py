@@ -111,6 +111,13 @@ def test_the_cpu_kind_comes_from_its_features_and_decides_the_auto_precision(fla
                                 speed)[0] == pinned
     assert choose_precision(compose_train([*QUICK, "trainer=cpu", "speed.cpu_bf16=false"], tmp_path),
                             build_speed(compose_train([*QUICK, "speed.cpu_bf16=false"], tmp_path)))[0] == "32-true"
+    # a recipe that refuses emulated bf16 starts only where bf16 is native
+    strict = compose_train([*QUICK, "trainer=cpu", "trainer.precision=bf16-mixed", "refuse_emulated_bf16=true"], tmp_path)
+    if native:
+        assert choose_precision(strict, speed)[0] == "bf16-mixed"
+    else:
+        with pytest.raises(SystemExit, match="without native bf16"):
+            choose_precision(strict, speed)
 
 
 @pytest.mark.slow

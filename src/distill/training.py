@@ -141,6 +141,9 @@ def choose_precision(cfg: DictConfig, speed: Speed = PLAIN) -> tuple[str, str]:
     configured = str(cfg.trainer.precision)
     if configured != "auto":
         if "bf16" in configured and not runs_on_cuda(cfg) and native_bf16() is None:
+            if cfg.get("refuse_emulated_bf16", False):
+                raise SystemExit(f"trainer.precision={configured} on a CPU without native bf16 (no AMX or AVX512-BF16): "
+                                 "this recipe runs only where bf16 is native (refuse_emulated_bf16)")
             log.warning("trainer.precision=%s on a CPU without native bf16 (no AMX or AVX512-BF16): bf16 is "
                         "emulated here and runs many times slower than fp32", configured)
         return normalize(configured), f"trainer.precision={configured}"
