@@ -342,7 +342,7 @@ def test_precision_and_training_time_are_reported_not_pooled_on(tmp_path: Path) 
     assert group["precision"] == "32-true (1 2) bf16-mixed (0)" and group["train_seconds"] == pytest.approx(1200.0)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "Training: 1.0 h in all" in md
-    assert "| 50.00 ± 0.00 | 25.00 ± 0.00 | 32-true (1 2) bf16-mixed (0) | 20.0 |" in md
+    assert "| 50.00 ± 0.00 | 25.00 ± 0.00 |  |  | 32-true (1 2) bf16-mixed (0) | 20.0 |" in md  # no steps recorded
     with (tmp_path / "out" / "runs.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["precision"], float(r["train_seconds"])) for r in rows] == [("bf16-mixed", 600.0), ("32-true", 1200.0), ("32-true", 1800.0)]
@@ -431,3 +431,69 @@ def test_the_committed_protocol_tables_rebuild_byte_for_byte(tmp_path: Path, mon
                      "--metric", "val/acc_best"]) == 0
     for name in ("results.md", "results.csv", "runs.csv"):
         assert (tmp_path / name).read_bytes() == (protocol / name).read_bytes(), name
+
+
+def test_paired_statistics_match_scipys_paired_t_test_and_the_pooled_estimate_is_inverse_variance(tmp_path: Path) -> None:
+    """Per cell: the 95% interval and p-value of scipy's paired t-test, and the smallest difference
+    detectable with 80% power; across cells: the fixed-effect estimate and Cochran's Q by hand."""
+    from scipy import stats as sp
+
+    root = tmp_path / "grid"
+    accs = {("svamp", "standard"): [0.40, 0.44, 0.42, 0.41], ("svamp", "step_by_step"): [0.45, 0.47, 0.50, 0.44],
+            ("cqa", "standard"): [0.60, 0.61, 0.62, 0.58], ("cqa", "step_by_step"): [0.58, 0.64, 0.61, 0.60]}
+    num = 0
+    for (benchmark, method), values in accs.items():
+        for seed, acc in enumerate(values):
+            run = write_run(root, num, [f"seed={seed}"], method=method, fraction=1.0, seed=seed, acc=acc)
+            body = json.loads((run / "results.json").read_text())
+            body["config"]["benchmark"] = benchmark
+            (run / "results.json").write_text(json.dumps(body))
+            num += 1
+    agg.aggregate([str(root)], tmp_path / "out")
+    paired = {row["benchmark"]: row for row in csv.DictReader((tmp_path / "out" / "paired.csv").open())}
+    weights, means = [], []
+    for benchmark in ("svamp", "cqa"):
+        method, base = accs[(benchmark, "step_by_step")], accs[(benchmark, "standard")]
+        test = sp.ttest_rel(method, base)
+        interval = test.confidence_interval(0.95)
+        row = paired[benchmark]
+        assert float(row["p_value"]) == pytest.approx(test.pvalue)
+        assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((interval.low, interval.high))
+        se = float(row["difference_se"])
+        assert float(row["detectable"]) == pytest.approx((sp.t.ppf(0.975, 3) + sp.t.ppf(0.8, 3)) * se)
+        weights.append(1 / se**2)
+        means.append(float(row["difference"]))
+    fixed = sum(w * d for w, d in zip(weights, means)) / sum(weights)
+    q = sum(w * (d - fixed) ** 2 for w, d in zip(weights, means))
+    md = (tmp_path / "out" / "results.md").read_text()
+    pooled_row = next(line for line in md[md.index("### Pooled across cells"):].splitlines() if "| step-by-step" in line)
+    assert f"{fixed * 100:+.2f} ± {math.sqrt(1 / sum(weights)) * 100:.2f}" in pooled_row
+    assert f"{q:.1f} (p {sp.chi2.sf(q, 1):.3f})" in pooled_row
+
+
+def test_steps_trained_best_step_and_learning_curves(tmp_path: Path) -> None:
+    """A run's steps come from results.json, its curve from its metrics CSVs (a resumed run's parts
+    together; the CSV counts steps from 0), its best step is the first of its best validation; the
+    tables show both and the learning-curve plot is drawn."""
+    root = tmp_path / "grid"
+    curves = {"standard": [(49, 0.2), (99, 0.4), (149, 0.4), (199, 0.3)],
+              "step_by_step": [(49, 0.3), (99, 0.35), (149, 0.5), (199, 0.45)]}
+    for num, (method, curve) in enumerate(curves.items()):
+        run = write_run(root, num, [f"method={method}"], method=method, fraction=1.0, seed=0, acc=0.5)
+        body = json.loads((run / "results.json").read_text())
+        body["global_step"] = 200
+        (run / "results.json").write_text(json.dumps(body))
+        first, second = run / "csv" / "version_0", run / "csv" / "version_1"
+        for part, points in ((first, curve[:2]), (second, curve[2:])):
+            part.mkdir(parents=True)
+            rows = ["step,train/loss,val/acc"] + [f"{s},,{a}" for s, a in points] + [f"{points[0][0] - 1},1.0,"]
+            (part / "metrics.csv").write_text("\n".join(rows) + "\n")
+    result = agg.aggregate([str(root)], tmp_path / "out")
+    runs = {r.config["method"]: r for r in result["runs"]}
+    assert runs["standard"].curve == ((50, 0.2), (100, 0.4), (150, 0.4), (200, 0.3))
+    assert (runs["standard"].best_step, runs["step_by_step"].best_step) == (100, 150)
+    assert runs["standard"].steps == 200
+    paired = next(csv.DictReader((tmp_path / "out" / "paired.csv").open()))
+    assert (float(paired["best_step_base"]), float(paired["best_step"]), float(paired["steps"])) == (100, 150, 200)
+    plot = tmp_path / "out" / "learning_curves.png"
+    assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC

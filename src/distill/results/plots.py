@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from distill.results.labels import fmt_fraction, model_rank, series_label
+from distill.results.identity import group_key
+from distill.results.labels import config_label, fmt_fraction, model_rank, series_label
 from distill.results.runs import TEACHER_METRIC, Run
 from distill.results.tables import PAIRED_KEYS, paired_seeds, runs_frame, sort_key, stat
 
@@ -165,6 +166,48 @@ def _plot_panels(rows: list[Row], metric: str, panel_keys: tuple[str, ...], x_of
     return True
 
 
+def plot_learning_curves(runs: list[Run], path: Path) -> bool:
+    """Validation accuracy against step, one panel per cell where two or more methods have curves: each
+    seed a thin line, each method's mean over the seeds still training a thick one (an early-stopped seed
+    leaves the mean). Shows whether a method starts sooner or ends higher. False when no cell has them."""
+    cells: dict[tuple, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if run.ok and len(run.curve) >= 2:
+            key = group_key(run.config)
+            cell = (str(key["benchmark"]), str(key["model"]), fmt_fraction(key["fraction"]),
+                    *([f"lr {key['lr']:g}"] if key["lr"] is not None else []))
+            cells[cell][config_label(key) + (" (shared input)" if key["shared_input"] else "")].append(run)
+    cells = {cell: methods for cell, methods in cells.items() if len(methods) >= 2}
+    if not cells:
+        return False
+    plt = _pyplot()
+    cols = min(len(cells), 4)
+    rows = math.ceil(len(cells) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    for ax, (cell, methods) in zip(axes.flat, sorted(cells.items(), key=lambda kv: tuple(map(str, kv[0])))):
+        for color, (label, members) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], sorted(methods.items())):
+            by_step: dict[int, list[float]] = defaultdict(list)
+            for run in members:
+                steps, accs = zip(*run.curve)
+                ax.plot(steps, [a * 100 for a in accs], color=color, alpha=0.3, linewidth=0.8)
+                for step, acc in run.curve:
+                    by_step[step].append(acc)
+            steps = sorted(by_step)
+            ax.plot(steps, [100 * sum(by_step[s]) / len(by_step[s]) for s in steps], color=color, linewidth=2,
+                    label=f"{label} ({len(members)} seeds)")
+        ax.set_title(" · ".join(cell), fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("val/acc (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_plots(configs: pd.DataFrame, runs: list[Run], metric: str, out: Path) -> list[Path]:
     """Every figure the sweep has the axes for, under ``out``; returns their paths."""
     rows = configs.to_dict("records")
@@ -174,6 +217,9 @@ def write_plots(configs: pd.DataFrame, runs: list[Run], metric: str, out: Path) 
         written.append(path)
     path = out / "paired_differences.png"
     if plot_paired(paired_seeds(runs, metric), metric, path):
+        written.append(path)
+    path = out / "learning_curves.png"
+    if plot_learning_curves(runs, path):
         written.append(path)
 
     def fraction_ticks(ax: Any, members: list[Row]) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from distill.results.identity import REQUIRED, read_identity
 
 #: the metrics a result is reported on
@@ -46,6 +48,13 @@ class Run:
     job: str = ""  # the sweep's job number and overrides, where known
     precision: str | None = None  # what it trained in; not identity
     train_seconds: float | None = None  # its fit's wall time, as results.json records it
+    steps: int | None = None  # the optimizer steps it trained (early stopping: before the cap)
+    curve: tuple[tuple[int, float], ...] = ()  # (step, val/acc) at each validation, from its metrics CSV
+
+    @property
+    def best_step(self) -> int | None:
+        """The first step of the best validation accuracy: the checkpoint a run tests."""
+        return max(self.curve, key=lambda point: (point[1], -point[0]))[0] if self.curve else None
 
     @property
     def ok(self) -> bool:
@@ -123,10 +132,27 @@ def read_run(run_dir: Path) -> Run:
     num_parameters = data.get("num_parameters")
     precision = config.get("precision")
     train_seconds = data.get("train_seconds")
+    steps = data.get("global_step")
     return Run(str(run_dir), "ok", config, numbers,
                int(num_parameters) if isinstance(num_parameters, (int, float)) else None, job=job,
                precision=str(precision) if precision is not None else None,
-               train_seconds=float(train_seconds) if isinstance(train_seconds, (int, float)) else None)
+               train_seconds=float(train_seconds) if isinstance(train_seconds, (int, float)) else None,
+               steps=int(steps) if isinstance(steps, (int, float)) else None, curve=read_curve(run_dir))
+
+
+def read_curve(run_dir: Path) -> tuple[tuple[int, float], ...]:
+    """``(optimizer steps, val/acc)`` of every validation in the run's metrics CSVs (the parts of a resumed run
+    together, a step logged twice read once, the later part winning); () where there is none."""
+    points: dict[int, float] = {}
+    for path in sorted(run_dir.glob(KEPT_CURVES), key=lambda p: p.stat().st_mtime):
+        try:
+            frame = pd.read_csv(path, usecols=lambda c: c in ("step", "val/acc"))
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+        if {"step", "val/acc"} <= set(frame.columns):
+            for step, acc in frame.dropna(subset=["val/acc"])[["step", "val/acc"]].itertuples(index=False):
+                points[int(step) + 1] = float(acc)  # the CSV's step counts from 0: step 99 is the 100th
+    return tuple(sorted(points.items()))
 
 
 def _is_run_dir(path: Path) -> bool:

@@ -16,15 +16,16 @@ import pandas as pd
 from distill.results.identity import DEFAULTS, GROUP_KEYS, VARIANT_KEYS, group_key
 from distill.results.labels import config_label, fmt_fraction, model_rank, series_label, variant_label
 from distill.results.runs import METRICS, TEACHER_METRIC, Run
+from distill.results.stats import paired_t, pooled
 
 #: what a difference is paired within: the same cell, seed by seed
 CELL_KEYS = ("benchmark", "model", "fraction", "max_steps", "global_batch_size", "lr")
 #: (comparison, baseline, method): the differences results.md reports, method minus baseline
 COMPARISONS = (
     ("step-by-step − standard finetuning", {"method": "standard", "label_source": "gold"},
-     {"method": "step_by_step", "label_source": "gold", "shared_input": False}),
+     {"method": "step_by_step", "label_source": "gold"}),
     ("step-by-step − standard distillation", {"method": "standard", "label_source": "teacher"},
-     {"method": "step_by_step", "label_source": "teacher", "shared_input": False}),
+     {"method": "step_by_step", "label_source": "teacher"}),
     ("shared input − paper layout (step-by-step)", {"method": "step_by_step", "label_source": "gold", "shared_input": False},
      {"method": "step_by_step", "label_source": "gold", "shared_input": True}),
 )
@@ -33,12 +34,13 @@ COMPARISONS = (
 # ---------------------------------------------------------------------------- frames
 def runs_frame(runs: Iterable[Run]) -> pd.DataFrame:
     """One row per successful run: its group keys (:func:`~distill.results.identity.group_key`), seed,
-    parameter count, precision, training seconds, :data:`METRICS` and the teacher's accuracy, as
-    recorded (object columns: None stays None)."""
+    parameter count, precision, training seconds, steps trained and the step of its best validation,
+    :data:`METRICS` and the teacher's accuracy, as recorded (object columns: None stays None)."""
     rows = [{**group_key(r.config), "seed": r.config.get("seed"), "num_parameters": r.num_parameters,
-             "precision": r.precision, "train_seconds": r.train_seconds,
+             "precision": r.precision, "train_seconds": r.train_seconds, "steps": r.steps, "best_step": r.best_step,
              **{m: r.metrics.get(m) for m in (*METRICS, TEACHER_METRIC)}} for r in runs if r.ok]
-    columns = [*GROUP_KEYS, "seed", "num_parameters", "precision", "train_seconds", *METRICS, TEACHER_METRIC]
+    columns = [*GROUP_KEYS, "seed", "num_parameters", "precision", "train_seconds", "steps", "best_step", *METRICS,
+               TEACHER_METRIC]
     return pd.DataFrame(rows, columns=columns, dtype=object)
 
 
@@ -78,7 +80,7 @@ def _median_count(counts: pd.Series) -> float:
 def configurations(runs: Iterable[Run]) -> pd.DataFrame:
     """One row per configuration (the long table, ``results.csv``): :data:`GROUP_KEYS` as recorded,
     ``method_label``, ``precision`` (:func:`_precisions`), ``seeds``, ``num_parameters`` (median),
-    ``train_seconds`` (mean), and per metric ``<m>_n``, ``<m>_mean``, ``<m>_se`` over the seeds with a
+    ``train_seconds``, ``steps`` (trained) and ``best_step`` (means), and per metric ``<m>_n``, ``<m>_mean``, ``<m>_se`` over the seeds with a
     finite value; sorted by the group keys (None first)."""
     frame = runs_frame(runs)
     # grouped by a group number: the key columns keep their recorded values (groupby's index would coerce them)
@@ -87,6 +89,8 @@ def configurations(runs: Iterable[Run]) -> pd.DataFrame:
         seeds=("seed", lambda seeds: " ".join(str(s) for s in sorted(set(seeds), key=str))),
         num_parameters=("num_parameters", _median_count),
         train_seconds=("train_seconds", _mean),
+        steps=("steps", _mean),
+        best_step=("best_step", _mean),
         **{name: spec for m in METRICS for name, spec in
            ((f"{m}_n", (m, lambda v: len(_finite(v)))), (f"{m}_mean", (m, _mean)), (f"{m}_se", (m, _se)))},
     ).astype({"num_parameters": "Int64"})
@@ -115,7 +119,8 @@ def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
     rows = [{"source": r.source, "status": r.status, "reason": r.reason, "job": r.job,
              **{k: cell(r.config.get(k)) for k in (*GROUP_KEYS, "seed")},
              **{m: cell(r.metrics.get(m)) for m in METRICS}, "num_parameters": r.num_parameters,
-             "precision": r.precision, "train_seconds": r.train_seconds} for r in runs]
+             "precision": r.precision, "train_seconds": r.train_seconds, "steps": r.steps, "best_step": r.best_step}
+            for r in runs]
     return pd.DataFrame(rows, dtype=object)
 
 
@@ -137,7 +142,7 @@ def paired_seeds(runs: Iterable[Run], metric: str) -> pd.DataFrame:
     ``mixed_precision``: both recorded and different (an unrecorded precision never counts as mixed);
     empty when nothing pairs."""
     frame = (runs_frame(runs).infer_objects().rename(columns={metric: "value", TEACHER_METRIC: "teacher"})
-             [[*GROUP_KEYS, "seed", "value", "teacher", "precision"]].dropna(subset=["value"]))
+             [[*GROUP_KEYS, "seed", "value", "teacher", "precision", "steps", "best_step"]].dropna(subset=["value"]))
     tables = []
     for name, baseline, method in COMPARISONS:
         # the baseline makes the paper's choices; the method's own variants (λ, follow-up choices) are rows apart
@@ -156,14 +161,16 @@ def paired_seeds(runs: Iterable[Run], metric: str) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
-#: one row of paired.csv: a comparison on one cell, at one λ/α and variant of the method
-PAIRED_KEYS = ("comparison", *CELL_KEYS, "rationale_weight", "alpha", "variant")
+#: one row of paired.csv: a comparison on one cell, at one λ/α, layout and variant of the method
+PAIRED_KEYS = ("comparison", *CELL_KEYS, "rationale_weight", "alpha", "shared_input", "variant")
 
 
 def paired_differences(runs: Iterable[Run], metric: str) -> pd.DataFrame:
     """Per comparison and cell (:data:`PAIRED_KEYS`): the method minus its baseline seed by seed
-    (:func:`paired_seeds`), mean and standard error over those seeds, both means, and the teacher's
-    test accuracy (``paired.csv``). A pair of different precisions is left out of every statistic
+    (:func:`paired_seeds`), mean and standard error over those seeds with the paired t-test's 95%
+    interval, p-value and smallest detectable difference (:func:`~distill.results.stats.paired_t`), both
+    means with their standard errors, the steps each trained and of its best checkpoint (means), and the
+    teacher's test accuracy (``paired.csv``). A pair of different precisions is left out of every statistic
     (``n`` and ``seeds`` included) and named in ``excluded`` (``seed 1 (bf16-mixed vs 32-true)``:
     the method's precision, then the baseline's; empty when none is)."""
     pairs = paired_seeds(runs, metric)
@@ -171,18 +178,23 @@ def paired_differences(runs: Iterable[Run], metric: str) -> pd.DataFrame:
         return pd.DataFrame()
     mixed = pairs["mixed_precision"]
     # a mixed pair's values are blanked, so each statistic (all NaN-skipping) leaves it out
-    pairs.loc[mixed, ["difference", "value", "value_base", "teacher"]] = math.nan
+    pairs.loc[mixed, ["difference", "value", "value_base", "teacher", "steps", "steps_base", "best_step",
+                      "best_step_base"]] = math.nan
     pairs["kept_seed"] = pairs["seed"].astype(object).where(~mixed, None)
     pairs["excluded"] = [f"seed {seed} ({p} vs {p_base})" if m else ""
                          for seed, p, p_base, m in zip(pairs["seed"], pairs["precision"], pairs["precision_base"], mixed)]
     order = {name: i for i, (name, _, _) in enumerate(COMPARISONS)}
-    return (pairs.groupby(list(PAIRED_KEYS), dropna=False, sort=True)
-            .agg(n=("difference", "count"), difference=("difference", "mean"), difference_se=("difference", "sem"),
-                 baseline=("value_base", "mean"), method=("value", "mean"), teacher=("teacher", "mean"),
-                 seeds=("kept_seed", lambda seeds: " ".join(str(s) for s in sorted(seeds.dropna(), key=str))),
-                 excluded=("excluded", lambda notes: "; ".join(n for n in notes if n)))
-            .reset_index()
-            .sort_values("comparison", key=lambda names: names.map(order), kind="stable", ignore_index=True))
+    table = (pairs.groupby(list(PAIRED_KEYS), dropna=False, sort=True)
+             .agg(n=("difference", "count"), difference=("difference", "mean"), difference_se=("difference", "sem"),
+                  baseline=("value_base", "mean"), baseline_se=("value_base", "sem"), method=("value", "mean"),
+                  method_se=("value", "sem"), teacher=("teacher", "mean"),
+                  steps_base=("steps_base", "mean"), steps=("steps", "mean"),
+                  best_step_base=("best_step_base", "mean"), best_step=("best_step", "mean"),
+                  seeds=("kept_seed", lambda seeds: " ".join(str(s) for s in sorted(seeds.dropna(), key=str))),
+                  excluded=("excluded", lambda notes: "; ".join(n for n in notes if n)))
+             .reset_index()
+             .sort_values("comparison", key=lambda names: names.map(order), kind="stable", ignore_index=True))
+    return table.join(paired_t(table["difference"], table["difference_se"], table["n"]))
 
 
 # ---------------------------------------------------------------------------- Markdown
@@ -262,20 +274,57 @@ def paired_table(paired: pd.DataFrame, metric: str) -> list[str]:
         "baseline (%)": paired["baseline"].map(_percent),
         "method (%)": paired["method"].map(_percent),
         "difference (points)": [_percent(d, se, n) for d, se, n in zip(paired["difference"], paired["difference_se"], paired["n"])],
+        "95% CI": [f"[{lo * 100:+.1f}, {hi * 100:+.1f}]" if pd.notna(lo) else "-"
+                   for lo, hi in zip(paired["ci_low"], paired["ci_high"])],
+        "p": paired["p_value"].map(lambda p: "-" if pd.isna(p) else f"{p:.3f}"),
+        "detectable": paired["detectable"].map(lambda d: "-" if pd.isna(d) else f"{d * 100:.1f}"),
+        "steps (best)": [f"{_number(round(s_b))} ({_number(round(b_b))}) / {_number(round(s))} ({_number(round(b))})"
+                         if pd.notna(s_b) and pd.notna(b_b) and pd.notna(s) and pd.notna(b) else "-"
+                         for s_b, b_b, s, b in zip(paired["steps_base"], paired["best_step_base"], paired["steps"],
+                                                   paired["best_step"])],
+        "layout": paired["shared_input"].map(lambda shared: "shared input" if shared else "paper"),
         "teacher (%)": paired["teacher"].map(_percent),
-    }).rename(columns={"max_steps": "steps"})
-    columns = ["comparison", "benchmark", "model", "fraction", "steps", "λ", "seeds", "baseline (%)", "method (%)",
-               "difference (points)", "teacher (%)"]
+    }).rename(columns={"max_steps": "cap"})
+    columns = ["comparison", "benchmark", "model", "fraction", "cap", "λ", "seeds", "baseline (%)", "method (%)",
+               "difference (points)", "95% CI", "p", "detectable", "steps (best)", "teacher (%)"]
+    if paired["shared_input"].astype(bool).any():
+        columns.insert(columns.index("λ"), "layout")
     if paired["variant"].astype(bool).any():
         columns.insert(columns.index("λ"), "variant")
     if paired["excluded"].astype(bool).any():
         columns.append("excluded")
     return [f"### Paired differences · {metric}", "",
             "Each method minus its baseline on the same cell and seed (seeds both ran), mean ± standard error "
-            "over seeds, in percentage points; the teacher's own accuracy on the same test examples beside it.", "",
+            "over seeds, in percentage points, with the paired t-test's 95% interval and p-value; `detectable`: the "
+            "smallest difference these seeds detect with 80% power at their spread; `steps (best)`: the steps the "
+            "baseline / the method trained (and of its best-validation checkpoint), means over seeds; the teacher's "
+            "own accuracy on the same test examples beside it.", "",
             table[columns].to_markdown(index=False, disable_numparse=True), "",
             "A pair whose two runs trained in different precisions is left out of the paired statistics "
-            "(`excluded`: the method's precision, then the baseline's).", ""]
+            "(`excluded`: the method's precision, then the baseline's).", "", *pooled_table(paired)]
+
+
+def pooled_table(paired: pd.DataFrame) -> list[str]:
+    """Per comparison, model and layout with two or more cells: the cells pooled (:func:`~distill.results.stats.pooled`)."""
+    rows = []
+    for (name, model, shared), part in paired.groupby(["comparison", "model", "shared_input"], sort=False):
+        found = pooled(part["difference"], part["difference_se"])
+        if found["k"] < 2:
+            continue
+        rows.append([name, str(model), "shared input" if shared else "paper", str(found["k"]),
+                     f"{found['estimate'] * 100:+.2f} ± {found['se'] * 100:.2f}",
+                     f"[{found['ci_low'] * 100:+.1f}, {found['ci_high'] * 100:+.1f}]", f"{found['p']:.3f}",
+                     f"{found['q']:.1f} (p {found['q_p']:.3f})", f"{found['i2'] * 100:.0f}%",
+                     f"{found['re_estimate'] * 100:+.2f} ± {found['re_se'] * 100:.2f}",
+                     f"[{found['re_ci_low'] * 100:+.1f}, {found['re_ci_high'] * 100:+.1f}]"])
+    if not rows:
+        return []
+    return ["### Pooled across cells", "",
+            "The cells' mean differences (points) weighted by inverse variance: fixed effect with its 95% interval "
+            "and p-value; Cochran's Q and I² say how much the cells disagree beyond their noise; where they do, "
+            "the random-effects (DerSimonian-Laird) estimate is the one to quote.", "",
+            *pipe_table(["comparison", "model", "layout", "cells", "fixed effect", "95% CI", "p", "Q", "I²",
+                         "random effects", "95% CI"], "lllrrrrrrrr", rows), ""]
 
 
 def _minutes(seconds: Any) -> str:
@@ -314,13 +363,15 @@ def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources
     rows = [[str(k["benchmark"]), str(k["model"]), k["method_label"], str(k["label_source"]), fmt_fraction(k["fraction"]),
              _number(k["rationale_weight"]) if k["method"] == "step_by_step" else "", _number(k["alpha"]),
              str(k["max_steps"]), _number(k["lr"]), k["seeds"], *(fmt_stat(stat(k, m)) for m in METRICS),
-             k["precision"], _minutes(k["train_seconds"])]
+             _number(round(k["steps"])) if pd.notna(k["steps"]) else "",
+             _number(round(k["best_step"])) if pd.notna(k["best_step"]) else "", k["precision"], _minutes(k["train_seconds"])]
             for k in configs.to_dict("records")]
     lines += ["### All configurations", "",
-              "`precision`: what the seeds trained in; `train min`: the mean "
-              "wall time of a seed's training, in minutes, on whatever machine ran it.", "",
-              *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "steps", "lr", "seeds", *METRICS,
-                           "precision", "train min"], "llllrrrrrl" + "r" * len(METRICS) + "lr", rows), ""]
+              "`cap`: the step budget; `trained` and `best`: the steps the seeds trained (early stopping ends a run "
+              "before its cap) and of their best validation, means; `precision`: what the seeds trained in; "
+              "`train min`: the mean wall time of a seed's training, in minutes, on whatever machine ran it.", "",
+              *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "cap", "lr", "seeds", *METRICS,
+                           "trained", "best", "precision", "train min"], "llllrrrrrl" + "r" * len(METRICS) + "rrlr", rows), ""]
     if failed:
         lines += ["### Failed and diverged runs", "",
                   *pipe_table(["run", "status", "job", "reason"], "llll",
