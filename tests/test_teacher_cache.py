@@ -13,7 +13,6 @@ from distill.benchmarks import get_benchmark
 from distill.benchmarks.base import Example
 from distill.teacher.annotator import build_backend, build_benchmark, build_requests
 from distill.teacher.cache import Answer, AnswerCache, CacheBusyError, request_key
-from distill.teacher.openai import parse_retry_after
 from distill.teacher.vote import majority_vote
 
 
@@ -99,8 +98,3 @@ def test_majority_vote_groups_equal_answers_and_breaks_ties_by_order():
     assert majority_vote(["b", "a", "a", "b"], lambda x, y: x == y).chosen == 0
     assert majority_vote([None, None], lambda x, y: x == y).chosen is None
 
-
-def test_retry_after_seconds_and_http_date():
-    assert parse_retry_after("3") == 3.0 and parse_retry_after("0.5") == 0.5
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)

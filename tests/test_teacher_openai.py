@@ -20,7 +20,7 @@ from distill.teacher.backend import Request, TeacherConfigError  # noqa: E402
 from distill.teacher.cache import Answer  # noqa: E402
 from distill.teacher.openai import OpenAIBackend  # noqa: E402
 
-FAST = dict(timeout_s=1.0, backoff_base_s=0.01, backoff_max_s=0.05, max_retries=3)
+FAST = dict(timeout_s=1.0, max_retries=3)
 
 
 class Recorder:
@@ -103,13 +103,14 @@ def test_retry_after_is_honoured(tmp_path):
     assert all(a[0].ok for a in rec.answers.values()) and len(rec.answers) == 2
     for first, second in times.values():
         assert second - first >= 1.0  # the client waited at least Retry-After
-    assert rec.retries == {"HTTP 429": 2}
+    assert sum(rec.retries.values()) == 2  # the SDK retried; it does not say why
+    assert [a.attempts for (a,) in rec.answers.values()] == [2, 2]
 
 
 def test_concurrency_is_bounded(tmp_path):
     bench = get_benchmark("svamp")
     examples = write_svamp_like(tmp_path / "data", n=60)
-    for limit in (4, 20):  # 20: three connection pools (7 + 7 + 6) share the load
+    for limit in (4, 20):
         with LoopbackServer(FakeTeacher(bench, examples), latency_s=0.2) as server:
             backend = OpenAIBackend(server.base_url, "m", chat=False, max_concurrency=limit, **FAST)
             rec = Recorder()
@@ -147,6 +148,37 @@ def test_refused_credentials_stop_the_run_and_bad_items_fail_alone(tmp_path, mon
             backend.generate([Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], Recorder())
 
 
+def test_only_the_named_key_variable_is_read(tmp_path, monkeypatch):
+    """The SDK would read $OPENAI_API_KEY by itself: with another variable named (and unset), the request
+    carries the placeholder, never that key."""
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=1)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-this-server")
+    monkeypatch.delenv("MY_UNSET_KEY", raising=False)
+    with LoopbackServer(FakeTeacher(bench, examples)) as server:
+        rec = Recorder()
+        OpenAIBackend(server.base_url, "m", chat=False, api_key_env="MY_UNSET_KEY", **FAST).generate(
+            [Request("k", bench.build_prompt(examples[0]))], rec)
+        assert [r.authorization for r in server.received] == ["Bearer EMPTY"]
+    assert rec.answers["k"][0].ok
+
+
+@pytest.mark.parametrize("fault", ["empty", "malformed"])
+def test_an_answer_that_stays_empty_or_malformed_is_recorded_as_a_failure(tmp_path, fault):
+    """Never an empty completion as an answer: asked again, then recorded as failed (text None)."""
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=1)
+    with LoopbackServer(FakeTeacher(bench, examples), faults=lambda p, a: fault) as server:
+        rec = Recorder()
+        OpenAIBackend(server.base_url, "m", chat=False, timeout_s=1.0, max_retries=2).generate(
+            [Request("k", bench.build_prompt(examples[0]))], rec)
+        assert len(server.received) == 3
+    (answer,) = rec.answers["k"]
+    reason = "empty completion" if fault == "empty" else "malformed response"
+    assert answer.text is None and answer.error.startswith(reason) and "gave up after 3 attempts" in answer.error
+    assert rec.retries == {reason: 2}
+
+
 def closed_port_url() -> str:
     """A loopback URL where nothing listens any more."""
     server = LoopbackServer(lambda prompt: "").start()
@@ -164,10 +196,10 @@ def test_a_teacher_that_is_not_there_stops_the_run_at_once(tmp_path):
     rec = Recorder()
     started = time.monotonic()
     with pytest.raises(TeacherConfigError) as err:
-        OpenAIBackend(url, "m", chat=False, max_retries=6, backoff_base_s=1.0).generate(
+        OpenAIBackend(url, "m", chat=False, max_retries=6).generate(
             [Request(f"k{i}", bench.build_prompt(ex)) for i, ex in enumerate(examples)], rec)
     assert time.monotonic() - started < 5.0
-    assert f"{url}/completions: the first 8 request(s) all failed to connect" in str(err.value)
+    assert f"nothing answers at {url}: 8 attempt(s) to connect all failed" in str(err.value)
     assert rec.answers == {} and sum(rec.retries.values()) < 8  # nothing recorded; no retry waited for
 
 
@@ -206,8 +238,14 @@ def test_connection_errors_after_an_answer_are_retried_then_recorded(tmp_path):
     assert rec.retries == {"connection error": 6}
 
 
-def test_backoff_grows_exponentially_with_jitter_and_a_cap():
-    b = OpenAIBackend("http://x/v1", "m", backoff_base_s=1.0, backoff_max_s=8.0)
-    for attempt, cap in [(1, 1), (2, 2), (3, 4), (4, 8), (9, 8)]:
-        delays = [b.backoff(attempt) for _ in range(50)]
-        assert all(cap / 2 <= d <= cap for d in delays) and len(set(delays)) > 1
+def test_server_errors_are_retried_after_a_backoff_not_at_once(tmp_path):
+    """The SDK's backoff (0.5 s, doubling, with jitter down to 75%) spaces the retries of a 500."""
+    bench = get_benchmark("svamp")
+    examples = write_svamp_like(tmp_path / "data", n=1)
+    with LoopbackServer(FakeTeacher(bench, examples), faults=lambda p, a: "500" if a <= 2 else None) as server:
+        rec = Recorder()
+        OpenAIBackend(server.base_url, "m", chat=False, **FAST).generate([Request("k", bench.build_prompt(examples[0]))], rec)
+        times = [r.time for r in server.received]
+    (answer,) = rec.answers["k"]
+    assert answer.ok and answer.attempts == 3 and len(times) == 3
+    assert times[1] - times[0] >= 0.3 and times[2] - times[1] >= 0.6

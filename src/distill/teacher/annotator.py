@@ -1,12 +1,6 @@
-"""Step 1 of Distilling Step-by-Step: ask a teacher for a rationale and a label per input.
-
-``annotate(cfg)`` prompts ``cfg.teacher.backend`` with the benchmark's few-shot chain of thought for
-rows ``[offset, offset + limit)`` of a split (the ``teacher.shard``-th of ``teacher.num_shards``
-slices), caches every answer as it arrives, and writes the release layout
-``{out_dir}/NAME/T/SPLIT_CoT_{i}.json`` (and ``samples/{s}/`` when ``teacher.samples > 1``), a sidecar
-and a report. A failed item is an empty placeholder, named in the report; the exit status is non-zero
-when any item failed (docs/teachers.md).
-"""
+"""Step 1 of Distilling Step-by-Step: :func:`annotate` asks a backend for a slice of a split with the benchmark's
+few-shot chain of thought, caching each answer as it arrives, and writes the release layout, a sidecar and a
+report; a failed item is an empty placeholder the report names (docs/teachers.md). :func:`run`: ``annotate.py``."""
 
 from __future__ import annotations
 
@@ -18,19 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distill.benchmarks.base import Benchmark, Example, Exemplar
-from distill.benchmarks.io import shard_glob
 from distill.data.splits import load_file
 from distill.teacher.backend import Backend, Request, TeacherConfigError, reason_class
 from distill.teacher.cache import Answer, AnswerCache, request_key
-from distill.teacher.output import write_completions, write_json, write_jsonl
+from distill.teacher.output import write_json, write_teacher_dir
 from distill.teacher.progress import Progress
 from distill.teacher.report import Report, format_rows
 from distill.teacher.vote import majority_vote
 
 log = logging.getLogger(__name__)
+
 
 class IncompleteShardsError(RuntimeError):
     """merge=true found rows that no shard job has answered."""
@@ -69,33 +64,6 @@ class Settings:
         if "/" in self.teacher_name or not self.teacher_name:
             raise ValueError(f"teacher.name names one directory; got {self.teacher_name!r}")
 
-    @property
-    def teacher_dir(self) -> Path:
-        return self.out_dir / self.name / self.teacher_name
-
-
-def sample_dir(teacher_dir: Path, sample: int) -> Path:
-    """Where sample ``sample`` of a ``teacher.samples=k`` run has its own shard set (the release layout)."""
-    return teacher_dir / "samples" / str(sample)
-
-
-def remove_stale_samples(teacher_dir: Path, split: str, num_samples: int) -> None:
-    """Drop ``split``'s shards of samples an earlier run with more samples wrote (all of them when k = 1),
-    so the data layer never reads samples that are not this run's."""
-    root = teacher_dir / "samples"
-    if not root.is_dir():
-        return
-    for directory in root.iterdir():
-        if directory.name.isdigit() and (num_samples == 1 or int(directory.name) >= num_samples):
-            for shard in directory.glob(shard_glob(split)):
-                shard.unlink()
-
-
-def row_range(n_rows: int, offset: int, limit: int | None) -> tuple[int, int]:
-    start = min(offset, n_rows)
-    stop = n_rows if limit is None else min(n_rows, start + limit)
-    return start, stop
-
 
 def shard_range(start: int, stop: int, shard: int, num_shards: int) -> tuple[int, int]:
     """The ``shard``-th of ``num_shards`` contiguous, near-equal slices of ``[start, stop)``."""
@@ -110,7 +78,6 @@ class Item:
     keys: list[str]  # one per sample
 
 
-# --------------------------------------------------------------------------- the run
 def build_requests(benchmark: Benchmark, backend: Backend, rows: Sequence[tuple[int, Example]],
                    num_samples: int) -> tuple[list[Item], dict[str, Request]]:
     """One request per row and sample; identical prompts share one request (and one key)."""
@@ -140,75 +107,63 @@ def _label_only(benchmark: Benchmark, example: Example, label: str) -> str:
 
 def assemble(benchmark: Benchmark, items: Sequence[Item], answers: Mapping[str, Answer], settings: Settings,
              report: Report) -> tuple[list[str], list[dict[str, Any]], list[list[str]]]:
-    """The official-layout completion and the sidecar record of every item, and every sample's
-    completion per item (``[sample][item]``), counting into ``report``."""
-    completions, sidecar = [], []
-    per_sample: list[list[str]] = [[] for _ in range(settings.num_samples)]
+    """Every item's completion and sidecar record, and every sample's completions, counting into ``report``."""
+    k = settings.num_samples
+    completions, sidecar, per_sample = [], [], [[] for _ in range(k)]
     failures: Counter[str] = Counter()
-    sample_correct = [0] * settings.num_samples
-    agreement: list[float] = []
+    sample_correct, agreement = [0] * k, []
     for item in items:
-        ex = item.example
-        samples = [answers[k] for k in item.keys]
+        ex, samples = item.example, [answers[key] for key in item.keys]
         parsed = [benchmark.parse_completion(a.text) if a.ok else None for a in samples]
         votes = [p.label if p is not None and p.ok and benchmark.label_fits(p.label, ex) else None for p in parsed]
         vote = majority_vote(votes, benchmark.score)
         for s, a in enumerate(samples):
             per_sample[s].append(a.text.lstrip() if a.ok else "")
-        if settings.num_samples > 1:
+            report.prompt_tokens += a.prompt_tokens or 0
+            report.completion_tokens += a.completion_tokens or 0
+        if k > 1:
             if ex.gold is not None:
                 for s, p in enumerate(parsed):
                     sample_correct[s] += bool(p is not None and p.ok and benchmark.score(p.label, ex.gold))
-            # the share of the samples that vote with the majority (no valid vote: 0)
-            agreement.append(max((c for _, c in vote.counts), default=0) / settings.num_samples)
-        chosen = vote.chosen
-        if chosen is None:  # no valid label: keep the first sample with text, so its fault shows
-            chosen = next((i for i, a in enumerate(samples) if a.ok), 0)
+            agreement.append(max((c for _, c in vote.counts), default=0) / k)  # the share voting with the majority
+        # no valid label: keep the first sample with text, so its fault shows
+        chosen = vote.chosen if vote.chosen is not None else next((i for i, a in enumerate(samples) if a.ok), 0)
         answer = samples[chosen]
         # leading whitespace is the prompt's doing (the answer cue ends before a space): dropped
         text = answer.text.lstrip() if answer.ok else ""
         p = benchmark.parse_completion(text)
+        fits = p.ok and benchmark.label_fits(p.label, ex)
+        correct = None if ex.gold is None else bool(p.ok and benchmark.score(p.label, ex.gold))
         rec: dict[str, Any] = {"row": item.row, "uid": ex.uid, "gold": ex.gold, "completion": text,
                                "rationale": p.rationale, "label": p.label, "parse_error": p.error,
-                               "error": answer.error}
+                               "error": answer.error, "placeholder": not answer.ok, "label_fits": fits,
+                               "correct": correct}
         if answer.ok:
             report.answered += 1
+            report.parse_failures += not p.ok
         else:
             report.failed += 1
             report.placeholder_rows.append(item.row)
             failures[reason_class(answer.error or "")] += 1
-        rec["placeholder"] = not answer.ok
-        if answer.ok and not p.ok:
-            report.parse_failures += 1
-        fits = p.ok and benchmark.label_fits(p.label, ex)
-        rec["label_fits"] = fits
-        if p.ok and not fits:
-            report.out_of_label_space += 1
-        correct = None
-        if ex.gold is not None:
+        report.out_of_label_space += p.ok and not fits
+        if correct is not None:
             report.with_gold += 1
-            correct = bool(p.ok and benchmark.score(p.label, ex.gold))
             report.teacher_correct += correct
-        rec["correct"] = correct
         if settings.filter_gold and correct is False and p.ok:
             rec["filtered"], rec["unfiltered"] = True, text
             text = _label_only(benchmark, ex, p.label) if fits else ""
             rec["completion"], rec["rationale"] = text, benchmark.parse_completion(text).rationale
             report.filtered += 1
-        if settings.num_samples > 1:
-            rec["sample"] = chosen
-            rec["votes"] = [list(c) for c in vote.counts]
-            rec["samples"] = [{"label": v, "error": a.error or (q.error if q else None)}
-                              for v, a, q in zip(votes, samples, parsed)]
-        for a in samples:
-            report.prompt_tokens += a.prompt_tokens or 0
-            report.completion_tokens += a.completion_tokens or 0
+        if k > 1:
+            rec.update(sample=chosen, votes=[list(c) for c in vote.counts],
+                       samples=[{"label": v, "error": a.error or (q.error if q else None)}
+                                for v, a, q in zip(votes, samples, parsed)])
         rec.update(latency_s=answer.latency_s, attempts=answer.attempts, prompt_tokens=answer.prompt_tokens,
                    completion_tokens=answer.completion_tokens, finish_reason=answer.finish_reason)
         completions.append(text)
         sidecar.append(rec)
     report.failure_reasons = dict(failures.most_common())
-    if settings.num_samples > 1:
+    if k > 1:
         if report.with_gold:
             report.sample_accuracy = [c / report.with_gold for c in sample_correct]
         report.agreement = sum(agreement) / len(agreement) if agreement else None
@@ -221,16 +176,16 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
     t0 = time.monotonic()
     # the data layer's reader: same rows, same uids ({name}/{split}/{index}) as training sees
     examples, _ = load_file(benchmark, settings.data_dir, settings.split, teacher=None, logical=settings.split)
-    start, stop = row_range(len(examples), settings.offset, settings.limit)
+    start = min(settings.offset, len(examples))
+    stop = len(examples) if settings.limit is None else min(len(examples), start + settings.limit)
     if not settings.merge:
         start, stop = shard_range(start, stop, settings.shard, settings.num_shards)
-    rows = [(r, examples[r]) for r in range(start, stop)]
-    items, requests = build_requests(benchmark, backend, rows, settings.num_samples)
+    items, requests = build_requests(benchmark, backend, [(r, examples[r]) for r in range(start, stop)],
+                                     settings.num_samples)
     report = Report(benchmark.name, settings.split, settings.teacher_name, backend.describe(), (start, stop),
                     items=len(items), samples_per_item=settings.num_samples, requests=len(requests))
     if settings.num_samples > 1 and backend.sampling().get("temperature", 1) == 0:
-        log.warning("teacher.samples=%d with temperature 0: every sample gets the same answer",
-                    settings.num_samples)
+        log.warning("teacher.samples=%d with temperature 0: every sample gets the same answer", settings.num_samples)
 
     writer = f"{settings.split}.{settings.teacher_name}.{settings.shard}-of-{settings.num_shards}"
     cache = AnswerCache(settings.cache_dir / settings.name, writer, fsync=settings.fsync)
@@ -241,12 +196,11 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
     else:
         with cache:
             answers = cache.load(requests)
-            final = {k for k, a in answers.items() if a.ok or not settings.retry_failed}
-            pending = [r for k, r in requests.items() if k not in final]
+            pending = [r for k, r in requests.items()
+                       if k not in answers or (settings.retry_failed and not answers[k].ok)]
             report.from_cache, report.asked = len(requests) - len(pending), len(pending)
-            log.info("%s/%s rows [%d, %d): %d requests, %d from cache, asking %s for %d",
-                     settings.name, settings.split, start, stop, len(requests), report.from_cache,
-                     backend.describe(), len(pending))
+            log.info("%s/%s rows [%d, %d): %d requests, %d from cache, asking %s for %d", settings.name,
+                     settings.split, start, stop, len(requests), report.from_cache, backend.describe(), len(pending))
             g0 = time.monotonic()
             with Progress(cache, answers, total=len(pending), enabled=settings.progress,
                           desc=f"{settings.name}/{settings.split}") as progress:
@@ -266,15 +220,11 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
                 raise RuntimeError(f"backend {backend.describe()} left {len(missing)} requests unanswered")
 
     completions, sidecar, per_sample = assemble(benchmark, items, answers, settings, report)
-    out = settings.teacher_dir
+    out = settings.out_dir / settings.name / settings.teacher_name
     if settings.merge or settings.num_shards == 1:
-        paths = write_completions(out, settings.split, completions, settings.shard_size)
-        if settings.num_samples > 1:
-            for s, texts in enumerate(per_sample):
-                paths += write_completions(sample_dir(out, s), settings.split, texts, settings.shard_size)
-        remove_stale_samples(out, settings.split, settings.num_samples)
-        write_jsonl(out / f"{settings.split}_annotations.jsonl", sidecar)
-        report.files = [str(p) for p in paths] + [str(out / f"{settings.split}_annotations.jsonl")]
+        paths = write_teacher_dir(out, settings.split, completions, per_sample if settings.num_samples > 1 else [],
+                                  sidecar, settings.shard_size)
+        report.files = [str(p) for p in paths]
         report_path = out / f"{settings.split}_report.json"
     else:  # one shard of many: the cache holds the answers; the merge writes the files
         report_path = out / "shards" / f"{settings.split}.{settings.shard}-of-{settings.num_shards}.report.json"
@@ -286,15 +236,13 @@ def annotate(settings: Settings, benchmark: Benchmark, backend: Backend) -> Repo
 
 def _check_complete(items: Sequence[Item], answers: Mapping[str, Answer], settings: Settings,
                     start: int, stop: int) -> None:
+    """Raise IncompleteShardsError naming the shard jobs to rerun when a row has no answer (merge=true)."""
     missing_rows = [it.row for it in items if any(k not in answers for k in it.keys)]
     if not missing_rows:
         return
-    lines = []
-    for s in range(settings.num_shards):
-        a, b = shard_range(start, stop, s, settings.num_shards)
-        n = sum(1 for r in missing_rows if a <= r < b)
-        if n:
-            lines.append(f"  teacher.shard={s} (rows [{a}, {b})): {n} of {b - a} rows unanswered")
+    shards = [(s, *shard_range(start, stop, s, settings.num_shards)) for s in range(settings.num_shards)]
+    lines = [f"  teacher.shard={s} (rows [{a}, {b})): {n} of {b - a} rows unanswered"
+             for s, a, b in shards if (n := sum(1 for r in missing_rows if a <= r < b))]
     hint = (" No row has an answer: were the shard jobs run with the same teacher settings "
             "(model, sampling, stop, samples) and cache_dir?" if len(missing_rows) == len(items) else "")
     raise IncompleteShardsError(
@@ -302,7 +250,6 @@ def _check_complete(items: Sequence[Item], answers: Mapping[str, Answer], settin
         f"in {settings.cache_dir / settings.name}; rerun these shards:\n" + "\n".join(lines) + hint)
 
 
-# --------------------------------------------------------------------------- from Hydra
 def settings_from_config(cfg: DictConfig, benchmark: Benchmark) -> Settings:
     t = cfg.teacher
     data_dir = Path(cfg.data.get("data_dir") or cfg.paths.data_dir)
@@ -318,22 +265,17 @@ def settings_from_config(cfg: DictConfig, benchmark: Benchmark) -> Settings:
 
 def build_backend(backend_cfg: DictConfig) -> Backend:
     """The backend ``teacher.backend`` names (its ``_target_`` and arguments)."""
-    from hydra.utils import instantiate
-
     return instantiate(backend_cfg, _convert_="all")
 
 
 def build_benchmark(data_cfg: DictConfig) -> Benchmark:
-    from hydra.utils import instantiate
-
     if "benchmark" not in data_cfg:
         raise ValueError("the data config has no 'benchmark' node (a _target_ naming a Benchmark class)")
     return instantiate(data_cfg.benchmark, _convert_="all")
 
 
 def run(cfg: DictConfig) -> Report:
-    """``annotate.py``'s body: build, run, report. SystemExit(message), status 1, when the teacher
-    stopped the run, when an item failed, and with ``strict=true`` when any item has a problem."""
+    """``annotate.py``'s body: build, run, report; SystemExit (status 1) when the run stopped or an item failed."""
     benchmark = build_benchmark(cfg.data)
     backend = build_backend(cfg.teacher.backend)
     settings = settings_from_config(cfg, benchmark)
@@ -341,9 +283,8 @@ def run(cfg: DictConfig) -> Report:
         report = annotate(settings, benchmark, backend)
     except TeacherConfigError as err:
         raise SystemExit(f"teacher run stopped: {err}") from None
-    text = report.format()
-    log.info("\n%s", text)
-    if settings.strict and report.problems:
+    log.info("\n%s", report.format())
+    if settings.strict and (report.failed or report.parse_failures or report.out_of_label_space):
         raise SystemExit(f"strict=true: {report.failed} failed, {report.parse_failures} unparsed, "
                          f"{report.out_of_label_space} out of label space")
     if report.failed:

@@ -1,21 +1,5 @@
-"""A durable, content-keyed store of teacher answers.
-
-Why this shape: a teacher run can take hours and be killed at any moment (SLURM time limit,
-pre-emption, Ctrl-C). Every answer is appended to a JSON Lines file with a single ``write()``
-and flushed (and, by default, fsync'ed) before the next one, so a killed run loses nothing it
-already has, and a rerun asks only for keys the store lacks. Keys hash everything that
-determines an answer (prompt, model, sampling parameters, sample index), so the store is
-correct whatever the row order, slicing or sharding of the run that reads it.
-
-One file per writer (``{writer}.jsonl`` under one directory): the jobs of a SLURM array each
-append to their own file on a shared filesystem and never contend; readers merge every file
-of the directory. A writer holds an exclusive ``flock`` on its file, so two processes never
-interleave lines in one file. A line torn by a kill is ignored on reading and cut off before
-the next append.
-
-Per key, an answer beats a recorded failure; among several answers (a nondeterministic
-teacher asked twice), the last one read (files in name order, lines in order) wins.
-"""
+"""A durable, content-keyed store of teacher answers: a killed run loses nothing, a rerun asks only for the rest
+(each answer is one flushed, fsync'ed ``write()`` to ``{writer}.jsonl``, one writer per file under ``flock``)."""
 
 from __future__ import annotations
 
@@ -55,10 +39,6 @@ class Answer:
     def ok(self) -> bool:
         return self.error is None
 
-    @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> Answer:
-        return cls(**{k: rec.get(k) for k in cls.__dataclass_fields__ if k in rec})
-
 
 class CacheBusyError(RuntimeError):
     """Another process is writing the same cache file."""
@@ -74,13 +54,10 @@ class AnswerCache:
         self._fh = None
         self.torn_lines = 0
 
-    # ----------------------------------------------------------------- reading
     def load(self, wanted: Iterable[str] | None = None) -> dict[str, Answer]:
-        """Answers for ``wanted`` keys (all keys when None) from every file of the directory."""
+        """Answers for ``wanted`` keys (None: all): an answer beats a failure, and the last answer read wins."""
         wanted = None if wanted is None else set(wanted)
         found: dict[str, Answer] = {}
-        if not self.directory.is_dir():
-            return found
         for path in sorted(self.directory.glob("*.jsonl")):
             with open(path, "rb") as fh:
                 for lineno, raw in enumerate(fh, 1):
@@ -94,13 +71,12 @@ class AnswerCache:
                         continue
                     if wanted is not None and key not in wanted:
                         continue
-                    ans = Answer.from_record(rec)
+                    ans = Answer(**{k: rec[k] for k in Answer.__dataclass_fields__ if k in rec})
                     prev = found.get(key)
                     if prev is None or ans.ok or not prev.ok:
                         found[key] = ans
         return found
 
-    # ----------------------------------------------------------------- writing
     def open(self) -> AnswerCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         fh = open(self.path, "ab+")
@@ -108,35 +84,15 @@ class AnswerCache:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            raise CacheBusyError(
-                f"{self.path} is being written by another annotator process; "
-                "give concurrent jobs distinct teacher.shard values"
-            ) from None
-        self._repair_tail(fh)
+            raise CacheBusyError(f"{self.path} is being written by another annotator process; give concurrent "
+                                 "jobs distinct teacher.shard values") from None
+        size = fh.seek(0, os.SEEK_END)
+        if size and os.pread(fh.fileno(), 1, size - 1) != b"\n":  # a last line torn by a kill (rare): cut it, so
+            fh.seek(0)  # the next append starts on a fresh line
+            fh.truncate(fh.read().rfind(b"\n") + 1)
+            fh.seek(0, os.SEEK_END)
         self._fh = fh
         return self
-
-    @staticmethod
-    def _repair_tail(fh) -> None:
-        """Cut a last line torn by a kill, so the next append starts on a fresh line."""
-        size = fh.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return
-        pos = size
-        while pos > 0:
-            step = min(4096, pos)
-            fh.seek(pos - step)
-            chunk = fh.read(step)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                pos = pos - step + nl + 1
-                break
-            pos -= step
-        fh.truncate(pos)
-        fh.seek(0, os.SEEK_END)
 
     def put(self, key: str, answer: Answer, **extra: Any) -> None:
         """Append one answer durably (one write, flush, fsync) before returning."""

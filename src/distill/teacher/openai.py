@@ -1,160 +1,79 @@
-"""``teacher=openai``: any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp, hosted APIs).
+"""``teacher=openai``: any OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp, hosted APIs), via the openai SDK.
 
-Requests go to ``{base_url}/chat/completions`` (``chat: true``) or ``{base_url}/completions``
-(``chat: false``) through one async httpx client. ``max_concurrency`` workers each hold one
-request at a time, so at most that many are in flight (a long Retry-After pause holds its slot:
-back-pressure is what a rate-limited server asks for).
-
-Retried, with exponential backoff and jitter: HTTP 408/429/5xx, timeouts, connection errors,
-malformed JSON, and empty completions. A ``Retry-After`` header (seconds or an HTTP date) is
-honoured: that request waits at least that long, and every worker holds off new requests until
-then. Other 4xx answers (e.g. a prompt longer than the context) fail the item at once; 401, 403
-and 404 stop the run, since they would fail every item. So does a teacher that is not there
-(:class:`~distill.teacher.backend.FailFast`, ``fail_fast`` requests): the first attempts all
-failing to connect, or the first requests all failing for good for the same reason.
-
-Several samples of one prompt (``teacher.samples``) go out as one request with the OpenAI ``n``
-parameter (``use_n``); a server that answers with fewer choices than asked (one that ignores ``n``)
-is from then on asked once per sample, each with its own ``seed + sample`` when a seed is set. Every
-sample is still answered (and cached) on its own.
-
-The API key is read from the environment variable named by ``api_key_env`` when the run starts,
-so neither Hydra's saved config nor any log holds it; it is also scrubbed from recorded errors.
+The SDK retries timeouts, connection errors and HTTP 408/409/429/5xx (its backoff, honouring Retry-After); this
+client re-asks malformed and empty answers, fails an item the server refuses (other 4xx), and stops the run on
+401/403/404 and on a teacher that is not there. The API key is read from ``$api_key_env``, never stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email.utils
 import logging
 import os
-import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx
+import openai
 
-from distill.teacher.backend import Backend, Events, FailFast, Request, TeacherConfigError
+from distill.teacher.backend import Backend, Events, Request, TeacherConfigError, by_prompt, reason_class
 from distill.teacher.cache import Answer
 
 log = logging.getLogger(__name__)
-# httpx logs one INFO line per request: far too many for a teacher run
-logging.getLogger("httpx").setLevel(logging.WARNING)
-logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-RETRY_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
-FATAL_STATUS = frozenset({401, 403, 404})
-#: connections per httpx client (see OpenAIBackend._run)
-POOL_SIZE = 8
+for _name in ("openai", "httpx", "httpcore", "httpx2", "httpcore2"):  # the SDK and its HTTP library (by version)
+    logging.getLogger(_name).setLevel(logging.WARNING)  # log a line per request or retry: far too many
 
 
-class MalformedResponse(ValueError):
-    pass
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
+def read_answers(completion: Any, chat: bool, n: int, latency: float, attempts: int) -> list[Answer]:
+    """An Answer per choice (up to ``n``, in index order), sharing the usage out; ValueError if not a completion."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+        choices = sorted(completion.choices, key=lambda c: getattr(c, "index", None) or 0)[:n]
+        read = [((c.message.content if chat else c.text) or "", getattr(c, "finish_reason", None)) for c in choices]
+    except (AttributeError, TypeError) as e:
+        raise ValueError(f"no choices[].{'message.content' if chat else 'text'} ({e})") from None
+    if not read or not all(isinstance(text, str) for text, _ in read):
+        raise ValueError("no choices, or a completion that is not text")
+    usage, k = getattr(completion, "usage", None), len(read)
+    prompt, total = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    return [Answer(text, None, prompt if i == 0 else (None if prompt is None else 0),
+                   None if total is None else total // k + (i < total % k), latency, attempts, finish)
+            for i, (text, finish) in enumerate(read)]
 
 
-def read_completion(payload: Any, chat: bool) -> tuple[str, dict[str, Any], str | None]:
-    """(text, usage, finish_reason) from a response body; MalformedResponse if it is not one."""
-    choices, usage = read_choices(payload, chat)
-    return choices[0][0], usage, choices[0][1]
-
-
-def read_choices(payload: Any, chat: bool) -> tuple[list[tuple[str, str | None]], dict[str, Any]]:
-    """([(text, finish_reason) per choice, in index order], usage) from a response body;
-    MalformedResponse if it is not one."""
-    field = "message.content" if chat else "text"
-    try:
-        raw = sorted(payload["choices"], key=lambda c: c.get("index", 0))
-        raw[0]  # noqa: B018 - at least one choice
-    except (KeyError, IndexError, TypeError, AttributeError) as e:
-        raise MalformedResponse(f"no choices[0].{field} ({e!r})") from None
-    choices = []
-    for choice in raw:
-        try:
-            text = choice["message"]["content"] if chat else choice["text"]
-        except (KeyError, IndexError, TypeError) as e:
-            raise MalformedResponse(f"no choices[{len(choices)}].{field} ({e!r})") from None
-        if text is None:
-            text = ""
-        if not isinstance(text, str):
-            raise MalformedResponse(f"completion is a {type(text).__name__}, not text")
-        choices.append((text, choice.get("finish_reason")))
-    usage = payload.get("usage") if isinstance(payload, Mapping) else None
-    return choices, usage if isinstance(usage, Mapping) else {}
-
-
+@dataclass(eq=False)
 class OpenAIBackend(Backend):
+    """The fields are ``teacher.backend``'s keys (conf/teacher/openai.yaml says what each does)."""
+
+    base_url: str
+    model: str
+    chat: bool = True
+    api_key_env: str | None = "OPENAI_API_KEY"
+    max_concurrency: int = 16
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: Sequence[str] | None = None
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    fail_fast: int = 8
+    use_n: bool = True
     kind = "openai"
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        chat: bool = True,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        max_concurrency: int = 16,
-        timeout_s: float = 120.0,
-        max_retries: int = 6,
-        backoff_base_s: float = 1.0,
-        backoff_max_s: float = 60.0,
-        max_retry_after_s: float = 600.0,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        max_tokens: int = 256,
-        seed: int | None = None,
-        stop: Sequence[str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        fail_fast: int = 8,
-        use_n: bool = True,
-    ):
-        if not base_url or not model:
+    def __post_init__(self) -> None:
+        if not self.base_url or not self.model:
             raise TeacherConfigError("teacher=openai needs teacher.backend.base_url and teacher.backend.model")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or fail_fast < 0:
+        if self.max_concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.fail_fast < 0:
             raise TeacherConfigError("teacher: max_concurrency >= 1, max_retries >= 0, timeout_s > 0, fail_fast >= 0")
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.chat = bool(chat)
-        self.api_key_env = api_key_env
-        self.max_concurrency = int(max_concurrency)
-        self.timeout_s = float(timeout_s)
-        self.max_retries = int(max_retries)
-        self.backoff_base_s = float(backoff_base_s)
-        self.backoff_max_s = float(backoff_max_s)
-        self.max_retry_after_s = float(max_retry_after_s)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.max_tokens = int(max_tokens)
-        self.seed = seed
-        self.stop = None if stop is None else list(stop)
-        self.extra_body = dict(extra_body or {})
-        self.fail_fast = int(fail_fast)
-        self.use_n = bool(use_n)
+        self.base_url = self.base_url.rstrip("/")
+        # typed as the cache key has always held them (a CLI override of 1 is the key of 1.0)
+        self.temperature, self.top_p, self.max_tokens = float(self.temperature), float(self.top_p), int(self.max_tokens)
+        self.extra_body = dict(self.extra_body or {})
         self.n_honoured: bool | None = None  # learnt from the first request with n > 1
-        self._watch = FailFast(self.url, 0, 0)
-        self._api_key: str | None = None
-        self._not_before = 0.0  # monotonic time before which no request starts (server-wide Retry-After)
-        self.requests_sent = 0
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, chat={self.chat})"
+        self.requests_sent = 0  # HTTP requests, the SDK's retries included
+        self._api_key: str | None = None  # only while generate() runs
 
     @property
     def url(self) -> str:
@@ -164,161 +83,129 @@ class OpenAIBackend(Backend):
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
                 "seed": self.seed, **{f"extra.{k}": v for k, v in sorted(self.extra_body.items())}}
 
-    def body(self, request: Request, n: int = 1) -> dict[str, Any]:
-        """The request body; ``n`` > 1 asks for that many choices (samples ``request.sample`` on)."""
-        body: dict[str, Any] = {"model": self.model, "temperature": self.temperature, "top_p": self.top_p,
-                                "max_tokens": self.max_tokens}
-        body["messages" if self.chat else "prompt"] = request.prompt
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if self.seed is not None:  # samples asked apart must not share a seed (same seed, same answer)
-            body["seed"] = self.seed + request.sample
-        if n > 1:
-            body["n"] = n
-        body.update(self.extra_body)
-        return body
+    def params(self, request: Request, n: int = 1) -> dict[str, Any]:
+        """The arguments of ``create``; samples asked apart get ``seed + sample`` (one seed, one answer)."""
+        omit = openai.NOT_GIVEN  # not sent at all
+        return {"model": self.model, "messages" if self.chat else "prompt": request.prompt,
+                "temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                "stop": list(request.stop) or omit, "seed": omit if self.seed is None else self.seed + request.sample,
+                "n": n if n > 1 else omit, "extra_body": self.extra_body or None}
 
-    def groups(self, requests: Sequence[Request]) -> list[list[Request]]:
-        """The requests as they go out: the samples of one prompt together (with ``use_n``), else one each."""
-        if not self.use_n:
-            return [[r] for r in requests]
-        by_prompt: dict[str, list[Request]] = {}
-        for r in requests:
-            key = repr((r.prompt, r.stop))
-            by_prompt.setdefault(key, []).append(r)
-        return [sorted(g, key=lambda r: r.sample) for g in by_prompt.values()]
-
-    # ----------------------------------------------------------------- running
     def generate(self, requests: Sequence[Request], events: Events) -> None:
         if not requests:
             return
         self._api_key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if self.api_key_env and not self._api_key:
-            log.info("no API key in $%s: sending requests without one", self.api_key_env)
+            log.info("no API key in $%s: sending the placeholder key EMPTY", self.api_key_env)
         try:
             asyncio.run(self._run(requests, events))
         finally:
             self._api_key = None
 
     async def _run(self, requests: Sequence[Request], events: Events) -> None:
-        n = min(self.max_concurrency, len(requests))
-        self._watch = FailFast(self.url, self.fail_fast, len(requests))
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        pending = iter(self.groups(requests))
-        # several small connection pools instead of one big one: httpcore's pool bookkeeping costs
-        # O(connections^2) per request, which caps one pool of 64 connections below 100 req/s
-        # (encode/httpx#3215); pools of <= POOL_SIZE keep the client near concurrency / latency
-        sizes = [len(range(i, n, -(-n // POOL_SIZE))) for i in range(-(-n // POOL_SIZE))]
-        async with contextlib.AsyncExitStack() as stack:
-            clients = [await stack.enter_async_context(httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                headers=headers, timeout=self.timeout_s)) for size in sizes]
+        pending = iter(by_prompt(requests) if self.use_n else [[r] for r in requests])  # a prompt's samples
+        first: list[str | None] = []  # the failure class (None: answered) of the first fail_fast requests
 
-            async def worker(client: httpx.AsyncClient) -> None:
-                for group in pending:  # one shared iterator: each group is taken by one worker
-                    rest = group
-                    if len(group) > 1 and self.n_honoured is not False:
-                        answers = await self._ask(client, group[0], events, n=len(group))
-                        if answers[0].ok:
-                            if len(answers) < len(group) and self.n_honoured is None:
-                                log.info("%s answered %d of n=%d choices: asking once per sample from now on",
-                                         self.url, len(answers), len(group))
-                            self.n_honoured = len(answers) >= len(group)
-                        else:  # failed for good: every sample of the group alike
-                            answers = [replace(answers[0]) for _ in group]
-                        for req, answer in zip(group, answers):
-                            events.answered(req, answer)
-                            self._watch.finished(answer)
-                        rest = group[len(answers):]
-                    for req in rest:
-                        (answer,) = await self._ask(client, req, events)
-                        events.answered(req, answer)  # stored before the run may stop on it
-                        self._watch.finished(answer)
+        def finish(req: Request, answer: Answer) -> None:
+            """Store an outcome; stop the run when the first ``fail_fast`` requests all failed the same way."""
+            events.answered(req, answer)  # stored before the run may stop on it
+            if len(first) < self.fail_fast:
+                first.append(None if answer.ok else reason_class(answer.error or ""))
+                if len(first) == self.fail_fast and len(set(first)) == 1 and first[0] is not None:
+                    raise TeacherConfigError(
+                        f"{self.url}: the first {self.fail_fast} request(s) all failed the same way ({answer.error}). "
+                        "Check the server, teacher.backend.model and the request settings "
+                        "(teacher.backend.fail_fast=0 asks every item anyway)")
 
-            tasks = [asyncio.create_task(worker(clients[i % len(clients)])) for i in range(n)]
-            done, rest = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in rest:
-                t.cancel()
-            await asyncio.gather(*rest, return_exceptions=True)
-            errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
-            if errors:  # a TeacherConfigError: every worker may have hit it; report the first
-                raise errors[0]
+        async def worker(client: openai.AsyncOpenAI) -> None:
+            for group in pending:  # one shared iterator: each group is taken by one worker
+                while group:  # the samples one request asks for (n), or once each when the server ignores n
+                    n = 1 if self.n_honoured is False else len(group)
+                    answers = await self._ask(client, group[0], events, n)
+                    if not answers[0].ok:  # failed for good: every sample asked alike
+                        answers = [replace(answers[0]) for _ in range(n)]
+                    elif n > 1:
+                        if len(answers) < n and self.n_honoured is None:
+                            log.info("%s answered %d of n=%d choices: asking once per sample from now on",
+                                     self.url, len(answers), n)
+                        self.n_honoured = len(answers) == n
+                    for req, answer in zip(group, answers):
+                        finish(req, answer)
+                    group = group[len(answers):]
 
-    @staticmethod
-    def _answers(choices: list[tuple[str, str | None]], usage: Mapping[str, Any], latency: float,
-                 attempt: int) -> list[Answer]:
-        """One Answer per choice; the usage of a request with several choices is shared out evenly."""
-        k = len(choices)
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        share = None if completion is None else [completion // k + (i < completion % k) for i in range(k)]
-        return [Answer(text, None, prompt if i == 0 else (None if prompt is None else 0),
-                       None if share is None else share[i], latency, attempt, finish)
-                for i, (text, finish) in enumerate(choices)]
+        # no key: the SDK needs one, and a keyless server ignores "EMPTY" (as vLLM documents)
+        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key or "EMPTY",
+                                      max_retries=self.max_retries, timeout=self.timeout_s) as client:
+            tasks = [asyncio.create_task(worker(client)) for _ in range(min(self.max_concurrency, len(requests)))]
+            if self.fail_fast:
+                tasks.append(asyncio.create_task(self._probe(client)))
+            try:
+                await asyncio.gather(*tasks)  # the first error (a TeacherConfigError) stops the run
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: uniform in [cap/2, cap], cap = base * 2^(attempt-1)."""
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return cap * random.uniform(0.5, 1.0)
+    async def _probe(self, client: openai.AsyncOpenAI) -> None:
+        """Stop the run in seconds when ``fail_fast`` attempts at once to reach the server all fail to connect."""
+
+        async def connects() -> bool:
+            try:
+                await client.with_options(max_retries=0).models.list()
+            except openai.APIConnectionError as e:  # nothing answered (refused, no such host, TLS), or a drop?
+                return type(e.__cause__).__name__ not in ("ConnectError", "ConnectTimeout")  # httpx(2)'s names
+            except openai.APIError:  # an HTTP answer, whatever its status: something listens
+                pass
+            return True
+
+        if not any(await asyncio.gather(*(connects() for _ in range(self.fail_fast)))):
+            raise TeacherConfigError(f"nothing answers at {self.base_url}: {self.fail_fast} attempt(s) to connect all "
+                                     "failed. Is the teacher server running there (teacher.backend.base_url)?")
+
+    async def _ask(self, client: openai.AsyncOpenAI, req: Request, events: Events, n: int = 1) -> list[Answer]:
+        """One answer per choice the server returned (up to ``n``); one failed Answer when none came."""
+        start, attempts = time.monotonic(), 0
+        while True:
+            retries = self.max_retries - attempts  # what is left of the request's retries is the SDK's
+            made, sdk_reason = retries + 1, None  # a failure the SDK retries comes after all of its retries
+            try:  # a copy of the client is slow to start: made only to re-ask
+                sdk = client if attempts == 0 else client.with_options(max_retries=retries)
+                raw = await (sdk.chat.completions if self.chat else sdk.completions).with_raw_response.create(
+                    **self.params(req, n))
+            except openai.APIStatusError as e:
+                code, text = e.status_code, self._scrub(e.response.text[:300])
+                if code in (401, 403, 404):  # every item would fail alike: stop the run
+                    raise TeacherConfigError(
+                        f"{self.url}: HTTP {code}: {text} (check teacher.backend.base_url, teacher.backend.model "
+                        "and the API key variable teacher.backend.api_key_env)") from None
+                if code not in (408, 409, 429) and code < 500:  # the SDK does not retry: the item is refused
+                    self.requests_sent += 1
+                    return [Answer(None, f"HTTP {code}: {text}", latency_s=round(time.monotonic() - start, 4),
+                                   attempts=attempts + 1)]
+                reason = f"HTTP {code}"
+            except openai.APITimeoutError:
+                reason = f"timeout after {self.timeout_s:g}s"
+            except openai.APIConnectionError as e:
+                reason = f"connection error: {type(e.__cause__).__name__}: {e.__cause__}"
+            else:
+                made, sdk_reason = raw.retries_taken + 1, "retried by the openai SDK (reason not reported)"
+                try:
+                    answers = read_answers(raw.parse(), self.chat, n, round(time.monotonic() - start, 4),
+                                           attempts + made)
+                except (ValueError, openai.APIResponseValidationError) as e:  # bad JSON is a ValueError too
+                    reason = f"malformed response: {str(e)[:200]}"
+                else:
+                    reason = None if all(a.text.strip() for a in answers) else "empty completion"
+            self.requests_sent += made
+            attempts += made
+            for _ in range(made - 1):  # the SDK's retries
+                events.retried(req, sdk_reason or reason)
+            if reason is None:
+                return answers
+            if attempts > self.max_retries:
+                return [Answer(None, f"{reason} (gave up after {attempts} attempts)",
+                               latency_s=round(time.monotonic() - start, 4), attempts=attempts)]
+            events.retried(req, reason)  # malformed or empty: asked again at once
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
-
-    async def _ask(self, client: httpx.AsyncClient, req: Request, events: Events, n: int = 1) -> list[Answer]:
-        """One answer per choice the server returned (up to ``n``); one failed Answer when none came."""
-        start = time.monotonic()
-        body = self.body(req, n)
-        attempt = 0
-        while True:
-            attempt += 1
-            wait = self._not_before - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            retry_after = None
-            self.requests_sent += 1
-            try:
-                resp = await client.post(self.url, json=body)
-            except httpx.TimeoutException as e:
-                reason = f"timeout after {self.timeout_s:g}s ({type(e).__name__})"
-                if isinstance(e, httpx.ConnectTimeout):
-                    self._watch.connect_failed(reason)
-                else:
-                    self._watch.connected()
-            except httpx.TransportError as e:
-                reason = f"connection error: {type(e).__name__}: {e}"
-                if isinstance(e, httpx.ConnectError):
-                    self._watch.connect_failed(reason)
-                else:
-                    self._watch.connected()
-            else:
-                self._watch.connected()
-                code = resp.status_code
-                if code == 200:
-                    try:
-                        choices, usage = read_choices(resp.json(), self.chat)
-                    except (ValueError, MalformedResponse) as e:  # json.JSONDecodeError is a ValueError
-                        reason = f"malformed response: {str(e)[:200]}"
-                    else:
-                        if all(text.strip() for text, _ in choices):
-                            return self._answers(choices[:n], usage, round(time.monotonic() - start, 4), attempt)
-                        reason = "empty completion"
-                elif code in FATAL_STATUS:
-                    raise TeacherConfigError(
-                        f"{self.url}: HTTP {code}: {self._scrub(resp.text[:300])} "
-                        "(check teacher.backend.base_url, teacher.backend.model and the API key variable "
-                        "teacher.backend.api_key_env)")
-                elif code in RETRY_STATUS or code >= 500:
-                    reason = f"HTTP {code}"
-                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                else:  # the server refuses this item (e.g. prompt too long): asking again will not help
-                    return [Answer(None, f"HTTP {code}: {self._scrub(resp.text[:300])}", latency_s=round(
-                        time.monotonic() - start, 4), attempts=attempt)]
-            if attempt > self.max_retries:
-                return [Answer(None, f"{reason} (gave up after {attempt} attempts)",
-                               latency_s=round(time.monotonic() - start, 4), attempts=attempt)]
-            events.retried(req, reason)
-            if retry_after is not None:
-                delay = min(retry_after, self.max_retry_after_s) * random.uniform(1.0, 1.1)
-                self._not_before = max(self._not_before, time.monotonic() + delay)
-            else:
-                delay = self.backoff(attempt)
-            await asyncio.sleep(delay)

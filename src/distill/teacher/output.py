@@ -1,14 +1,5 @@
-"""Writing a teacher's answers in the official release layout, atomically, plus a sidecar.
-
-``{out_dir}/{name}/{teacher}/{split}_CoT_{i}.json``: JSON arrays of raw completions, ``shard_size``
-per file, in row order (what the data layer reads, shard 0, 1, 2, ... in numeric order).
-``{split}_annotations.jsonl``: one JSON object per row with what the shards cannot hold
-(uid, parse result, gold, errors, tokens, latency). ``{split}_report.json``: the run's account.
-
-Each file is written to a temporary name in the same directory, fsync'ed and renamed over the
-target, so a reader sees the old file or the new one, never half of one. Shards of an earlier
-run beyond the new count are removed last (they would otherwise be read as extra rows).
-"""
+"""Writing a teacher directory in the release layout (``{split}_CoT_{i}.json``, ``samples/{s}/``, a sidecar),
+atomically: a reader sees the old file or the new one."""
 
 from __future__ import annotations
 
@@ -18,16 +9,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from distill.benchmarks.io import shard_index, shard_name
-
-__all__ = ["shard_file", "write_atomic", "write_completions", "write_jsonl", "write_json"]
-
-
-def shard_file(directory: Path, split: str, index: int) -> Path:
-    return directory / shard_name(split, index)
+from distill.benchmarks.io import shard_glob, shard_index, shard_name
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, fsync, and rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
@@ -37,35 +23,40 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_completions(directory: Path, split: str, completions: Sequence[str], shard_size: int) -> list[Path]:
-    """The official shards of one split; returns their paths."""
+    """The shards of one split, then the removal of an earlier run's shards past the new count; their paths."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     paths = []
     for index, start in enumerate(range(0, max(len(completions), 1), shard_size)):
-        path = shard_file(directory, split, index)
-        chunk = list(completions[start:start + shard_size])
-        write_atomic(path, json.dumps(chunk, ensure_ascii=False).encode("utf-8"))
-        paths.append(path)
+        paths.append(directory / shard_name(split, index))
+        write_atomic(paths[-1], json.dumps(list(completions[start:start + shard_size]), ensure_ascii=False).encode())
     for stale in directory.iterdir():
         index = shard_index(split, stale.name)
         if index is not None and index >= len(paths):
             stale.unlink()
-    _fsync_dir(directory)
+    fd = os.open(directory, os.O_RDONLY)  # the renames and removals are durable too
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return paths
 
 
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    write_atomic(path, text.encode("utf-8"))
+def write_teacher_dir(directory: Path, split: str, completions: Sequence[str], samples: Sequence[Sequence[str]],
+                      sidecar: Iterable[dict[str, Any]], shard_size: int) -> list[Path]:
+    """The shards, each sample's (``[sample][row]``; stale ones removed) and the sidecar; their paths."""
+    paths = write_completions(directory, split, completions, shard_size)
+    for s, texts in enumerate(samples):
+        paths += write_completions(directory / "samples" / str(s), split, texts, shard_size)
+    if (directory / "samples").is_dir():
+        for sample in (directory / "samples").iterdir():
+            if sample.name.isdigit() and int(sample.name) >= len(samples):
+                for shard in sample.glob(shard_glob(split)):
+                    shard.unlink()
+    paths.append(directory / f"{split}_annotations.jsonl")
+    write_atomic(paths[-1], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sidecar).encode())
+    return paths
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,9 +1,5 @@
-"""Hearing about answers as they arrive: store each one durably, show progress.
-
-:class:`Progress` is the :class:`~distill.teacher.backend.Events` the annotator hands a backend:
-every finished request goes into the cache before anything else happens, then into the
-in-memory answers and the progress bar (rate and ETA from tqdm; failures and retries as postfix).
-"""
+"""The :class:`~distill.teacher.backend.Events` the annotator hands a backend: each finished request goes into
+the cache before anything else, then into the answers and the progress bar (failures and retries as postfix)."""
 
 from __future__ import annotations
 
@@ -19,11 +15,9 @@ from distill.teacher.cache import Answer, AnswerCache
 class Progress:
     def __init__(self, cache: AnswerCache, answers: MutableMapping[str, Answer], total: int,
                  enabled: bool = True, desc: str = "teacher"):
-        self.cache = cache
-        self.answers = answers
+        self.cache, self.answers = cache, answers
         self.done: set[str] = set()  # keys answered (or failed for good) in this run
-        self.failed = 0
-        self.retries = 0
+        self.failed = self.retries = 0
         self.retry_reasons: Counter[str] = Counter()
         self.bar = tqdm(total=total, desc=desc, unit="req", disable=not enabled, dynamic_ncols=True,
                         mininterval=0.5, smoothing=0.1)
@@ -34,15 +28,12 @@ class Progress:
         self.done.add(request.key)
         if not answer.ok:
             self.failed += 1
-            self._postfix()
+            self.bar.set_postfix(failed=self.failed, retries=self.retries, refresh=False)
         self.bar.update(1)
 
     def retried(self, request: Request, reason: str) -> None:
         self.retries += 1
         self.retry_reasons[reason_class(reason)] += 1
-        self._postfix()
-
-    def _postfix(self) -> None:
         self.bar.set_postfix(failed=self.failed, retries=self.retries, refresh=False)
 
     def __enter__(self) -> Progress:

@@ -55,51 +55,41 @@ class Report:
     def requests_per_s(self) -> float | None:
         return self.asked / self.generate_s if self.generate_s > 0 and self.asked else None
 
-    @property
-    def problems(self) -> int:
-        return self.failed + self.parse_failures + self.out_of_label_space
-
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["teacher_accuracy"] = self.teacher_accuracy
-        d["vote_accuracy"] = self.teacher_accuracy if self.samples_per_item > 1 else None
-        d["requests_per_s"] = self.requests_per_s
-        return d
+        return {**asdict(self), "teacher_accuracy": self.teacher_accuracy,
+                "vote_accuracy": self.teacher_accuracy if self.samples_per_item > 1 else None,
+                "requests_per_s": self.requests_per_s}
 
     def format(self) -> str:
+        """The account as the log shows it: a title, then one ``label  value`` line each."""
         acc = "n/a (no gold)" if self.teacher_accuracy is None else (
             f"{self.teacher_accuracy:.2%} ({self.teacher_correct}/{self.with_gold}; failed and unparsed count wrong)")
         rps = "n/a" if self.requests_per_s is None else f"{self.requests_per_s:.2f}"
-        lines = [
-            f"teacher run: {self.benchmark}/{self.split} rows [{self.rows[0]}, {self.rows[1]}) "
-            f"with {self.teacher} ({self.backend})",
-            f"  items               {self.items} x {self.samples_per_item} sample(s) = {self.requests} requests",
-            f"  from cache          {self.from_cache}",
-            f"  asked this run      {self.asked} ({self.attempts} attempts, {self.retries} retries)",
-            f"  answered            {self.answered}",
-            f"  failed              {self.failed}" + (f"  {self.failure_reasons}" if self.failure_reasons else ""),
-            f"  parse failures      {self.parse_failures}",
-            f"  out of label space  {self.out_of_label_space}",
-            f"  teacher accuracy    {acc}",
-            f"  tokens              prompt {self.prompt_tokens}, completion {self.completion_tokens}",
-            f"  wall time           {self.wall_s:.1f}s (teacher {self.generate_s:.1f}s), requests/s {rps}",
-        ]
-        if self.samples_per_item > 1:
-            if self.sample_accuracy:
-                per_sample = ", ".join(f"#{s} {a:.2%}" for s, a in enumerate(self.sample_accuracy))
-                mean = sum(self.sample_accuracy) / len(self.sample_accuracy)
-                lines.append(f"  sample accuracy     {per_sample}  (mean {mean:.2%})")
-                lines.append(f"  vote accuracy       {self.teacher_accuracy:.2%}  "
-                             "(majority label; ties: earliest sample)")
-            if self.agreement is not None:
-                lines.append(f"  agreement           {self.agreement:.2%} of an item's samples vote with its majority; "
-                             f"{self.unanimous}/{self.items} items unanimous")
+        rows = [("items", f"{self.items} x {self.samples_per_item} sample(s) = {self.requests} requests"),
+                ("from cache", self.from_cache),
+                ("asked this run", f"{self.asked} ({self.attempts} attempts, {self.retries} retries)"),
+                ("answered", self.answered),
+                ("failed", f"{self.failed}  {self.failure_reasons}" if self.failure_reasons else self.failed),
+                ("parse failures", self.parse_failures), ("out of label space", self.out_of_label_space),
+                ("teacher accuracy", acc),
+                ("tokens", f"prompt {self.prompt_tokens}, completion {self.completion_tokens}"),
+                ("wall time", f"{self.wall_s:.1f}s (teacher {self.generate_s:.1f}s), requests/s {rps}")]
+        if self.samples_per_item > 1 and self.sample_accuracy:
+            mean = sum(self.sample_accuracy) / len(self.sample_accuracy)
+            rows += [("sample accuracy", ", ".join(f"#{s} {a:.2%}" for s, a in enumerate(self.sample_accuracy))
+                      + f"  (mean {mean:.2%})"),
+                     ("vote accuracy", f"{self.teacher_accuracy:.2%}  (majority label; ties: earliest sample)")]
+        if self.samples_per_item > 1 and self.agreement is not None:
+            rows.append(("agreement", f"{self.agreement:.2%} of an item's samples vote with its majority; "
+                                      f"{self.unanimous}/{self.items} items unanimous"))
         if self.placeholder_rows:
-            lines.append(f"  placeholder rows    {format_rows(self.placeholder_rows)}  "
-                         "(failed: empty completions keep the files aligned)")
+            rows.append(("placeholder rows", f"{format_rows(self.placeholder_rows)}  "
+                                             "(failed: empty completions keep the files aligned)"))
         if self.filtered:
-            lines.append(f"  filtered            {self.filtered} rationales dropped (teacher label != gold)")
+            rows.append(("filtered", f"{self.filtered} rationales dropped (teacher label != gold)"))
         if self.retry_reasons:
-            lines.append(f"  retry reasons       {self.retry_reasons}")
-        lines += [f"  wrote               {f}" for f in self.files]
-        return "\n".join(lines)
+            rows.append(("retry reasons", self.retry_reasons))
+        rows += [("wrote", f) for f in self.files]
+        title = (f"teacher run: {self.benchmark}/{self.split} rows [{self.rows[0]}, {self.rows[1]}) "
+                 f"with {self.teacher} ({self.backend})")
+        return "\n".join([title] + [f"  {label:<20}{value}" for label, value in rows])
