@@ -9,10 +9,11 @@ import os
 import pytest
 import torch
 
-import distill.data.splits as splits_module
+import distill.data.files as files_module
 from distill.data import DistillDataModule
 from distill.data.encoding import Encoder
 from distill.data.summary import format_summary
+from train_utils import REPO
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def svamp_files(release):
 def counters(monkeypatch):
     """How often records files are read and batches tokenized."""
     counts = {"read": 0, "encode": 0}
-    read, encode = splits_module.read_jsonl_numbered, Encoder.__call__
+    read, encode = files_module.read_jsonl_numbered, Encoder.__call__
 
     def counted_read(*args, **kwargs):
         counts["read"] += 1
@@ -36,7 +37,7 @@ def counters(monkeypatch):
         counts["encode"] += 1
         return encode(self, batch)
 
-    monkeypatch.setattr(splits_module, "read_jsonl_numbered", counted_read)
+    monkeypatch.setattr(files_module, "read_jsonl_numbered", counted_read)
     monkeypatch.setattr(Encoder, "__call__", counted_encode)
     return counts
 
@@ -127,8 +128,13 @@ def test_tokenizing_in_processes_gives_the_same_batches(svamp_files, tokenizer, 
 
 @pytest.mark.shared
 def test_the_scale_benchmark_builds_esnli_train_in_the_release_layout(shared_data, tmp_path):
-    """bench_scale's stand-in train file: valid rows repeated, completions lined up in 5,500-shards."""
-    from distill.data.bench_scale import build_esnli_train
+    """scripts/bench_scale.py's stand-in train file: valid rows repeated, completions lined up in 5,500-shards."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_scale", REPO / "scripts" / "bench_scale.py")
+    bench_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_scale)
+    build_esnli_train = bench_scale.build_esnli_train
 
     rows = build_esnli_train(tmp_path, repeats=2, shared=shared_data)
     assert rows == 2 * 9842

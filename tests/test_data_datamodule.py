@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from distill.data import DistillDataModule
-from distill.data.batching import BatchPlan, GlobalBatchSampler, plan_batches
+from distill.data.batching import BatchPlan, GlobalBatchSampler
 from distill.data.targets import split_single_task_output
 
 
@@ -148,50 +149,43 @@ def test_num_workers_gives_the_same_batches(svamp_files, tokenizer, tmp_path):
 
 def test_global_batch_is_shared_by_ranks(svamp_files, tokenizer, tmp_path):
     one = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
-    assert one.batch_plan == BatchPlan(8, 1, 2, 4)  # one process until a run hands its plan
+    assert one.batch_plan == BatchPlan(8, 1, 2, 4)  # one process until a run connects its plan
     one_steps = step_uids(one, 7)
     two_steps = [[], []]
     for rank in (0, 1):
         dm = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
-        dm.batch_plan = BatchPlan.of(8, 2, 2)
-        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, accumulate_grad_batches=2)
+        dm.connect(BatchPlan.of(8, 2, 2))
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)
         dm.setup("fit")
-        assert (dm.batch_plan.micro_batch_size, dm.batch_plan.accumulate_grad_batches) == (2, 2)
         two_steps[rank] = step_uids(dm, 7)
     for step, (r0, r1) in enumerate(zip(*two_steps)):
         assert len(r0) == len(r1) == 4
         assert sorted(r0 + r1) == sorted(one_steps[step])
-    # a fit runs the plan the module holds: not one the trainer does not accumulate, nor one for other processes
-    dm = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
-    dm.batch_plan = BatchPlan.of(8, 2, 2)
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, accumulate_grad_batches=1)
-    with pytest.raises(ValueError, match="accumulate_grad_batches=1"):
-        dm.setup("fit")
-    dm = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
-    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, accumulate_grad_batches=2)
-    with pytest.raises(ValueError, match="hand both the same BatchPlan"):
-        dm.setup("fit")  # the one-process default plan on a two-process trainer
-    dm.setup("test")  # evaluation shards over the trainer's processes whatever the plan
-    assert (dm.world_size, dm.rank) == (2, 0)
     with pytest.raises(ValueError, match="global batch of 16"):
-        dm.batch_plan = BatchPlan.of(16, 2, 2)
+        dm.connect(BatchPlan.of(16, 2, 2))  # a plan for another global batch
+    dm.setup("test")  # evaluation shards over the trainer's processes
+    assert (dm.world_size, dm.rank) == (2, 1)
+    # a rank the plan has no place for: its train batches are refused
+    dm = make(svamp_files, tokenizer, tmp_path, batch_size=8, micro_batch_size=2)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="rank 1 is outside world size 1"):
+        dm.train_dataloader()
 
 
-def test_plan_batches():
+def test_batch_plans():
     assert BatchPlan.of(64, 2, 8) == BatchPlan(global_batch_size=64, world_size=2, micro_batch_size=8,
                                                accumulate_grad_batches=4)
-    assert plan_batches(64, 1) == (64, 1)
-    assert plan_batches(64, 2) == (32, 1)
-    assert plan_batches(64, 2, 8) == (8, 4)
-    assert plan_batches(64, 1, 16) == (16, 4)
+    plans = [BatchPlan.of(*args) for args in [(64, 1), (64, 2), (64, 2, 8), (64, 1, 16)]]
+    assert [(p.micro_batch_size, p.accumulate_grad_batches) for p in plans] == [(64, 1), (32, 1), (8, 4), (16, 4)]
     for args in [(64, 3), (64, 2, 24), (0, 1)]:
         with pytest.raises(ValueError):
-            plan_batches(*args)
+            BatchPlan.of(*args)
 
 
 def test_sampler_groups_lengths_and_fills_the_last_batch():
     lengths = [5, 50, 7, 48, 6, 49, 8, 47, 9, 46]
-    sampler = GlobalBatchSampler(lengths, global_batch_size=4, micro_batch_size=2, seed=0)
+    sampler = GlobalBatchSampler(lengths, BatchPlan.of(4, 1, 2), seed=0)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 6  # ceil(10 / 4) steps x 2 micro-batches
     assert all(len(b) == 2 for b in batches)
@@ -200,8 +194,8 @@ def test_sampler_groups_lengths_and_fills_the_last_batch():
     for step in range(3):
         first, second = batches[2 * step], batches[2 * step + 1]
         assert min(lengths[i] for i in first) >= max(lengths[i] for i in second)
-    assert len(list(GlobalBatchSampler(lengths, 4, 2, drop_last=True))) == 4
-    tiny = GlobalBatchSampler([3, 4], global_batch_size=8)
+    assert len(list(GlobalBatchSampler(lengths, BatchPlan.of(4, 1, 2), drop_last=True))) == 4
+    tiny = GlobalBatchSampler([3, 4], BatchPlan.of(8))
     assert [sorted(b) for b in tiny] == [[0, 0, 0, 0, 1, 1, 1, 1]]
 
 
@@ -260,6 +254,28 @@ def test_bad_settings_fail_at_construction(svamp_files, tokenizer):
         DistillDataModule("svamp", svamp_files, tokenizer=tokenizer, targets="both")
     with pytest.raises(ValueError, match="micro_batch_size"):
         DistillDataModule("svamp", svamp_files, tokenizer=tokenizer, batch_size=64, micro_batch_size=48)
+
+
+def test_the_defaults_in_code_are_the_configs():
+    """conf/data/_base.yaml owns the data settings: where the data module and build_splits have defaults
+    (tests build them directly), those are the config's."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from distill.data.splits import build_splits
+
+    base = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "data" / "_base.yaml")
+    settings = {key: base[key] for key in base if not OmegaConf.is_interpolation(base, key) and key != "_target_"}
+    settings["split_files"] = None if OmegaConf.to_container(base.split_files) == {
+        "train": "train", "val": None, "test": "test"} else "differs"  # None: the files of the paper's layout
+    checked = 0
+    for function in (DistillDataModule, build_splits):
+        for key, parameter in inspect.signature(function).parameters.items():
+            if key in settings:
+                assert parameter.default == settings[key], (function.__name__, key)
+                checked += 1
+    assert checked > 35
 
 
 def test_collator_rounds_widths_up_to_a_multiple():

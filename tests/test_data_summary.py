@@ -205,14 +205,27 @@ def test_summary_of_a_teacher_with_test_shards_only(release, tmp_path, capsys):
         DistillDataModule("svamp", release.root, teacher="mine", targets="step_by_step").splits
 
 
-def test_token_lengths_count_what_the_tokenizer_gives(tokenizer):
-    """The summary counts with a copy of the fast backend: the same counts, and the tokenizer's own
+def test_the_encoder_counts_tokens_before_truncation(tokenizer):
+    """The summary reads each row's token counts from the tokenized split: counted before truncation (so it
+    can say how many rows are cut) while the ids are those of a truncating tokenizer; the tokenizer's own
     truncation setting neither applies nor changes."""
-    from distill.data.summary import _token_lengths
+    from distill.data.encoding import Encoder
 
     texts = ["", "Sam has 3 marbles.", "a " * 700, "Premise[SEP]Hypothesis"]
     tokenizer(["a " * 50], truncation=True, max_length=8)
-    for special in (True, False):
-        expected = [len(ids) + (0 if special else 1) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
-        assert _token_lengths(tokenizer, texts, special) == expected
-    assert max(_token_lengths(tokenizer, texts, True)) > 700
+    counts = lambda xs, special: [len(ids) for ids in tokenizer(xs, add_special_tokens=special)["input_ids"]]  # noqa: E731
+    inputs = ["[label] " + t for t in texts]
+    for kind in ("seq2seq", "causal"):
+        encoder = Encoder(tokenizer, "[label] ", "[rationale] ", 16, 8, 12, rationale_task=True, student_kind=kind)
+        out = encoder({"input": texts, "target": texts, "rationale": [None, *texts[1:]]})
+        start = 1 if kind == "causal" else 0  # [CLS] alone before a causal prompt
+        assert out["input_tokens"] == (counts(inputs, True) if kind == "seq2seq"
+                                       else [start + n for n in counts(inputs, False)])
+        assert out["label_tokens"] == [n + 1 for n in counts(texts, False)]
+        assert out["rationale_tokens"] == [0] + [n + 1 for n in counts(texts[1:], False)]
+        assert max(out["input_tokens"]) > 700 and max(map(len, out["label_input_ids"])) == 16
+        assert [len(ids) for ids in out["rationale_ids"]] == [min(n, out_n) for n, out_n in
+                                                              zip(out["rationale_tokens"], [0, 12, 12, 12])]
+    assert Encoder(tokenizer, "[label] ", "", 16, 8, 12, rationale_task=False)(
+        {"input": texts, "target": texts, "rationale": texts})["label_input_ids"] == tokenizer(
+        inputs, truncation=True, max_length=16)["input_ids"]

@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from types import SimpleNamespace
+
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
 
-from distill.training import train
+from distill.data.batching import BatchPlan
+from distill.training import build_trainer, train
 from train_utils import QUICK, REPO, compose_train, subprocess_env
 
 
@@ -49,6 +52,21 @@ def _events(tmp_path: Path, micro_batch_size: int | None) -> list[dict[str, Any]
                  f"+callbacks.recorder._target_={__name__}.StepRecorder", f"+callbacks.recorder.path={record}"]
     train(compose_train(overrides, run_dir))
     return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def test_one_batch_plan_is_handed_to_the_trainer_and_the_data_module(tmp_path):
+    """The run's plan is made once, from the config and the trainer's processes, and both take it in one call:
+    the trainer accumulates as it says (its validation interval counted in micro-batches), the data module
+    samples as it says."""
+    cfg = compose_train([*QUICK, "trainer=cpu", "data.batch_size=8", "data.micro_batch_size=2",
+                         "trainer.val_check_interval=3"], tmp_path)
+    handed: list[BatchPlan] = []
+    trainer = build_trainer(cfg, datamodule=SimpleNamespace(connect=handed.append), logger=False)
+    assert handed == [BatchPlan(8, 1, 2, 4)]
+    assert (trainer.accumulate_grad_batches, trainer.val_check_interval) == (4, 12)
+    cfg.trainer.val_check_interval, cfg.trainer.check_val_every_n_epoch = 0.5, 1  # a share of an epoch: no steps
+    with pytest.raises(ValueError, match="give it in optimizer steps"):
+        build_trainer(cfg, logger=False)
 
 
 @pytest.mark.slow

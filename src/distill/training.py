@@ -8,7 +8,6 @@ import logging
 import shutil
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from distill.data.batching import BatchPlan
-from distill.data.summary import format_summary, split_figures, validation_note
+from distill.data.summary import format_summary, test_baselines, validation_note
 from distill.callbacks.divergence import Diverged
 from distill.methods import get_method
 from distill.models.module import DistillModule
@@ -53,27 +52,16 @@ def build_speed(cfg: DictConfig) -> Speed:
 def build_module(
     cfg: DictConfig, datamodule: Any, student: Any = None, output_dir: str | None = None, speed: Speed = PLAIN
 ) -> DistillModule:
-    """The LightningModule; prefixes come from the data module (step_by_step alone uses them)."""
-    prefixes = datamodule.task_prefixes
+    """The LightningModule; prefixes, token limits and layout come from the data module."""
+    dm = datamodule
     return DistillModule(
-        model=cfg.model,
-        student=student,
-        method=cfg.method.name,
-        rationale_weight=cfg.method.rationale_weight,
-        alpha=cfg.method.alpha,
-        optimizer=cfg.optimizer,
-        scheduler=cfg.get("scheduler"),
-        label_prefix=prefixes["label"],
-        rationale_prefix=prefixes["rationale"],
-        max_input_length=cfg.data.max_input_length,
-        label_max_new_tokens=get_method(cfg.method.name).label_budget(cfg.data.max_target_length,
-                                                                      cfg.data.max_rationale_length),
-        rationale_max_new_tokens=cfg.data.max_rationale_length,
-        predictions_dir=output_dir if cfg.predictions.write else None,
-        with_rationale=cfg.predictions.with_rationale,
-        speed=speed.as_dict(),
-        shared_input=datamodule.shared_input,
-        rationale_position=datamodule.rationale_position,
+        model=cfg.model, student=student, method=cfg.method.name, rationale_weight=cfg.method.rationale_weight,
+        alpha=cfg.method.alpha, optimizer=cfg.optimizer, scheduler=cfg.get("scheduler"),
+        label_prefix=dm.task_prefixes["label"], rationale_prefix=dm.task_prefixes["rationale"],
+        max_input_length=dm.max_input_length, label_max_new_tokens=dm.label_budget,
+        rationale_max_new_tokens=dm.max_rationale_length,
+        predictions_dir=output_dir if cfg.predictions.write else None, with_rationale=cfg.predictions.with_rationale,
+        speed=speed.as_dict(), shared_input=dm.shared_input, rationale_position=dm.rationale_position,
     )
 
 
@@ -160,36 +148,36 @@ def choose_precision(cfg: DictConfig, speed: Speed = PLAIN) -> tuple[str, str]:
 
 def build_trainer(cfg: DictConfig, speed: Speed = PLAIN, datamodule: Any = None, **kwargs: Any) -> pl.Trainer:
     """The Trainer from ``cfg.trainer`` in the precision of :func:`choose_precision` (unless ``kwargs``
-    name one). The run's :class:`BatchPlan` (the global ``data.batch_size`` over the trainer's
-    processes) is made here, once: the trainer accumulates as it says and ``datamodule`` (when given)
-    is handed it. Every step count the config sets (``val_check_interval``, ``max_steps``, periodic
-    checkpoints, logging) counts optimizer steps whatever the accumulation: Lightning counts the
-    validation interval in micro-batches, so it is scaled here, and validation (with its checkpoints)
-    falls on an optimizer-step boundary."""
+    name one), connected with ``datamodule`` (when given) to the run's batch plan: :func:`connect_batch_plan`."""
     kwargs.setdefault("precision", choose_precision(cfg, speed)[0])
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, **kwargs)
-    plan = BatchPlan.of(cfg.data.batch_size, trainer.world_size, cfg.data.micro_batch_size)
-    trainer.accumulate_grad_batches = plan.accumulate_grad_batches
-    interval = trainer.val_check_interval
-    if plan.accumulate_grad_batches > 1 and interval is not None:
-        if isinstance(interval, int):
-            trainer.val_check_interval = interval * plan.accumulate_grad_batches
-        elif interval != 1.0:
-            raise ValueError(
-                f"trainer.val_check_interval={interval} with gradient accumulation "
-                f"({plan.accumulate_grad_batches} micro-batches per step): give it in optimizer steps (an int)")
-    if datamodule is not None:
-        datamodule.batch_plan = plan
+    connect_batch_plan(trainer, datamodule, BatchPlan.of(cfg.data.batch_size, trainer.world_size,
+                                                         cfg.data.micro_batch_size))
     return trainer
+
+
+def connect_batch_plan(trainer: pl.Trainer, datamodule: Any, plan: BatchPlan) -> None:
+    """Hand the run's :class:`BatchPlan` (``data.batch_size``, global, over the trainer's processes; made
+    once, by :func:`build_trainer`) to the trainer, which accumulates as it says, and to ``datamodule``
+    (when given), which samples as it says. Every step count the config sets (``val_check_interval``,
+    ``max_steps``, periodic checkpoints, logging) counts optimizer steps whatever the accumulation:
+    Lightning counts the validation interval in micro-batches, so it is scaled here, and validation (with
+    its checkpoints) falls on an optimizer-step boundary."""
+    accumulate = plan.accumulate_grad_batches
+    trainer.accumulate_grad_batches = accumulate
+    interval = trainer.val_check_interval
+    if accumulate > 1 and interval is not None:
+        if isinstance(interval, int):
+            trainer.val_check_interval = interval * accumulate
+        elif interval != 1.0:
+            raise ValueError(f"trainer.val_check_interval={interval} with gradient accumulation ({accumulate} "
+                             "micro-batches per step): give it in optimizer steps (an int)")
+    if datamodule is not None:
+        datamodule.connect(plan)
 
 
 def _metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-
-
-def majority_baseline(golds: list[str | None]) -> float:
-    labelled = [g.strip() for g in golds if g is not None]
-    return Counter(labelled).most_common(1)[0][1] / len(labelled) if labelled else float("nan")
 
 
 def run_config_summary(cfg: DictConfig, trainer: pl.Trainer, plan: BatchPlan,
@@ -239,7 +227,8 @@ def format_run_summary(results: dict[str, Any]) -> str:
     lines = [
         f"benchmark   {c['benchmark']}  (label source: {c['label_source']}, train fraction {c['fraction']})",
         f"method      {c['method']}"
-        + (f"  (lambda={c['rationale_weight']})" if c["method"] == "step_by_step" and c["alpha"] is None else "")
+        + (f"  (lambda={c['rationale_weight']})" if get_method(c["method"]).rationale_task and c["alpha"] is None
+           else "")
         + (f"  (alpha={c['alpha']})" if c["alpha"] is not None else "")
         + ("  shared input (x once for both tasks)" if c.get("shared_input") else ""),
         f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})"
@@ -320,10 +309,7 @@ def train(cfg: DictConfig) -> float | None:
             log.warning("no best checkpoint was saved; testing the weights in memory")
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(_metrics(trainer))
-        metrics["test/majority_baseline"] = majority_baseline([e.gold for e in datamodule.examples("test")])
-        teacher = split_figures(datamodule, "test")["teacher_accuracy"]
-        if teacher is not None:  # the teacher's own labels on the same test examples
-            metrics["test/teacher_acc"] = teacher
+        metrics.update(test_baselines(datamodule))
 
     results = {
         "status": "ok" if diverged is None else "diverged",

@@ -1,8 +1,5 @@
 """Data layer: splits with teacher rationales, tokenization, global-batch sampling, summary.
-
-``DistillDataModule`` is imported lazily so ``python -m distill.data`` and the splits and
-benchmark code do not pay for importing Lightning.
-"""
+``DistillDataModule`` is imported lazily: ``python -m distill.data`` and the splits pay no Lightning import."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["main", "compose_summary_config", "load_tokenizer"]
+__all__ = ["compose_summary_config", "main"]
 
 
 def compose_summary_config(overrides: list[str]) -> Any:
@@ -28,28 +28,19 @@ def compose_summary_config(overrides: list[str]) -> Any:
         return compose(config_name="summary", overrides=overrides)
 
 
-def load_tokenizer(name_or_path: str | None = None) -> Any:
-    """A Hugging Face tokenizer (eos and pad filled in where it has none); None: the offline MiniLM's."""
-    from distill.models.student import minilm_tokenizer
-
-    tokenizer = minilm_tokenizer(name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def _summary(overrides: list[str]) -> int:
     from hydra.utils import instantiate
 
     from distill.benchmarks.base import DataError
     from distill.data.summary import format_summary
+    from distill.models.student import minilm_tokenizer
 
     cfg = compose_summary_config(overrides)
-    tokenizer = load_tokenizer(cfg.get("tokenizer"))
-    try:
-        # a report, not a training run: splits the teacher has no shards of are marked, not refused
-        datamodule = instantiate(cfg.data, tokenizer=tokenizer, require_teacher=False)
-        print(format_summary(datamodule))
+    tokenizer = minilm_tokenizer(cfg.get("tokenizer"))  # any Hugging Face tokenizer; eos and pad filled in
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:  # a report, not a training run: splits the teacher has no shards of are marked, not refused
+        print(format_summary(instantiate(cfg.data, tokenizer=tokenizer, require_teacher=False)))
     except DataError as err:
         print(f"data error: {err}", file=sys.stderr)
         return 2
@@ -60,7 +51,8 @@ def _download(args: list[str]) -> int:
     from distill.data.download import RELEASE_URL, DownloadError, download
 
     parser = argparse.ArgumentParser(prog="python -m distill.data download")
-    parser.add_argument("--dir", default=os.environ.get("DISTILL_DATA_DIR", "data"), help="data directory (default: $DISTILL_DATA_DIR or ./data)")
+    parser.add_argument("--dir", default=os.environ.get("DISTILL_DATA_DIR", "data"),
+                        help="data directory (default: $DISTILL_DATA_DIR or ./data)")
     parser.add_argument("--url", default=RELEASE_URL)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds without progress before giving up")
     ns = parser.parse_args(args)
@@ -75,11 +67,10 @@ def _download(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("download", "summary"):
+    if not argv or argv[0] not in ("download", "summary"):
         print(__doc__.strip())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    command, rest = argv[0], argv[1:]
-    return _download(rest) if command == "download" else _summary(rest)
+    return _download(argv[1:]) if argv[0] == "download" else _summary(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""The parsed splits and their figures on disk, keyed by the data's version (docs/data.md):
-:func:`data_version` (the files' sizes and mtimes, the settings that choose examples, the benchmark's
-configuration, the parser's source; benchmarks made in code have none and are not cached),
-:func:`save_splits`/:func:`load_splits` (Arrow, memory-mapped: :class:`ExampleTable`),
-:func:`cached_file_loader` (one parsed file, keyed by :func:`file_version`), :func:`cached_json` (a
-figure). Writes are atomic (a directory renamed into place), so concurrent runs never read half a cache."""
+"""What is built from the data, on disk, keyed by the data's version (docs/data.md): :func:`data_version`
+(the files' sizes and mtimes, the settings that choose examples, the benchmark's configuration, the parser's
+source; benchmarks made in code have none). Every cache of derived data (parsed files, splits, tokenized
+splits, the summary's figures) lives at :func:`cache_path` of its version and whatever else decides it.
+Splits are stored as Arrow (:func:`save_splits`, read back memory-mapped: :class:`ExampleTable`), atomically
+(a directory renamed into place), so concurrent runs never read half a cache."""
 
 from __future__ import annotations
 
@@ -21,23 +21,16 @@ from typing import Any
 
 from distill.benchmarks.base import Benchmark, Example
 from distill.benchmarks.io import shard_glob
-from distill.data.splits import SPLITS, FileStats, Splits, reads_files
+from distill.data.files import FileStats, load_file, reads_files
+from distill.data.splits import SPLITS, Splits
 
-__all__ = [
-    "CACHE_VERSION",
-    "data_version",
-    "file_version",
-    "save_splits",
-    "load_splits",
-    "cached_file_loader",
-    "ExampleTable",
-    "cached_json",
-]
+__all__ = ["CACHE_VERSION", "ExampleTable", "cache_path", "cached_file_loader", "cached_json", "data_version",
+           "load_splits", "save_splits"]
 
 #: bump when what is stored changes
 CACHE_VERSION = 1
 #: the modules whose code decides what the examples hold (besides the benchmark's own classes)
-_PARSING_MODULES = ("distill.data.splits", "distill.data.alignment", "distill.data.rationales", "distill.teacher.vote",
+_PARSING_MODULES = ("distill.data.splits", "distill.data.files", "distill.data.rationales", "distill.teacher.vote",
                     "distill.benchmarks.io", "distill.benchmarks.base")
 _COLUMNS = ("uid", "input", "gold", "teacher_label", "rationale", "teacher_error", "record")
 
@@ -56,9 +49,11 @@ def _code_digest(benchmark: Benchmark) -> str:
     return digest.hexdigest()
 
 
-def _version(
-    benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Any, file_split: str | None
-) -> str | None:
+def data_version(benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Any,
+                 file_split: str | None = None) -> str | None:
+    """The version of what is read from these files (all of the benchmark's, or ``file_split``'s) with these
+    settings (see the module doc); None for a benchmark made in code, or one whose configuration cannot be
+    hashed."""
     if not reads_files(benchmark):
         return None
     from datasets.fingerprint import Hasher
@@ -83,18 +78,15 @@ def _version(
     return digest.hexdigest()[:40]
 
 
-def data_version(benchmark: Benchmark, data_dir: str | Path, teacher: str | None, settings: Mapping[str, Any]) -> str | None:
-    """A key for the examples ``build_splits`` makes from these files with these settings (see the
-    module doc); None for a benchmark made in code, or one whose configuration cannot be hashed."""
-    return _version(benchmark, data_dir, teacher, dict(settings), None)
-
-
-def file_version(
-    benchmark: Benchmark, data_dir: str | Path, file_split: str, teacher: str | None, on_misaligned_teacher: str
-) -> str | None:
-    """A key for what :func:`distill.data.splits.load_file` reads from one file split: its records,
-    the teacher's shards of it, the benchmark and the parser (None where :func:`data_version` is)."""
-    return _version(benchmark, data_dir, teacher, ["file", file_split, on_misaligned_teacher], file_split)
+def cache_path(cache_dir: str | Path | None, benchmark: str, kind: str, version: str | None,
+               *parts: Any) -> Path | None:
+    """``cache_dir/{benchmark}/{kind}-{key}``: where data of ``kind`` derived from ``version``
+    (:func:`data_version`) and ``parts`` (whatever else decides it, as JSON: the
+    tokenizer, settings) is stored; None (nothing is cached) without a cache_dir or a version."""
+    if cache_dir is None or version is None:
+        return None
+    key = hashlib.sha256(json.dumps([version, *parts], sort_keys=True, default=str).encode()).hexdigest()[:40]
+    return Path(cache_dir) / benchmark / f"{kind}-{key}"
 
 
 class _Record(Mapping[str, Any]):
@@ -103,8 +95,7 @@ class _Record(Mapping[str, Any]):
     __slots__ = ("_text", "_data")
 
     def __init__(self, text: str | None) -> None:
-        self._text = text
-        self._data: dict[str, Any] | None = None
+        self._text, self._data = text, None
 
     def _decoded(self) -> dict[str, Any]:
         if self._data is None:
@@ -135,23 +126,9 @@ class ExampleTable(Sequence[Example]):
 
     @staticmethod
     def _example(row: Mapping[str, Any]) -> Example:
-        return Example(
-            uid=row["uid"],
-            input=row["input"],
-            gold=row["gold"],
-            teacher_label=row["teacher_label"],
-            rationale=row["rationale"],
-            teacher_error=row["teacher_error"],
-            record=_Record(row["record"]),
-        )
+        return Example(**{name: row[name] for name in _COLUMNS[:-1]}, record=_Record(row["record"]))
 
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"example {index} out of range ({len(self)} examples)")
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]  (an IndexError past either end)
         return self._example({name: self.table.column(name)[index].as_py() for name in _COLUMNS})
 
     def __iter__(self) -> Iterator[Example]:
@@ -160,32 +137,25 @@ class ExampleTable(Sequence[Example]):
             for i in range(batch.num_rows):
                 yield self._example({name: columns[name][i] for name in _COLUMNS})
 
-    def column(self, name: str) -> list[Any]:
-        """One field of every example (``uid``, ``input``, ``gold``, ``rationale``, ...)."""
-        return self.table.column(name).to_pylist()
-
-
-def _record_text(record: Mapping[str, Any]) -> str | None:
-    if isinstance(record, _Record):  # read back from a cache: its JSON as stored
-        return record._text
-    return json.dumps(dict(record), ensure_ascii=False) if record else None
-
 
 def _write_table(path: Path, examples: Sequence[Example]) -> None:
     import pyarrow as pa
 
-    columns = {name: [] for name in _COLUMNS}
-    for e in examples:
-        columns["uid"].append(e.uid)
-        columns["input"].append(e.input)
-        columns["gold"].append(e.gold)
-        columns["teacher_label"].append(e.teacher_label)
-        columns["rationale"].append(e.rationale)
-        columns["teacher_error"].append(e.teacher_error)
-        columns["record"].append(_record_text(e.record))
-    table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
+    def record(e: Example) -> str | None:  # read back from a cache: its JSON as stored
+        return e.record._text if isinstance(e.record, _Record) else (
+            json.dumps(dict(e.record), ensure_ascii=False) if e.record else None)
+
+    rows = [(e.uid, e.input, e.gold, e.teacher_label, e.rationale, e.teacher_error, record(e)) for e in examples]
+    columns = list(zip(*rows)) if rows else [()] * len(_COLUMNS)
+    table = pa.table({name: pa.array(list(values), pa.string()) for name, values in zip(_COLUMNS, columns)})
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=10_000)
+
+
+def _read_table(path: Path) -> ExampleTable:
+    import pyarrow as pa
+
+    return ExampleTable(pa.ipc.open_file(pa.memory_map(str(path))).read_all())
 
 
 def _publish(build: Callable[[Path], None], target: Path) -> None:
@@ -202,16 +172,14 @@ def _publish(build: Callable[[Path], None], target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def cached_file_loader(cache_dir: Path) -> Callable[..., tuple[Sequence[Example], FileStats]]:
-    """A :func:`distill.data.splits.load_file` that stores each file it reads under ``cache_dir``
-    (``file-{file_version}``) and reads it back from there next time."""
+def cached_file_loader(cache_dir: str | Path) -> Callable[..., tuple[Sequence[Example], FileStats]]:
+    """A :func:`distill.data.files.load_file` that stores each file it reads under ``cache_dir`` (:func:`cache_path`
+    of the file's own :func:`data_version`) and reads it back from there next time."""
 
     def load(benchmark, data_dir, file_split, teacher="llm", logical="train", needed_by="they were asked for",
              on_misaligned_teacher="error"):  # noqa: ANN001, ANN202 - load_file's signature
-        from distill.data.splits import load_file
-
-        version = file_version(benchmark, data_dir, file_split, teacher, on_misaligned_teacher)
-        stored = None if version is None else cache_dir / f"file-{version}"
+        version = data_version(benchmark, data_dir, teacher, ["file", file_split, on_misaligned_teacher], file_split)
+        stored = cache_path(cache_dir, benchmark.name, "file", version)
         if stored is not None and (stored / "file.json").is_file():
             stats = FileStats(**json.loads((stored / "file.json").read_text(encoding="utf-8")))
             # read without the teacher's shards: a file that needs them goes through load_file (its error)
@@ -230,10 +198,8 @@ def cached_file_loader(cache_dir: Path) -> Callable[..., tuple[Sequence[Example]
     return load
 
 
-def _read_table(path: Path) -> ExampleTable:
-    import pyarrow as pa
-
-    return ExampleTable(pa.ipc.open_file(pa.memory_map(str(path))).read_all())
+#: what splits.json holds besides the examples
+_SPLITS_META = ("sources", "dropped", "label_source", "missing_teacher", "rationale_counts")
 
 
 def save_splits(directory: Path, splits: Splits) -> None:
@@ -244,14 +210,8 @@ def save_splits(directory: Path, splits: Splits) -> None:
     def build(staging: Path) -> None:
         for split in SPLITS:
             _write_table(staging / f"{split}.arrow", splits[split])
-        meta = {
-            "files": {name: asdict(stats) for name, stats in splits.files.items()},
-            "sources": splits.sources,
-            "dropped": splits.dropped,
-            "label_source": splits.label_source,
-            "missing_teacher": splits.missing_teacher,
-            "rationale_counts": splits.rationale_counts,
-        }
+        meta = {"files": {name: asdict(stats) for name, stats in splits.files.items()},
+                **{key: getattr(splits, key) for key in _SPLITS_META}}
         (staging / "splits.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
     _publish(build, directory)
@@ -259,22 +219,12 @@ def save_splits(directory: Path, splits: Splits) -> None:
 
 def load_splits(directory: Path) -> Splits | None:
     """The splits :func:`save_splits` stored in ``directory``, or None when there are none."""
-    meta_path = directory / "splits.json"
-    if not meta_path.is_file():
+    if not (directory / "splits.json").is_file():
         return None
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    tables = {split: _read_table(directory / f"{split}.arrow") for split in SPLITS}
-    return Splits(
-        train=tables["train"],  # type: ignore[arg-type]
-        val=tables["val"],  # type: ignore[arg-type]
-        test=tables["test"],  # type: ignore[arg-type]
-        files={name: FileStats(**stats) for name, stats in meta["files"].items()},
-        sources=meta["sources"],
-        dropped=meta["dropped"],
-        label_source=meta["label_source"],
-        missing_teacher=meta["missing_teacher"],
-        rationale_counts=meta.get("rationale_counts", {}),
-    )
+    meta = json.loads((directory / "splits.json").read_text(encoding="utf-8"))
+    return Splits(**{split: _read_table(directory / f"{split}.arrow") for split in SPLITS},  # type: ignore[arg-type]
+                  files={name: FileStats(**stats) for name, stats in meta["files"].items()},
+                  **{key: meta[key] for key in _SPLITS_META})
 
 
 def cached_json(path: Path | None, compute: Callable[[], Any]) -> Any:

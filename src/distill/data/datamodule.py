@@ -1,20 +1,14 @@
-"""The LightningDataModule: a benchmark and a teacher in, batches of the method's tasks out.
-
-Examples come from :func:`distill.data.splits.build_splits`, are tokenized by
-:class:`distill.data.encoding.Encoder` (both cached under ``cache_dir``, keyed by the data version),
-drawn by :class:`distill.data.batching.GlobalBatchSampler` as its :class:`~distill.data.batching.BatchPlan`
-says and padded by :class:`distill.data.collate.Collator` for a ``seq2seq`` or ``causal`` student.
-Train batches: ``{"label": {...}, "rationale": {...}, "uid": [...]}`` (``"rationale"`` for a method
-with a rationale task, where the micro-batch has one); eval batches: ``{"label", "uid", "input",
-"gold"}``. A multi-process run builds its Trainer with ``use_distributed_sampler=False`` and hands it
-and this module one plan (:func:`distill.training.build_trainer`)."""
+"""The LightningDataModule: a benchmark and a teacher in, batches of the method's tasks out. Examples come
+from :func:`~distill.data.splits.build_splits`, are tokenized by :func:`~distill.data.encoding.tokenize` (both
+cached: :func:`~distill.data.cache.cache_path`), drawn by :class:`~distill.data.batching.GlobalBatchSampler` as
+the run's :class:`~distill.data.batching.BatchPlan` says (:meth:`DistillDataModule.connect`) and padded by
+:class:`~distill.data.collate.Collator`. Train batches: ``{"label", "rationale" (a method with a rationale task,
+where the micro-batch has one), "uid"}``; eval batches: ``{"label", "uid", "input", "gold"}``. The
+constructor's defaults are those of ``conf/data/_base.yaml``."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,44 +16,25 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from distill.benchmarks.base import Benchmark, Example
-from distill.data.batching import (
-    BatchPlan,
-    EvalBatchSampler,
-    GlobalBatchSampler,
-    SampledRowsBatchSampler,
-    row_groups,
-)
-from distill.data.cache import cached_file_loader, data_version, load_splits, save_splits
+from distill.data.batching import BatchPlan, EvalBatchSampler, GlobalBatchSampler, SampledRowsBatchSampler
+from distill.data.cache import cache_path, cached_file_loader, data_version, load_splits, save_splits
 from distill.data.collate import Collator
-from distill.data.encoding import ENCODING_VERSION, Encoder, marker_ids, target_text
-from distill.data.rationales import example_uid
+from distill.data.encoding import ENCODING_VERSION, Encoder, marker_ids, rows_digest, text_rows, tokenize
+from distill.data.rationales import RATIONALE_CHOICES, RATIONALE_FILTERS, example_uid
 from distill.data.splits import SPLITS, Splits, build_splits, subset_size
+from distill.data.targets import RATIONALE_POSITIONS
 from distill.methods import Method, get_method
 
 __all__ = ["DistillDataModule"]
 
-#: ``num_proc=None`` tokenizes a split in several processes from this many rows on (below, one pays off less than it costs)
-PARALLEL_TOKENIZATION_ROWS = 50_000
 _UNSET = object()
-
-
-def auto_num_proc(rows: int) -> int | None:
-    """Processes for tokenizing ``rows`` rows: one per usable core for big splits, else None (this process)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(cores, rows // PARALLEL_TOKENIZATION_ROWS)
-    return workers if workers >= 2 else None
 
 
 def _plain(value: Any) -> Any:
     """DictConfig/ListConfig -> plain containers (Hydra hands those to ``__init__``)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    return value
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def _as_benchmark(benchmark: Benchmark | Mapping[str, Any] | str) -> Benchmark:
@@ -77,6 +52,12 @@ def _as_benchmark(benchmark: Benchmark | Mapping[str, Any] | str) -> Benchmark:
     raise TypeError(f"benchmark must be a Benchmark, a registered name or a config with _target_, got {benchmark!r}")
 
 
+def _choice(value: str, choices: Sequence[str], setting: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{setting} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 class DistillDataModule(pl.LightningDataModule):
     """Train/val/test batches of one benchmark with one teacher's rationales."""
 
@@ -85,147 +66,113 @@ class DistillDataModule(pl.LightningDataModule):
         benchmark: Benchmark | Mapping[str, Any] | str,
         data_dir: str | Path,
         tokenizer: Any = None,
-        teacher: str | None = "llm",
-        split_files: Mapping[str, str | None] | None = None,
-        label_source: str = "gold",
-        fraction: float = 1.0,
-        seed: int = 0,
-        holdout_fraction: float = 0.1,
-        holdout_seed: int = 0,
-        test_subset: int | None = None,
-        val_subset: int | None = None,
-        on_parse_failure: str = "drop_rationale",
-        on_misaligned_teacher: str = "error",
-        targets: str | Method = "step_by_step",
-        batch_size: int = 64,
-        micro_batch_size: int | None = None,
-        eval_batch_size: int = 64,
-        label_prefix: str = "[label] ",
-        rationale_prefix: str = "[rationale] ",
-        max_input_length: int = 512,
-        max_target_length: int = 64,
-        max_rationale_length: int = 256,
-        group_by_length: bool = True,
-        drop_last: bool = False,
-        num_workers: int = 0,
-        cache_dir: str | Path | None = None,
-        pad_to_multiple_of: int = 1,
-        pin_memory: bool = False,
-        student_kind: str = "seq2seq",
+        *,
+        # which examples (distill.data.splits; require_teacher=False: a report, see there)
+        teacher: str | None = "llm", split_files: Mapping[str, str | None] | None = None, label_source: str = "gold",
+        fraction: float = 1.0, seed: int = 0, holdout_fraction: float = 0.1, holdout_seed: int = 0,
+        test_subset: int | None = None, val_subset: int | None = None, on_parse_failure: str = "drop_rationale",
+        on_misaligned_teacher: str = "error", rationales: str = "first", rationale_filter: str = "none",
         require_teacher: bool = True,
-        num_proc: int | None = None,
-        shared_input: bool = False,
-        rationales: str = "first",
-        rationale_filter: str = "none",
-        rationale_position: str = "before",
+        # what the batches carry (the method's tasks) and how they are tokenized
+        targets: str | Method = "step_by_step", label_prefix: str = "[label] ", rationale_prefix: str = "[rationale] ",
+        max_input_length: int = 1024, max_target_length: int = 64, max_rationale_length: int = 256,
+        student_kind: str = "seq2seq", shared_input: bool = False, rationale_position: str = "before",
+        # how they are batched and loaded
+        batch_size: int = 64, micro_batch_size: int | None = None, eval_batch_size: int = 64,
+        group_by_length: bool = True, drop_last: bool = False, num_workers: int = 0, pad_to_multiple_of: int = 1,
+        pin_memory: bool = False, cache_dir: str | Path | None = None, num_proc: int | None = None,
     ) -> None:
         super().__init__()
         #: the method the batches serve; ``targets`` is its name (cache keys and the summary read it)
         self.method = get_method(targets)
         self.targets = self.method.name
-        if student_kind not in ("seq2seq", "causal"):
-            raise ValueError(f"student_kind must be 'seq2seq' or 'causal', got {student_kind!r}")
-        self.student_kind = student_kind
+        self.student_kind = _choice(student_kind, ("seq2seq", "causal"), "student_kind")
         self.benchmark = _as_benchmark(benchmark)
-        self.data_dir = Path(data_dir)
-        self.teacher = teacher
-        self.split_files = _plain(split_files)
-        self.label_source = label_source
-        self.fraction = float(fraction)
-        self.seed = int(seed)
-        self.holdout_fraction = float(holdout_fraction)
-        self.holdout_seed = int(holdout_seed)
-        self.test_subset = None if test_subset is None else int(test_subset)
+        self.data_dir, self.teacher, self.split_files = Path(data_dir), teacher, _plain(split_files)
+        self.label_source, self.fraction, self.seed = label_source, float(fraction), int(seed)
+        self.holdout_fraction, self.holdout_seed = float(holdout_fraction), int(holdout_seed)
+        self.test_subset = subset_size(test_subset, "data.test_subset")
         self.val_subset = subset_size(val_subset, "data.val_subset")
-        self.on_parse_failure = on_parse_failure
-        self.on_misaligned_teacher = on_misaligned_teacher
-        # False for the data summary (a report): a train file the teacher lacks is read without it
+        self.on_parse_failure, self.on_misaligned_teacher = on_parse_failure, on_misaligned_teacher
         self.require_teacher = bool(require_teacher)
-        # processes tokenizing a split (datasets.map); None: auto_num_proc (several for big splits only)
-        self.num_proc = None if num_proc is None else int(num_proc)
-        self._data_version: Any = _UNSET
-        self._tokenizer_hash: str | None = None
-        from distill.data.rationales import RATIONALE_CHOICES, RATIONALE_FILTERS
-        from distill.data.targets import RATIONALE_POSITIONS
-
-        if rationales not in RATIONALE_CHOICES:
-            raise ValueError(f"data.rationales must be one of {RATIONALE_CHOICES}, got {rationales!r}")
-        if rationale_filter not in RATIONALE_FILTERS:
-            raise ValueError(f"data.rationale_filter must be one of {RATIONALE_FILTERS}, got {rationale_filter!r}")
-        if rationale_position not in RATIONALE_POSITIONS:
-            raise ValueError(
-                f"method.rationale_position must be one of {RATIONALE_POSITIONS}, got {rationale_position!r}"
-            )
-        # which of a teacher's samples train learns from (distill.data.rationales); single_task's layout
-        self.rationales, self.rationale_filter = rationales, rationale_filter
-        self.rationale_position = rationale_position
+        self.rationales = _choice(rationales, RATIONALE_CHOICES, "data.rationales")
+        self.rationale_filter = _choice(rationale_filter, RATIONALE_FILTERS, "data.rationale_filter")
+        self.rationale_position = _choice(rationale_position, RATIONALE_POSITIONS, "method.rationale_position")
         # only a method with two tasks has an x to share between them (the others ignore it)
         self.shared_input = bool(shared_input) and self.method.rationale_task
-        self.batch_size = int(batch_size)
-        # one process until a run hands its own plan (fails at config time, not mid-run)
-        self._batch_plan = BatchPlan.of(self.batch_size, 1, micro_batch_size)
+        # the one-process plan until a run connects its own (a batch that does not split fails here)
+        self.batch_plan = BatchPlan.of(batch_size, 1, micro_batch_size)
         self.eval_batch_size = int(eval_batch_size)
-        self.label_prefix = label_prefix or ""
-        self.rationale_prefix = rationale_prefix or ""
-        self.max_input_length = int(max_input_length)
-        self.max_target_length = int(max_target_length)
+        self.label_prefix, self.rationale_prefix = label_prefix or "", rationale_prefix or ""
+        self.max_input_length, self.max_target_length = int(max_input_length), int(max_target_length)
         self.max_rationale_length = int(max_rationale_length)
-        self.group_by_length = group_by_length
-        self.drop_last = drop_last
-        self.num_workers = int(num_workers)
+        #: tokens of a label target and of a generated label (the method's label budget)
+        self.label_budget = self.method.label_budget(self.max_target_length, self.max_rationale_length)
+        self.group_by_length, self.drop_last, self.num_workers = group_by_length, drop_last, int(num_workers)
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.pad_to_multiple_of = int(pad_to_multiple_of)
-        self.pin_memory = bool(pin_memory)
+        self.pad_to_multiple_of, self.pin_memory = int(pad_to_multiple_of), bool(pin_memory)
+        # processes tokenizing a split (datasets.map); None: several for big splits only
+        self.num_proc = None if num_proc is None else int(num_proc)
         self.world_size, self.rank = 1, 0
         self.tokenizer = None
-        self._splits: Splits | None = None
-        self._datasets: dict[str, Any] = {}
+        self._forget()
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
 
-    # ----------------------------------------------------------------- examples
+    @property
+    def batch_size(self) -> int:
+        """The global batch per optimizer step (``data.batch_size``)."""
+        return self.batch_plan.global_batch_size
+
+    def connect(self, plan: BatchPlan) -> None:
+        """Train as the run's plan says (:func:`distill.training.connect_batch_plan` hands the Trainer the
+        same plan in the same call)."""
+        if plan.global_batch_size != self.batch_size:
+            raise ValueError(f"a batch plan for a global batch of {plan.global_batch_size}, but data.batch_size="
+                             f"{self.batch_size}")
+        self.batch_plan = plan
+
     def set_tokenizer(self, tokenizer: Any) -> None:
         """Attach the student's tokenizer (needs eos and pad tokens). Examples are rebuilt,
         since a benchmark's student input may depend on it (NLI's separator)."""
         if getattr(tokenizer, "eos_token_id", None) is None or getattr(tokenizer, "pad_token_id", None) is None:
-            raise ValueError(
-                "the tokenizer needs an eos and a pad token (for BERT-style tokenizers set "
-                "tokenizer.eos_token = tokenizer.sep_token)"
-            )
+            raise ValueError("the tokenizer needs an eos and a pad token (for BERT-style tokenizers set "
+                             "tokenizer.eos_token = tokenizer.sep_token)")
         self.tokenizer = tokenizer
         self.benchmark.bind_tokenizer(tokenizer)
-        self._splits = None
-        self._datasets = {}
-        self._data_version = _UNSET
-        self._tokenizer_hash = None
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop what was built (examples, tokenized splits, their keys): it is built again on use."""
+        self._splits: Splits | None = None
+        self._datasets: dict[str, Any] = {}
+        self._data_version: Any = _UNSET
+        self._tokenizer_hash: str | None = None
+
+    def _selection(self) -> dict[str, Any]:
+        """The settings :func:`build_splits` chooses the examples by (``targets``: the method's name)."""
+        names = ("teacher", "split_files", "label_source", "fraction", "seed", "holdout_fraction", "holdout_seed",
+                 "test_subset", "val_subset", "on_parse_failure", "targets", "on_misaligned_teacher", "rationales",
+                 "rationale_filter")
+        return {name: getattr(self, name) for name in names}
 
     @property
     def data_version(self) -> str | None:
-        """The key of the examples this module builds (files, settings, parser: :func:`distill.data.cache.data_version`);
-        None without ``cache_dir`` or for a benchmark made in code (nothing is cached then)."""
+        """The version of the examples this module builds (:func:`distill.data.cache.data_version`: files,
+        settings, parser); None without ``cache_dir`` or for a benchmark made in code."""
         if self._data_version is _UNSET:
-            settings = {
-                "split_files": self.split_files, "label_source": self.label_source, "fraction": self.fraction,
-                "seed": self.seed if self.fraction < 1.0 else None,  # picks nothing from the whole train
-                "holdout_fraction": self.holdout_fraction, "holdout_seed": self.holdout_seed,
-                **({"test_subset": self.test_subset} if self.test_subset is not None else {}),
-                **({"val_subset": self.val_subset} if self.val_subset is not None else {}),
-                "on_parse_failure": self.on_parse_failure, "targets": self.targets,
-                "on_misaligned_teacher": self.on_misaligned_teacher,
-                # outside the paper's defaults only, so the paper's layout keeps its key
-                **({"rationales": self.rationales} if self.rationales != "first" else {}),
-                **({"rationale_filter": self.rationale_filter} if self.rationale_filter != "none" else {}),
-            }  # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
+            # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
+            settings = {key: value for key, value in self._selection().items() if key != "teacher"}
+            if self.fraction == 1.0:
+                settings["seed"] = None  # picks nothing from the whole train
             self._data_version = (
-                None if self.cache_dir is None else data_version(self.benchmark, self.data_dir, self.teacher, settings)
-            )
+                None if self.cache_dir is None else data_version(self.benchmark, self.data_dir, self.teacher, settings))
         return self._data_version
 
-    def cache_path(self, name: str) -> Path | None:
-        """``cache_dir/{benchmark}/{name}``: where a figure of this data version is stored; None: no cache."""
-        if self.cache_dir is None or self.data_version is None:
-            return None
-        return self.cache_dir / self.benchmark.name / name
+    def cache_path(self, kind: str, *parts: Any, version: str | None = None) -> Path | None:
+        """Where data of ``kind`` derived from this data version (or ``version``) and ``parts`` is stored
+        (:func:`distill.data.cache.cache_path`); None: not cached."""
+        return cache_path(self.cache_dir, self.benchmark.name, kind, version or self.data_version, *parts)
 
     @property
     def tokenizer_hash(self) -> str:
@@ -242,39 +189,20 @@ class DistillDataModule(pl.LightningDataModule):
         ``cache_dir`` they are read from there when this data version was built before, else built
         and stored there first; either way they are then the stored ones (memory-mapped Arrow)."""
         if self._splits is None:
-            stored = self.cache_path(f"splits-{self.data_version}")
+            stored = self.cache_path("splits")
             if stored is not None:
                 self._splits = load_splits(stored)
                 # a report's splits that lack the teacher's train shards never serve a training run (its error)
                 if self._splits is not None and not (self._splits.missing_teacher and self.require_teacher):
                     return self._splits
-                self._splits = None
-            splits = build_splits(
-                self.benchmark,
-                self.data_dir,
-                teacher=self.teacher,
-                split_files=self.split_files,
-                label_source=self.label_source,
-                fraction=self.fraction,
-                seed=self.seed,
-                holdout_fraction=self.holdout_fraction,
-                holdout_seed=self.holdout_seed,
-                test_subset=self.test_subset,
-                val_subset=self.val_subset,
-                on_parse_failure=self.on_parse_failure,
-                targets=self.method,
-                on_misaligned_teacher=self.on_misaligned_teacher,
-                require_teacher=self.require_teacher,
-                load=None if stored is None else cached_file_loader(stored.parent),
-                rationales=self.rationales,
-                rationale_filter=self.rationale_filter,
-            )
+            splits = build_splits(self.benchmark, self.data_dir, **{**self._selection(), "targets": self.method},
+                                  require_teacher=self.require_teacher,
+                                  load=None if stored is None else cached_file_loader(self.cache_dir))
             if stored is not None:
                 save_splits(stored, splits)
                 del splits
-                self._splits = load_splits(stored)
-            else:
-                self._splits = splits
+                splits = load_splits(stored)
+            self._splits = splits
         return self._splits
 
     def examples(self, split: str) -> list[Example]:
@@ -295,197 +223,82 @@ class DistillDataModule(pl.LightningDataModule):
             return None
         return marker_ids(self.tokenizer, self.label_prefix), marker_ids(self.tokenizer, self.rationale_prefix)
 
-    # ----------------------------------------------------------------- batching plan
-    @property
-    def batch_plan(self) -> BatchPlan:
-        """How train batches are laid out over processes and accumulation steps."""
-        return self._batch_plan
+    def encoder(self, split: str) -> Encoder:
+        """The :class:`Encoder` of a split (train alone learns the rationale task)."""
+        prefixes = self.task_prefixes
+        return Encoder(self.tokenizer, prefixes["label"], prefixes["rationale"], self.max_input_length,
+                       self.label_budget, self.max_rationale_length,
+                       rationale_task=split == "train" and self.method.rationale_task,
+                       student_kind=self.student_kind, shared_input=self.shared_input)
 
-    @batch_plan.setter
-    def batch_plan(self, plan: BatchPlan) -> None:
-        if plan.global_batch_size != self.batch_size:
-            raise ValueError(f"a batch plan for a global batch of {plan.global_batch_size}, but data.batch_size="
-                             f"{self.batch_size}")
-        self._batch_plan = plan
-
-    def _read_trainer(self, stage: str | None) -> None:
-        """This process's rank and the world size from the attached trainer (eval batches are sharded
-        over them); a fit must run on the processes and accumulation of the plan this module holds."""
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return
-        self.world_size, self.rank = int(trainer.world_size), int(trainer.global_rank)
-        plan = self._batch_plan
-        accumulate = int(getattr(trainer, "accumulate_grad_batches", plan.accumulate_grad_batches))
-        if stage == "fit" and (self.world_size, accumulate) != (plan.world_size, plan.accumulate_grad_batches):
-            raise ValueError(
-                f"the Trainer runs {self.world_size} process(es) with accumulate_grad_batches={accumulate}, but the "
-                f"data module's plan is {plan}: hand both the same BatchPlan (distill.training.build_trainer does)"
-            )
-        connector = getattr(trainer, "_accelerator_connector", None)
-        if self.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-            raise ValueError(
-                "DistillDataModule shards global batches itself: build the Trainer with use_distributed_sampler=False"
-            )
-
-    # ----------------------------------------------------------------- tokenization
-    def _fingerprint(self, split: str, encoder: Encoder) -> str:
-        """The tokenized split's key: tokenizer, encoder settings and the data version, or (no
-        version) the texts themselves."""
-        digest = hashlib.sha256()
-        digest.update(self.tokenizer_hash.encode())
-        digest.update(json.dumps(encoder.settings(), sort_keys=True).encode())
-        digest.update(json.dumps([ENCODING_VERSION, split, self.benchmark.name]).encode())
-        if self.method.label_holds_rationale and self.rationale_position != "before":  # the paper's key stays
-            digest.update(json.dumps(["rationale_position", self.rationale_position]).encode())
-        if self.data_version is not None:
-            digest.update(json.dumps(["data_version", self.data_version, self.label_source]).encode())
-        else:
-            rows = self._rows(split)
-            for column in sorted(rows):
-                digest.update(json.dumps(rows[column], ensure_ascii=False).encode())
-        return digest.hexdigest()[:40]
-
-    def _rows(self, split: str) -> dict[str, list[Any]]:
-        train = split == "train"
-        examples = self.examples(split)
-        rows: dict[str, list[Any]] = {"uid": [], "input": [], "gold": [], "target": [], "rationale": []}
-        for ex in examples:
-            rows["uid"].append(ex.uid)
-            rows["input"].append(ex.input)
-            rows["gold"].append(ex.gold)
-            rows["target"].append(target_text(ex, self.method, self.label_source if train else "gold",
-                                              self.rationale_position))
-            rows["rationale"].append(ex.rationale if (train and self.method.rationale_task) else None)
-        return rows
+    def tokenized_parts(self, split: str) -> list[Any]:
+        """What the tokenized split derives from besides its examples (its cache key's ``parts``)."""
+        position = self.rationale_position if self.method.label_holds_rationale else None
+        return [ENCODING_VERSION, split, self.tokenizer_hash, self.encoder(split).settings(), position]
 
     def dataset(self, split: str) -> Any:
         """The tokenized ``datasets.Dataset`` of a split (cached on disk when ``cache_dir`` is set)."""
         if split not in SPLITS:
             raise KeyError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
-        if split in self._datasets:
-            return self._datasets[split]
-        if self.tokenizer is None:
-            raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
-        import datasets
+        if split not in self._datasets:
+            if self.tokenizer is None:
+                raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
+            source = self.label_source if split == "train" else "gold"  # evaluation is on gold labels
+            rows = lambda: text_rows(self.examples(split), self.method, source, self.rationale_position)  # noqa: E731
+            version = self.data_version
+            if version is None and self.cache_dir is not None:  # a benchmark made in code: its texts are its version
+                version = rows_digest(rows())
+            self._datasets[split] = tokenize(rows, self.encoder(split),
+                                             self.cache_path(split, *self.tokenized_parts(split), version=version),
+                                             self.num_proc, f"tokenizing {self.benchmark.name} {split}")
+        return self._datasets[split]
 
-        encoder = Encoder(
-            self.tokenizer,
-            label_prefix=self.task_prefixes["label"],
-            rationale_prefix=self.task_prefixes["rationale"],
-            max_input_length=self.max_input_length,
-            max_target_length=self.method.label_budget(self.max_target_length, self.max_rationale_length),
-            max_rationale_length=self.max_rationale_length,
-            rationale_task=split == "train" and self.method.rationale_task,
-            student_kind=self.student_kind,
-            shared_input=self.shared_input,
-        )
-        fingerprint = self._fingerprint(split, encoder)
-        cache_file = manifest = None
-        if self.cache_dir is not None:
-            directory = self.cache_dir / self.benchmark.name
-            directory.mkdir(parents=True, exist_ok=True)
-            cache_file = str(directory / f"{split}-{fingerprint}.arrow")
-            manifest = directory / f"{split}-{fingerprint}.files.json"
-            stored = self._load_tokenized(manifest)
-            if stored is not None:
-                self._datasets[split] = stored
-                return stored
-        rows = self._rows(split)
-        features = datasets.Features(
-            {name: datasets.Value("string") for name in ("uid", "input", "gold", "target", "rationale")}
-        )
-        raw = datasets.Dataset.from_dict(rows, features=features)
-        del rows
-        num_proc = self.num_proc if self.num_proc is not None else auto_num_proc(len(raw))
-        encoded = raw.map(
-            encoder,
-            batched=True,
-            batch_size=1000,
-            remove_columns=["target", "rationale"],
-            cache_file_name=cache_file,
-            load_from_cache_file=True,
-            new_fingerprint=fingerprint,
-            num_proc=num_proc if num_proc and num_proc > 1 else None,
-            desc=f"tokenizing {self.benchmark.name} {split}",
-        )
-        if manifest is not None and encoded.cache_files:
-            # the files of the tokenized split in order (several with num_proc): a warm start reads these alone
-            files = [Path(f["filename"]).name for f in encoded.cache_files]
-            staging = manifest.with_name(f".{manifest.name}.{os.getpid()}")
-            staging.write_text(json.dumps(files))
-            os.replace(staging, manifest)
-        self._datasets[split] = encoded
-        return encoded
-
-    @staticmethod
-    def _load_tokenized(manifest: Path) -> Any:
-        """The tokenized split a manifest lists (its Arrow files, memory-mapped), or None when incomplete."""
-        if not manifest.is_file():
-            return None
-        import datasets
-
-        paths = [manifest.parent / name for name in json.loads(manifest.read_text())]
-        if not paths or not all(path.is_file() for path in paths):
-            return None
-        parts = [datasets.Dataset.from_file(str(path)) for path in paths]
-        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-
-    # ----------------------------------------------------------------- Lightning hooks
     def setup(self, stage: str | None = None) -> None:
-        self._read_trainer(stage)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # evaluation shards its batches over the trainer's processes
+            self.world_size, self.rank = int(trainer.world_size), int(trainer.global_rank)
+            connector = getattr(trainer, "_accelerator_connector", None)
+            if self.world_size > 1 and getattr(connector, "use_distributed_sampler", False):
+                raise ValueError("DistillDataModule shards global batches itself: build the Trainer with "
+                                 "use_distributed_sampler=False")
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
         for split in needed.get(stage or "", SPLITS):
-            if split == "test" and not self.examples("test"):
-                continue
-            self.dataset(split)
+            if split != "test" or self.examples("test"):
+                self.dataset(split)
 
-    def _loader(self, dataset: Any, batch_sampler: Any, collator: Collator) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_sampler=batch_sampler,
-            collate_fn=collator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+    def _loader(self, dataset: Any, columns: list[str], batch_sampler: Any, collator: Collator) -> DataLoader:
+        return DataLoader(dataset.select_columns(columns), batch_sampler=batch_sampler, collate_fn=collator,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=self.pin_memory)
 
     def train_sampler(self) -> GlobalBatchSampler:
+        """This rank's train batches as the plan lays them out (one row per example and epoch for ``sample``)."""
         dataset = self.dataset("train")
-        lengths = dataset["length"]
-        plan = {"global_batch_size": self.batch_size, "micro_batch_size": self._batch_plan.micro_batch_size,
-                "world_size": self._batch_plan.world_size, "rank": self.rank, "seed": self.seed, "shuffle": True,
-                "group_by_length": self.group_by_length, "drop_last": self.drop_last}
-        if self.rationales == "sample":  # one of each example's rows per epoch
-            return SampledRowsBatchSampler(row_groups([example_uid(uid) for uid in dataset["uid"]]), lengths, **plan)
-        return GlobalBatchSampler(lengths, **plan)
+        settings = dict(rank=self.rank, seed=self.seed, group_by_length=self.group_by_length, drop_last=self.drop_last)
+        if self.rationales == "sample":  # one row of each example's per epoch
+            keys = [example_uid(uid) for uid in dataset["uid"]]
+            return SampledRowsBatchSampler(keys, dataset["length"], self.batch_plan, **settings)
+        return GlobalBatchSampler(dataset["length"], self.batch_plan, **settings)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train")
         columns = ["uid", "label_input_ids", "label_ids"]
         if self.method.rationale_task:
             columns += ["rationale_ids"] if self.shared_input else ["rationale_input_ids", "rationale_ids"]
-        collator = Collator(
-            self.tokenizer.pad_token_id,
-            train=True,
-            rationale_task=self.method.rationale_task,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            student_kind=self.student_kind,
-            shared_markers=self.shared_markers,
-        )
+        collator = Collator(self.tokenizer.pad_token_id, train=True, rationale_task=self.method.rationale_task,
+                            pad_to_multiple_of=self.pad_to_multiple_of, student_kind=self.student_kind,
+                            shared_markers=self.shared_markers)
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
         if trainer is not None and getattr(trainer, "global_step", 0) > 0:
             sampler.resume_at(trainer.global_step)  # a resumed run: skip the global batches already trained on
-        return self._loader(dataset.select_columns(columns), sampler, collator)
+        return self._loader(self.dataset("train"), columns, sampler, collator)
 
     def _eval_dataloader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
         sampler = EvalBatchSampler(dataset["length"], self.eval_batch_size, rank=self.rank, world_size=self.world_size)
-        columns = ["uid", "input", "gold", "label_input_ids", "label_ids"]
         collator = Collator(self.tokenizer.pad_token_id, train=False, pad_to_multiple_of=self.pad_to_multiple_of,
                             student_kind=self.student_kind)
-        return self._loader(dataset.select_columns(columns), sampler, collator)
+        return self._loader(dataset, ["uid", "input", "gold", "label_input_ids", "label_ids"], sampler, collator)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader("val")

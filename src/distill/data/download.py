@@ -1,10 +1,7 @@
-"""Fetch and unpack the official release archive (``datasets.zip`` of the Distilling
-Step-by-Step repository) into a data directory, or say exactly what to do by hand.
-
-The archive holds a top-level ``datasets/`` folder with ``{name}/...`` inside; it is unpacked
-so that ``{dir}/{name}/{name}_{split}.json`` exists, the layout ``paths.data_dir`` points at.
-Network errors and timeouts end in :class:`DownloadError` with the manual steps, never a hang.
-"""
+"""Fetch and unpack the official release archive (``datasets.zip`` of the Distilling Step-by-Step
+repository, a top-level ``datasets/`` folder with ``{name}/...`` inside) so that
+``{dir}/{name}/{name}_{split}.json`` exists, the layout ``paths.data_dir`` points at. Network errors and
+timeouts end in :class:`DownloadError` with the manual steps, never a hang."""
 
 from __future__ import annotations
 
@@ -29,12 +26,10 @@ class DownloadError(RuntimeError):
 
 
 def manual_instructions(dest: Path, url: str = RELEASE_URL) -> str:
-    return (
-        f"To install the data by hand: download {url} on a machine with internet access, then\n"
-        f"  unzip datasets.zip && mkdir -p {dest} && cp -r datasets/* {dest}/\n"
-        f"so that {dest}/cqa/cqa_train.json exists; then run with paths.data_dir={dest} "
-        f"(or export DISTILL_DATA_DIR={dest})."
-    )
+    return (f"To install the data by hand: download {url} on a machine with internet access, then\n"
+            f"  unzip datasets.zip && mkdir -p {dest} && cp -r datasets/* {dest}/\n"
+            f"so that {dest}/cqa/cqa_train.json exists; then run with paths.data_dir={dest} "
+            f"(or export DISTILL_DATA_DIR={dest}).")
 
 
 def _resolve(url: str, timeout: float) -> None:
@@ -57,12 +52,11 @@ def _fetch(url: str, target: Path, timeout: float) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "distill-data"})
     with urllib.request.urlopen(request, timeout=timeout) as response, target.open("wb") as out:
         total = int(response.headers.get("Content-Length") or 0)
-        done, next_report = 0, 0
+        size, done, next_report = f" of {total / 2**20:.0f} MiB" if total else "", 0, 0
         while chunk := response.read(1 << 20):
             out.write(chunk)
             done += len(chunk)
-            if done >= next_report:
-                size = f" of {total / 2**20:.0f} MiB" if total else ""
+            if done >= next_report:  # every 32 MiB
                 print(f"  {done / 2**20:.0f} MiB{size}", file=sys.stderr)
                 next_report = done + (32 << 20)
 
@@ -74,9 +68,8 @@ def unpack(archive: Path, dest: Path) -> list[str]:
     with zipfile.ZipFile(archive) as zf:
         for member in zf.infolist():
             parts = PurePosixPath(member.filename).parts
-            if parts and parts[0] == "datasets":
-                parts = parts[1:]
-            if not parts or parts[0] in ("__MACOSX",):
+            parts = parts[1:] if parts and parts[0] == "datasets" else parts
+            if not parts or parts[0] == "__MACOSX":
                 continue
             target = (dest / Path(*parts)).resolve()
             if dest not in target.parents and target != dest:

@@ -65,18 +65,9 @@ def read_samples(benchmark: Benchmark, data_dir: str | Path, teacher: str, file_
     return samples if s else None
 
 
-def _row_index(uid: str) -> int:
-    return int(uid.rsplit("/", 1)[1])
-
-
-def select_rationales(
-    benchmark: Benchmark,
-    train: Sequence[Example],
-    samples: list[list[Sample]] | None,
-    rationales: str = "first",
-    rationale_filter: str = "none",
-    label_source: str = "gold",
-) -> tuple[list[Example], dict[str, Any]]:
+def select_rationales(benchmark: Benchmark, train: Sequence[Example], samples: list[list[Sample]] | None,
+                      rationales: str = "first", rationale_filter: str = "none",
+                      label_source: str = "gold") -> tuple[list[Example], dict[str, Any]]:
     """The train rows and their account (see the module doc). ``samples``: :func:`read_samples` of the
     train file (rows found by the uid's index), None for a one-sample teacher (its top-level shards
     are then its only sample)."""
@@ -91,7 +82,8 @@ def select_rationales(
     # candidates: samples with a rationale; kept: those the filter keeps (one row each); label_only: examples
     # left without a rationale (one row, label task alone); no_vote: examples dropped for want of a vote
     for ex in train:
-        own = [Sample(0, ex.teacher_label, ex.rationale)] if samples is None else samples[_row_index(ex.uid)]
+        # a file row's uid ends in its index: {name}/{file split}/{index}
+        own = [Sample(0, ex.teacher_label, ex.rationale)] if samples is None else samples[int(ex.uid.rsplit("/", 1)[1])]
         label = ex.teacher_label
         if label_source == "teacher_vote":
             votes = [s.label if s.label is not None and benchmark.label_fits(s.label, ex) else None for s in own]

@@ -12,17 +12,9 @@ from typing import Any
 
 import torch
 
-from distill.data.collate import IGNORE_INDEX, locate_targets, pad_causal_task, pad_sequences, round_up
-from distill.data.encoding import marker_ids, marker_room
+from distill.data.padding import IGNORE_INDEX, locate_targets, pad_causal_task, pad_sequences, round_up
 
-__all__ = [
-    "branch_attention_mask",
-    "marker_ids",
-    "marker_room",
-    "pad_decoder_task",
-    "pad_shared_causal",
-    "unshared_causal_tasks",
-]
+__all__ = ["branch_attention_mask", "pad_decoder_task", "pad_shared_causal", "unshared_causal_tasks"]
 
 
 def branch_attention_mask(spans: torch.Tensor, width: int) -> torch.Tensor:
@@ -43,15 +35,9 @@ def branch_attention_mask(spans: torch.Tensor, width: int) -> torch.Tensor:
     return allowed[:, None]
 
 
-def pad_shared_causal(
-    inputs: Sequence[Sequence[int]],
-    label_marker: Sequence[int],
-    labels: Sequence[Sequence[int]],
-    rationale_marker: Sequence[int],
-    rationales: Sequence[Sequence[int]],
-    pad_token_id: int,
-    pad_to_multiple_of: int = 1,
-) -> dict[str, Any]:
+def pad_shared_causal(inputs: Sequence[Sequence[int]], label_marker: Sequence[int], labels: Sequence[Sequence[int]],
+                      rationale_marker: Sequence[int], rationales: Sequence[Sequence[int]], pad_token_id: int,
+                      pad_to_multiple_of: int = 1) -> dict[str, Any]:
     """One causal train batch of both tasks: ``input_ids``, ``attention_mask`` (the 4D branch mask),
     ``position_ids``, ``spans`` (rows x (len x, len label branch, len rationale branch)), and per
     task ``{task}_positions``/``{task}_ids`` (where each target token is predicted, and the token).
@@ -70,7 +56,8 @@ def pad_shared_causal(
     width = batch["input_ids"].shape[1]
     span_tensor = torch.tensor(spans, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    task_labels = {name: torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long) for name in ("label", "rationale")}
+    task_labels = {name: torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+                   for name in ("label", "rationale")}
     for row, (positions, (n, n_label, n_rationale), y, r) in enumerate(zip(position_rows, spans, labels, rationales)):
         position_ids[row, : len(positions)] = torch.as_tensor(positions, dtype=torch.long)
         if y:
@@ -79,12 +66,8 @@ def pad_shared_causal(
         if r:
             start = n + n_label + len(rationale_marker)
             task_labels["rationale"][row, start : start + len(r)] = torch.as_tensor(r, dtype=torch.long)
-    out: dict[str, Any] = {
-        "input_ids": batch["input_ids"],
-        "attention_mask": branch_attention_mask(span_tensor, width),
-        "position_ids": position_ids,
-        "spans": span_tensor,
-    }
+    out: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": branch_attention_mask(span_tensor, width),
+                           "position_ids": position_ids, "spans": span_tensor}
     for name, label_ids in task_labels.items():
         targets = locate_targets(label_ids, column_shift=-1)
         out[f"{name}_positions"], out[f"{name}_ids"] = targets["target_positions"], targets["target_ids"]
@@ -93,7 +76,7 @@ def pad_shared_causal(
 
 def unshared_causal_tasks(batch: dict[str, Any], pad_token_id: int) -> dict[str, dict[str, torch.Tensor]]:
     """The same tokens as two ordinary causal task batches (``x m_label y`` and ``x m_rationale r``,
-    :func:`distill.data.collate.pad_causal_task`): what the shared pass must equal. A task is
+    :func:`distill.data.padding.pad_causal_task`): what the shared pass must equal. A task is
     present when some row has its branch."""
     ids, spans = batch["input_ids"], batch["spans"].tolist()
     tasks: dict[str, dict[str, torch.Tensor]] = {}
@@ -113,9 +96,8 @@ def unshared_causal_tasks(batch: dict[str, Any], pad_token_id: int) -> dict[str,
     return tasks
 
 
-def pad_decoder_task(
-    marker: Sequence[int], targets: Sequence[Sequence[int]], pad_to_multiple_of: int = 1
-) -> dict[str, torch.Tensor]:
+def pad_decoder_task(marker: Sequence[int], targets: Sequence[Sequence[int]],
+                     pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
     """A seq2seq task's decoder side: ``decoder_sequence`` (``marker + target`` per row, -100 padded:
     the model shifts it right into its decoder input), ``labels`` (the same with the marker -100:
     the loss is on the target alone), ``target_positions`` (their own columns) and ``target_ids``.

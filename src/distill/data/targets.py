@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["ANSWER_MARKER", "EXPLANATION_MARKER", "RATIONALE_POSITIONS", "single_task_target",
+__all__ = ["ANSWER_MARKER", "EXPLANATION_MARKER", "RATIONALE_POSITIONS", "TEACHER_LABELS", "single_task_target",
            "split_single_task_output"]
 
+#: label sources under which the student learns the teacher's labels
+TEACHER_LABELS = ("teacher", "teacher_vote")
 ANSWER_MARKER = "So the answer is"
 EXPLANATION_MARKER = "Explanation:"
 RATIONALE_POSITIONS = ("before", "after")

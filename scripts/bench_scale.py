@@ -1,4 +1,4 @@
-"""``python -m distill.data.bench_scale``: e-SNLI at the paper's size, cold and warm start times and memory.
+"""``python scripts/bench_scale.py``: e-SNLI at the paper's size, cold and warm start times and memory.
 
 The shared copy of the release has no ``esnli_train.json`` (549,367 rows in the release). This
 builds a stand-in in a temporary directory (never in the repository): the valid rows repeated to
@@ -14,7 +14,7 @@ and prints each command's wall time, its time to the first training step (a call
 children (and their PSS, which counts pages a forked tokenizing process shares with its parent
 once), sampled every 0.2 s, and the largest single process's (``/usr/bin/time``'s maximum RSS).
 
-    python -m distill.data.bench_scale [--repeats 56] [--dir DIR] [--keep] [--only summary|train]
+    python scripts/bench_scale.py [--repeats 56] [--dir DIR] [--keep] [--only summary|train]
 
 ``--repeats 1`` is a quick check of the plumbing (9,842 rows). The data comes from
 ``$DISTILL_SHARED_DATA`` or ``../shared/datasets`` (the valid/test files and their ``llm`` shards).
@@ -185,7 +185,7 @@ def _uptime() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.data.bench_scale", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python scripts/bench_scale.py", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="copies of the valid rows (56: 551,152)")
     parser.add_argument("--dir", default=None, help="work directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", default=None, help="the shared datasets (default $DISTILL_SHARED_DATA or ../shared/datasets)")
     ns = parser.parse_args(argv)
 
-    repo = Path(__file__).resolve().parents[3]
+    repo = Path(__file__).resolve().parents[1]
     work = Path(ns.dir) if ns.dir else Path(tempfile.mkdtemp(prefix="esnli_scale_"))
     work.mkdir(parents=True, exist_ok=True)
     data_dir, cache_dir = work / "data", work / "cache"
@@ -202,14 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = build_esnli_train(data_dir, ns.repeats, ns.shared)
     print(f"built {data_dir}/esnli/esnli_train.json: {rows:,} rows, {-(-rows // SHARD_SIZE)} shards "
           f"({time.time() - built:.0f} s); code from {repo}", flush=True)
-    env = dict(os.environ, PYTHONPATH=str(repo / "src"), WANDB_MODE="disabled", HYDRA_FULL_ERROR="1")
+    # this script's directory on the path: train.py imports FirstStepTimer from it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo / "src"), str(repo / "scripts")]), WANDB_MODE="disabled",
+               HYDRA_FULL_ERROR="1")
     paths = [f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}"]
     commands = {
         "summary": [sys.executable, "-m", "distill.data", "summary", "data=esnli", *paths],
         "train": [
             sys.executable, str(repo / "train.py"), "data=esnli", "model=tiny", "trainer.max_steps=5",
             "trainer.limit_val_batches=2", "test=false", "logger=csv", "speed.cpu_bf16=false", *paths, f"paths.log_dir={work}/logs",
-            f"hydra.run.dir={work}/runs/run", "+callbacks.first_step._target_=distill.data.bench_scale.FirstStepTimer",
+            f"hydra.run.dir={work}/runs/run", "+callbacks.first_step._target_=bench_scale.FirstStepTimer",
         ],
     }
     results = []
