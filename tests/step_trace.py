@@ -1,8 +1,9 @@
 """Per optimizer step, the examples a run consumed and its loss, one JSON line each in
 ``<trainer.default_root_dir>/step_trace.jsonl`` (global rank 0): ``step``, ``uids`` (sorted), ``loss`` (the
 mean over every rank's micro-batches), ``micro_batches``, ``world_size``, ``environment``, ``auto_requeue``.
-The proof that a global batch means the same on 1 or N processes (``tests/test_ddp.py``); enable it with
-``+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace``."""
+The proof that a global batch means the same on 1 or N processes (``tests/test_ddp.py``), and that a resumed
+run trains the steps it should on the examples it should; enable it with
+``+callbacks.step_trace._target_=step_trace.StepTrace`` (``tests/`` on the path: :func:`train_utils.subprocess_env`)."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import torch
 from distill.bench import main as bench_main, mode_overrides, non_embedding_parameters
 from distill.callbacks.throughput import ThroughputMeter, computed_positions
 from distill.data.shared_input import pad_decoder_task, pad_shared_causal
-from distill.models.student import load_tiny, load_tiny_causal
-from distill.utils.speed import PLAIN, Speed
+from distill.methods import METHODS
+from distill.models.loaders import load_tiny, load_tiny_causal
 from train_utils import REPO, subprocess_env
 
 
@@ -30,7 +30,7 @@ def test_bench_prints_plain_fast_and_shared_side_by_side():
     table = done.stdout[done.stdout.index("distill bench:"):]
     assert "arith / tiny / step_by_step" in table and "global batch 8, 2 timed steps" in table
     assert "plain: plain;" in table
-    assert "fast: fused_optimizer, target_only_logits" in table  # on CPU: no stacking, no pinning
+    assert "fast: fused_optimizer, target_only_logits" in table
     assert "fast+shared: fused_optimizer" in table and "layout shared input" in table
     computed = {}
     for figure in ("train_examples_per_s", "train_tokens_per_s", "seconds_per_step", "computed_tokens_per_step",
@@ -73,7 +73,7 @@ def test_throughput_meter_counts_the_tokens_each_side_of_the_model_sees(kind):
     prompt and completion (every non-pad token), and nothing is counted twice."""
     meter = ThroughputMeter(warmup=0)
     meter._start = 0.0
-    module = SimpleNamespace(method="step_by_step", student=SimpleNamespace(kind=kind), speed=PLAIN)
+    module = SimpleNamespace(method_spec=METHODS["step_by_step"], student=SimpleNamespace(kind=kind))
     task = {"input_ids": torch.ones(2, 5), "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]),
             "target_ids": torch.ones(3), "labels": torch.ones(2, 5 if kind == "causal" else 2)}
     meter.on_train_batch_end(None, module, None, {"label": task, "rationale": task, "uid": ["a", "b"]}, 0)
@@ -88,7 +88,7 @@ def test_throughput_meter_counts_the_tokens_each_side_of_the_model_sees(kind):
 def test_throughput_meter_counts_a_shared_input_batch_once_for_x(kind):
     meter = ThroughputMeter(warmup=0)
     meter._start = 0.0
-    module = SimpleNamespace(method="step_by_step", student=SimpleNamespace(kind=kind), speed=Speed(stack_tasks=True))
+    module = SimpleNamespace(method_spec=METHODS["step_by_step"], student=SimpleNamespace(kind=kind))
     x, labels, rationales = [[5, 6, 7], [8]], [[1, 2], [3]], [[4, 4, 4], []]
     if kind == "causal":
         batch = {"shared": pad_shared_causal(x, [9], labels, [10], rationales, pad_token_id=0)}
@@ -96,8 +96,8 @@ def test_throughput_meter_counts_a_shared_input_batch_once_for_x(kind):
     else:
         batch = {"shared": {"input_ids": torch.ones(2, 3), "attention_mask": torch.tensor([[1, 1, 1], [1, 0, 0]])},
                  "label": pad_decoder_task([9], labels), "rationale": pad_decoder_task([10], rationales)}
-        # stacked (speed.fast_losses): one decoder pass of 4 rows at the widest task's 4 columns
-        tokens, computed = {"encoder": 4, "decoder": 3 + 2 + 4}, 2 * 3 + 4 * 4
+        # the encoder's 2 x 3, then each task's decoder pass: 2 x 3 (label) and 2 x 4 (rationale)
+        tokens, computed = {"encoder": 4, "decoder": 3 + 2 + 4}, 2 * 3 + 2 * 3 + 2 * 4
     batch["uid"] = ["a", "b"]
     meter.on_train_batch_end(None, module, None, batch, 0)
     assert {side: int(count) for side, count in meter.tokens.items()} == tokens
@@ -117,7 +117,7 @@ def test_bench_modes_name_a_speed_and_optionally_the_shared_layout():
 def test_throughput_meter_stops_at_the_last_timed_step():
     """Steps after warmup + steps (the profiled ones) are neither timed nor counted."""
     meter = ThroughputMeter(warmup=1, steps=2)
-    module = SimpleNamespace(method="standard", student=SimpleNamespace(kind="seq2seq"), speed=PLAIN)
+    module = SimpleNamespace(method_spec=METHODS["standard"], student=SimpleNamespace(kind="seq2seq"))
     task = {"input_ids": torch.ones(2, 3), "attention_mask": torch.ones(2, 3), "target_ids": torch.ones(2),
             "labels": torch.ones(2, 1)}
     for step in range(5):

@@ -11,20 +11,16 @@ import torch.nn.functional as F
 
 from distill.data.collate import IGNORE_INDEX, Collator
 from distill.data.encoding import Encoder, encode_inputs
+from distill.models.loaders import load_tiny, load_tiny_causal
 from distill.models.losses import fast_losses_agree
-from distill.models.student import CAUSAL, SEQ2SEQ, kind_of, load_student, load_tiny, load_tiny_causal
+from distill.models.student import CAUSAL, SEQ2SEQ, kind_of, load_student
 from distill.utils.speed import PLAIN, Speed
 from train_utils import module_and_train_batch
 
 TINY_CAUSAL = {"kind": "tiny_causal", "name_or_path": None, "short_name": "tiny_causal"}
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
-SPEEDS = {
-    "plain": PLAIN,
-    "target_only": Speed(target_only_logits=True),
-    "stacked": Speed(stack_tasks=True),
-    "stacked_target_only": Speed(stack_tasks=True, target_only_logits=True),
-}
+SPEEDS = {"plain": PLAIN, "target_only": Speed(target_only_logits=True)}
 
 
 @pytest.fixture(scope="module", params=list(SPEEDS))
@@ -108,14 +104,6 @@ def test_prompt_completion_layout():
             assert t["labels"][row, len(prompt) : n].tolist() == completion
         rows_, cols = t["target_positions"].unbind(1)
         assert torch.equal(t["labels"][rows_, cols + 1], t["target_ids"])
-    # rounded widths (speed.pad_to_multiple_of) only add padding: same targets at the same places
-    rounded = Collator(tokenizer.pad_token_id, train=True, rationale_task=True, pad_to_multiple_of=8, student_kind="causal")(
-        [{"uid": str(i), **{k: v[i] for k, v in rows.items()}} for i in range(2)]
-    )
-    for task in ("label", "rationale"):
-        assert rounded[task]["input_ids"].shape[1] % 8 == 0 and rounded[task]["labels"].shape == rounded[task]["input_ids"].shape
-        for key in ("target_positions", "target_ids"):
-            assert torch.equal(rounded[task][key], batch[task][key])
     # evaluation: the prompts alone, left-padded, ready to be continued
     eval_batch = Collator(tokenizer.pad_token_id, train=False, student_kind="causal")(
         [{"uid": str(i), "input": "", "gold": "", **{k: v[i] for k, v in rows.items()}} for i in range(2)]
@@ -152,7 +140,7 @@ def test_causal_official_alpha_form(module_and_batch):
 
 
 def _keep_masks(batch, dataset) -> dict[tuple[int, int], torch.Tensor]:
-    """Per forward shape (label, rationale, both stacked): the outputs that predict a completion
+    """Per forward shape (label, rationale): the outputs that predict a completion
     token, from the encoded prompt and completion lengths alone (not from the batch's labels)."""
     rows = {row["uid"]: row for row in dataset}
     keeps = []
@@ -162,10 +150,8 @@ def _keep_masks(batch, dataset) -> dict[tuple[int, int], torch.Tensor]:
             prompt, completion = len(rows[uid][f"{task}_input_ids"]), len(rows[uid][f"{task}_ids"])
             keep[r, prompt - 1 : prompt + completion - 1] = True  # the output at c predicts the token at c + 1
         keeps.append(keep)
-    width = max(k.shape[1] for k in keeps)
-    stacked = torch.cat([F.pad(k, (0, width - k.shape[1])) for k in keeps])
     masks = {}
-    for keep in (*keeps, stacked):
+    for keep in keeps:
         assert tuple(keep.shape) not in masks, "two forwards of one shape: the test cannot tell them apart"
         masks[tuple(keep.shape)] = keep
     return masks
@@ -206,9 +192,9 @@ def test_prompt_and_padding_positions_do_not_enter_the_loss(module_batch_dm):
 @pytest.mark.parametrize("lora", [None, LORA], ids=["full", "lora"])
 def test_fast_path_check_accepts_a_causal_student(lora):
     """The first-step check of the fast path passes (no fallback to plain), LoRA adapter or not."""
-    module, batch = module_and_train_batch({**TINY_CAUSAL, "lora": lora}, SPEEDS["stacked_target_only"])
+    module, batch = module_and_train_batch({**TINY_CAUSAL, "lora": lora}, SPEEDS["target_only"])
     tasks = {"label": batch["label"], "rationale": batch["rationale"]}
-    assert fast_losses_agree(module.model, tasks, module.tokenizer.pad_token_id, stack=True, target_only=True) is None
+    assert fast_losses_agree(module.model, tasks) is None
 
 
 @pytest.mark.parametrize("method", ["standard", "single_task"])
@@ -222,15 +208,15 @@ def test_single_task_methods_take_the_label_loss_alone(method):
     assert torch.allclose(losses["loss"], expected, atol=1e-5)
 
 
-def test_stacked_target_only_gradients_equal_the_plain_ones_for_a_causal_student():
+def test_target_only_gradients_equal_the_plain_ones_for_a_causal_student():
     grads = {}
-    for name in ("plain", "stacked_target_only"):
+    for name in ("plain", "target_only"):
         module, batch = module_and_train_batch(TINY_CAUSAL, SPEEDS[name])
         module.compute_losses(batch)["loss"].backward()
         grads[name] = {n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None}
-    assert grads["plain"].keys() == grads["stacked_target_only"].keys()
+    assert grads["plain"].keys() == grads["target_only"].keys()
     for n, g in grads["plain"].items():
-        assert torch.allclose(g, grads["stacked_target_only"][n], atol=1e-6, rtol=1e-4), n
+        assert torch.allclose(g, grads["target_only"][n], atol=1e-6, rtol=1e-4), n
 
 
 def test_left_padded_batch_generation_equals_one_prompt_at_a_time():
@@ -259,13 +245,13 @@ def test_lora_trains_only_the_adapter():
 
 def test_lora_on_a_seq2seq_student():
     lora = {"r": 2, "alpha": 4, "target_modules": ["q", "v"]}
-    module, batch = module_and_train_batch({"kind": "tiny", "lora": lora}, SPEEDS["stacked_target_only"])
+    module, batch = module_and_train_batch({"kind": "tiny", "lora": lora}, SPEEDS["target_only"])
     student = module.student
     assert student.kind == SEQ2SEQ
     assert student.num_trainable_parameters == sum(p.numel() for n, p in student.model.named_parameters() if "lora_" in n)
     assert 0 < student.num_trainable_parameters < student.num_parameters / 100
     tasks = {"label": batch["label"], "rationale": batch["rationale"]}
-    assert fast_losses_agree(module.model, tasks, module.tokenizer.pad_token_id, stack=True, target_only=True) is None
+    assert fast_losses_agree(module.model, tasks) is None
     from distill.models.checkpoints import plain_model
 
     merged = plain_model(module.model)

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from distill.models.checkpoints import export_student, load_module
 from distill.data.encoding import encode_inputs
 from distill.models.inference import InferenceSettings, predict, task_inputs
-from distill.models.student import load_tiny_causal
+from distill.models.loaders import load_tiny_causal
 from distill.training import train
 from train_utils import QUICK, REPO, compose_train, subprocess_env
 

@@ -29,7 +29,7 @@ REL_TOL = 0.05
 COMMON = [
     "model=tiny", "logger=csv", f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}",
     "data.batch_size=8", "test=false", "optimizer.lr=3e-3", "predictions.write=false",
-    "+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace",
+    "+callbacks.step_trace._target_=step_trace.StepTrace",
 ]
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def run_train(args: list[str], log: Path, timeout: int = 600) -> None:
 
 
 def read_trace(run_dir: Path) -> list[dict]:
-    from distill.callbacks.step_trace import read_step_trace
+    from step_trace import read_step_trace
 
     path = run_dir / "step_trace.jsonl"
     assert path.is_file(), f"{path} missing: the StepTrace callback did not run"

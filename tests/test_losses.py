@@ -1,7 +1,7 @@
 """The step-by-step loss is exactly L_label + lambda * L_rationale (or the official alpha form),
 checked against two plain forward passes of the same Hugging Face model on the same batch, with
 the token cross-entropy computed here from the logits (not by the model's own loss), on the plain
-path and on every combination of the exact speed levers (target-only logits, stacked tasks)."""
+path and with the exact speed lever that changes how losses are computed (target-only logits)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.models.module import combine_losses
+from distill.models.losses import combine_losses
 from distill.utils.speed import PLAIN, Speed
 from train_utils import module_and_train_batch
 
@@ -17,12 +17,7 @@ TINY = {"kind": "tiny", "name_or_path": None, "short_name": "tiny"}
 #: the offline default student: a BERT encoder-decoder (EncoderDecoderModel), another head layout than T5's
 MINILM = {"kind": "minilm", "name_or_path": None, "short_name": "minilm"}
 
-SPEEDS = {
-    "plain": PLAIN,
-    "target_only": Speed(target_only_logits=True),
-    "stacked": Speed(stack_tasks=True),
-    "stacked_target_only": Speed(stack_tasks=True, target_only_logits=True),
-}
+SPEEDS = {"plain": PLAIN, "target_only": Speed(target_only_logits=True)}
 
 
 def build_module_and_batch(student: dict, speed: Speed):
@@ -86,7 +81,7 @@ def test_combine_losses_rejects_alpha_outside_unit_interval():
         combine_losses(torch.tensor(1.0), torch.tensor(1.0), alpha=1.5)
 
 
-@pytest.mark.parametrize("speed", ["plain", "stacked_target_only"])
+@pytest.mark.parametrize("speed", ["plain", "target_only"])
 def test_loss_identity_on_the_bert_encoder_decoder(speed):
     """The default student's output head (BERT's transform, then a tied projection) takes
     target-only logits as exactly as T5's does."""
@@ -100,25 +95,25 @@ def test_loss_identity_on_the_bert_encoder_decoder(speed):
     assert torch.allclose(losses["loss"], label + rationale, atol=1e-5)
 
 
-def test_stacked_target_only_gradients_equal_the_plain_ones():
+def test_target_only_gradients_equal_the_plain_ones():
     """Exact under autograd too: the gradients of the fast path's loss are the plain path's."""
     grads = {}
-    for name in ("plain", "stacked_target_only"):
+    for name in ("plain", "target_only"):
         module, batch = build_module_and_batch(TINY, SPEEDS[name])
         module.compute_losses(batch)["loss"].backward()
         grads[name] = {n: p.grad.clone() for n, p in module.model.named_parameters() if p.grad is not None}
-    assert grads["plain"].keys() == grads["stacked_target_only"].keys()
+    assert grads["plain"].keys() == grads["target_only"].keys()
     for n, g in grads["plain"].items():
-        assert torch.allclose(g, grads["stacked_target_only"][n], atol=1e-6, rtol=1e-4), n
+        assert torch.allclose(g, grads["target_only"][n], atol=1e-6, rtol=1e-4), n
 
 
 def test_a_student_without_an_output_projection_falls_back_to_the_plain_losses():
-    module, batch = build_module_and_batch(TINY, SPEEDS["stacked_target_only"])
+    module, batch = build_module_and_batch(TINY, SPEEDS["target_only"])
     module.model.get_output_embeddings = lambda: None  # as some architectures answer
     module.log = lambda *args, **kwargs: None  # no Trainer attached
     module.eval()  # no dropout: the step's loss must be the plain one exactly
     with torch.no_grad():
         loss = module.training_step(batch, 0)
         expected = plain_loss(module.model, batch["label"]) + plain_loss(module.model, batch["rationale"])
-    assert not module.speed.target_only_logits and not module.speed.stack_tasks
+    assert not module.speed.target_only_logits
     assert torch.allclose(loss, expected, atol=1e-5)

@@ -96,3 +96,20 @@ def test_the_model_trains_and_generates_as_the_method_says(name):
     assert module.method_spec is METHODS["standard"] and tuple(module._tasks(batch)) == ("label",)
     with pytest.raises(ValueError, match="expected one of"):
         DistillModule(model=TINY, method="both")
+
+
+def test_the_model_side_asks_the_method_never_its_name():
+    """distill.models and distill.callbacks compare no method name: they ask a :class:`Method`."""
+    import re
+    from pathlib import Path
+
+    import distill
+
+    names = "|".join(METHODS)
+    compared = re.compile(rf"""(==|!=|\bin)\s*[(\[{{]?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    root = Path(distill.__file__).parent
+    offenders = [f"{path.relative_to(root)}:{number}: {line.strip()}"
+                 for folder in ("models", "callbacks") for path in sorted((root / folder).rglob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if compared.search(line)]
+    assert not offenders, "\n".join(offenders)
+    assert compared.search('if method == "step_by_step":') and compared.search("x in ('standard', 'other')")

@@ -31,8 +31,7 @@ TINY_CAUSAL = {"kind": "tiny_causal", "name_or_path": None, "short_name": "tiny_
 LORA = {**TINY_CAUSAL, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
 TINY = {"kind": "tiny", "name_or_path": None, "short_name": "tiny"}
 STUDENTS = {"tiny_causal": TINY_CAUSAL, "tiny": TINY, "lora": LORA}
-SPEEDS = {"plain": PLAIN, "target_only": Speed(target_only_logits=True),
-          "stacked_target_only": Speed(stack_tasks=True, target_only_logits=True)}
+SPEEDS = {"plain": PLAIN, "target_only": Speed(target_only_logits=True)}
 
 
 def test_branch_mask_sees_x_and_its_own_branch_only():
@@ -102,8 +101,7 @@ def test_one_pass_equals_separate_passes_in_loss_and_gradients(student, speed):
 
 @pytest.mark.parametrize("student", ["tiny_causal", "tiny"])
 def test_a_branch_loss_ignores_the_other_branch(student):
-    module, batch = module_and_train_batch(STUDENTS[student], Speed(target_only_logits=True, stack_tasks=True),
-                                           shared_input=True)
+    module, batch = module_and_train_batch(STUDENTS[student], Speed(target_only_logits=True), shared_input=True)
     generator = torch.Generator().manual_seed(0)
     vocab = module.tokenizer.vocab_size
 
@@ -127,9 +125,9 @@ def test_a_branch_loss_ignores_the_other_branch(student):
         return changed
 
     with torch.no_grad():
-        base = shared_task_losses(module.model, batch, stack=True)
-        after_label = shared_task_losses(module.model, scrambled("label"), stack=True)
-        after_rationale = shared_task_losses(module.model, scrambled("rationale"), stack=True)
+        base = shared_task_losses(module.model, batch)
+        after_label = shared_task_losses(module.model, scrambled("label"))
+        after_rationale = shared_task_losses(module.model, scrambled("rationale"))
     assert torch.allclose(after_label["rationale"], base["rationale"], rtol=1e-6, atol=1e-7)
     assert torch.allclose(after_rationale["label"], base["label"], rtol=1e-6, atol=1e-7)
     # and the scrambles did reach the model: each moves its own branch's loss
@@ -141,7 +139,7 @@ def test_a_model_whose_attention_leaks_across_branches_is_caught(monkeypatch, ca
     module, batch = module_and_train_batch(TINY_CAUSAL, Speed(target_only_logits=True), shared_input=True)
     # a kernel that ignored the branch mask would let the rationale branch read the label branch
     monkeypatch.setattr(losses, "attention_mask_for", lambda model, allowed: torch.ones_like(allowed).tril())
-    module._check_shared_pass(batch)
+    module.check_first_batch(batch)
     assert "disagrees with separate passes" in caplog.text and "does not keep the branches apart" in caplog.text
     got = module.compute_losses(batch)
     want = unshared_task_losses(module.model, batch, module.tokenizer.pad_token_id)

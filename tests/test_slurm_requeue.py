@@ -44,7 +44,7 @@ def test_timeout_signal_requeues_through_submitit_and_resumes_from_last_checkpoi
            "++trainer.plugins=[{_target_: distill.launch.cluster.cluster_environment}]", "logger=csv",
            f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={EVERY}", "data.batch_size=8",
            "test=false", "predictions.write=false", "ckpt_path=last",
-           "+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace",
+           "+callbacks.step_trace._target_=step_trace.StepTrace",
            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10",
            f"hydra.sweep.dir={sweep}"]
     with log.open("w") as f:
@@ -74,7 +74,7 @@ def test_timeout_signal_requeues_through_submitit_and_resumes_from_last_checkpoi
     results = json.loads((sweep / "0" / "results.json").read_text())
     assert results["status"] == "ok" and results["global_step"] == STEPS
 
-    from distill.callbacks.step_trace import read_step_trace
+    from step_trace import read_step_trace
 
     steps = [r["step"] for r in read_step_trace(sweep / "0" / "step_trace.jsonl")]
     # the rerun continued from a checkpoint (a multiple of EVERY steps in), not from step 1:

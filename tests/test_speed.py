@@ -12,19 +12,17 @@ from distill.utils.speed import PLAIN, Speed, resolve_speed
 from distill.training import build_speed, build_trainer
 from train_utils import QUICK, compose_train
 
-FAST = {"fused_optimizer": True, "target_only_logits": True, "stack_tasks": "auto", "pad_to_multiple_of": "auto",
-        "pin_memory": "auto", "cpu_bf16": "auto", "fp32_generation": "auto",
+FAST = {"fused_optimizer": True, "target_only_logits": True, "cpu_bf16": "auto", "fp32_generation": "auto",
         "eager_attention": "auto"}
 
 
 def test_auto_is_settled_for_the_device(monkeypatch):
     monkeypatch.setattr(speed_module, "native_bf16", lambda: None)
     cpu = resolve_speed(FAST, on_cuda=False)
-    assert cpu == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=False, pad_to_multiple_of=1,
-                        pin_memory=False, cpu_bf16=False, fp32_generation=False, eager_attention=True)
+    assert cpu == Speed(fused_optimizer=True, target_only_logits=True, cpu_bf16=False, fp32_generation=False,
+                        eager_attention=True)
     cuda = resolve_speed(FAST, on_cuda=True)
-    assert cuda == Speed(fused_optimizer=True, target_only_logits=True, stack_tasks=True, pad_to_multiple_of=8,
-                         pin_memory=True, cpu_bf16=False, fp32_generation=False)
+    assert cuda == Speed(fused_optimizer=True, target_only_logits=True, cpu_bf16=False, fp32_generation=False)
 
 
 @pytest.mark.parametrize("native, cpu_bf16, fp32_generation",
@@ -56,6 +54,13 @@ def test_a_forced_lever_holds_whatever_the_cpu(monkeypatch):
 def test_unknown_levers_are_refused():
     with pytest.raises(ValueError, match="unknown speed settings"):
         resolve_speed({"fused_optimiser": True}, on_cuda=False)
+    with pytest.raises(ValueError, match="unknown speed settings"):  # removed levers (docs/speed.md)
+        resolve_speed({**FAST, "stack_tasks": "auto"}, on_cuda=True)
+
+
+def test_a_checkpoint_from_before_the_removed_levers_loads_its_speed():
+    old = {**Speed(fused_optimizer=True).as_dict(), "stack_tasks": True, "pad_to_multiple_of": 8, "pin_memory": True}
+    assert Speed.of(old) == Speed(fused_optimizer=True)
 
 
 def test_speed_plain_turns_every_lever_off(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from distill.results.runs import read_directory
-from distill.callbacks.step_trace import read_step_trace
+from step_trace import read_step_trace
 from distill.launch.sweep_resume import identity_config, job_fingerprint
 from train_utils import REPO, compose_train, subprocess_env
 
@@ -29,7 +29,7 @@ SWEEP = [
     "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
     "data.batch_size=4", "data.eval_batch_size=8", "optimizer.lr=1e-3",
     "data.benchmark.train_size=16", "data.benchmark.test_size=8",
-    "+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace",
+    "+callbacks.step_trace._target_=step_trace.StepTrace",
     "+callbacks.kill._target_=train_utils.SigkillAtStep", "+callbacks.kill.step=5", "+callbacks.kill.tag=${seed}",
 ]
 

@@ -92,7 +92,7 @@ def test_resume_continues_at_the_saved_step_on_the_same_examples(tmp_path, model
     only, on the very examples an uninterrupted 6-step run used at those steps (a seq2seq and a
     decoder-only student)."""
     common = [*(o for o in QUICK if o != "model=tiny"), f"model={model}", "data.benchmark.train_size=64", "data.benchmark.test_size=16",
-              "+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace"]
+              "+callbacks.step_trace._target_=step_trace.StepTrace"]
     train(compose_train([*common, "trainer.max_steps=6"], tmp_path / "straight"))
     train(compose_train([*common, "trainer.max_steps=4"], tmp_path / "first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
@@ -105,7 +105,7 @@ def test_resume_continues_at_the_saved_step_on_the_same_examples(tmp_path, model
     trained_steps = sorted(logged.loc[logged["train/loss"].notna(), "step"].unique())
     assert trained_steps == [4, 5], f"the resumed run should train steps 4 and 5 only, trained {trained_steps}"
 
-    from distill.callbacks.step_trace import read_step_trace
+    from step_trace import read_step_trace
 
     straight = {t["step"]: t["uids"] for t in read_step_trace(tmp_path / "straight" / "step_trace.jsonl")}
     resumed = {t["step"]: t["uids"] for t in read_step_trace(tmp_path / "resumed" / "step_trace.jsonl")}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.callbacks.step_trace import read_step_trace
+from step_trace import read_step_trace
 from distill.training import train
 from train_utils import QUICK, REPO, Killed, compose_train, subprocess_env
 
@@ -83,7 +83,7 @@ def test_last_checkpoint_is_written_once_per_step(tmp_path, monkeypatch):
 # 16 train examples in batches of 4: an epoch is 4 steps; validation every 2 steps, last.ckpt every 3
 RESUME = overrides("data.benchmark.train_size=16", "data.benchmark.test_size=8", "trainer.max_steps=8",
                    "callbacks.last_checkpoint_every_n_steps.every_n_train_steps=3", "model.dropout_rate=0.1",
-                   "+callbacks.step_trace._target_=distill.callbacks.step_trace.StepTrace")
+                   "+callbacks.step_trace._target_=step_trace.StepTrace")
 
 
 @pytest.fixture(scope="module")

@@ -67,11 +67,12 @@ def module_and_train_batch(
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for a ``train.py``/``python -m distill...`` subprocess: one quiet thread,
-    offline W&B and hub, this checkout's ``src`` first on the path."""
+    offline W&B and hub, this checkout's ``src`` first on the path, then ``tests`` (the test callbacks:
+    ``step_trace.StepTrace``)."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", TOKENIZERS_PARALLELISM="false",
                WANDB_MODE="offline", HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO / "tests"), *filter(None, [env.get("PYTHONPATH")])])
     env.update(extra)
     return env
 

@@ -22,6 +22,7 @@ from distill.utils.runtime import configure_openmp  # noqa: E402
 
 configure_openmp()  # before torch is imported
 
+import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
@@ -29,6 +30,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from distill.callbacks.profiler import StepProfiler  # noqa: E402
 from distill.callbacks.throughput import ThroughputMeter  # noqa: E402
 from distill.models.student import SEQ2SEQ, kind_of  # noqa: E402
+from distill.training import build_datamodule, build_module, build_speed, build_trainer, runs_on_cuda  # noqa: E402
+from distill.utils.runtime import configure_threads, find_conf_dir  # noqa: E402
 
 BENCH_DEFAULTS: dict[str, Any] = {
     "steps": 20, "warmup": 3, "eval_batches": 4, "modes": "plain,fast", "repeats": 1, "profile": 0,
@@ -104,10 +107,6 @@ def compose_config(argv: list[str]) -> tuple[Any, dict[str, Any]]:
             bench[name] = value if isinstance(bench[name], str) else int(value)
         else:
             overrides.append(arg)
-    import distill  # noqa: F401  (registers the resolvers conf/ uses)
-
-    from distill.utils.runtime import find_conf_dir
-
     with initialize_config_dir(config_dir=str(find_conf_dir()), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     return cfg, bench
@@ -115,11 +114,6 @@ def compose_config(argv: list[str]) -> tuple[Any, dict[str, Any]]:
 
 def run(argv: list[str]) -> dict[str, Any]:
     """One configuration, measured in this process."""
-    import hydra
-
-    from distill.utils.runtime import configure_threads
-    from distill.training import build_datamodule, build_module, build_speed, build_trainer, runs_on_cuda
-
     cfg, bench = compose_config(argv)
     configure_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed)
@@ -127,7 +121,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         cfg.paths.output_dir = scratch
         student = hydra.utils.instantiate(cfg.model)
-        datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
+        datamodule = build_datamodule(cfg, student.tokenizer, student.kind)
         module = build_module(cfg, datamodule, student, speed=speed)
         module.predictions_dir = None
         meter = ThroughputMeter(bench["warmup"], bench["steps"])

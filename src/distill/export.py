@@ -18,7 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.utils.runtime import configure_threads
+from distill.utils.runtime import configure_openmp, configure_threads
+
+configure_openmp()  # before torch is imported
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from distill.models.checkpoints import auto_class_name, export_student, load_module, run_config_of  # noqa: E402
 
 
 def run_record(ckpt: str | Path) -> dict[str, Any] | None:
@@ -29,10 +36,6 @@ def run_record(ckpt: str | Path) -> dict[str, Any] | None:
     results = path.parent.parent / "results.json"
     if not results.is_file():
         return None
-    from omegaconf import OmegaConf
-
-    from distill.models.checkpoints import run_config_of
-
     run = json.loads(results.read_text())
     config = run_config_of(path)
     if config is not None:
@@ -43,8 +46,6 @@ def run_record(ckpt: str | Path) -> dict[str, Any] | None:
 
 
 def _step(ckpt: Path) -> int | None:
-    import torch
-
     return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True).get("global_step")
 
 
@@ -56,9 +57,6 @@ def main(argv: list[str] | None = None) -> int:
                         "bf16-mixed, ...) in distill.json instead of the one the student was trained and tested in")
     args = parser.parse_args(argv)
     configure_threads()
-
-    from distill.models.checkpoints import auto_class_name, export_student, load_module
-
     try:
         module = load_module(args.checkpoint)
     except FileNotFoundError as err:

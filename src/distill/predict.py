@@ -14,7 +14,12 @@ import argparse
 import json
 import sys
 
-from distill.utils.runtime import configure_threads
+from distill.utils.runtime import configure_openmp, configure_threads
+
+configure_openmp()  # before torch is imported
+
+from distill.models.checkpoints import load_student_for_inference  # noqa: E402
+from distill.models.inference import predict  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +34,6 @@ def main(argv: list[str] | None = None) -> int:
                         "instead of the one the student was trained and tested in")
     args = parser.parse_args(argv)
     configure_threads()
-
-    from distill.models.checkpoints import load_student_for_inference
-    from distill.models.inference import predict
-
     inputs = list(args.inputs)
     if args.file:
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")

@@ -18,8 +18,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["Diverged", "StopOnDivergence"]
-
 log = logging.getLogger(__name__)
 
 

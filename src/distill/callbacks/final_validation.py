@@ -7,8 +7,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-__all__ = ["ValidateAtEnd", "is_last_step"]
-
 
 def is_last_step(trainer: pl.Trainer) -> bool:
     """Whether the optimizer step just taken is the last of ``fit``."""

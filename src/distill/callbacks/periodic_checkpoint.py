@@ -17,8 +17,6 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-__all__ = ["PeriodicCheckpoint", "validation_follows", "optimizer_step_ended"]
-
 
 def optimizer_step_ended(trainer: pl.Trainer) -> bool:
     """Whether the training batch that just ended completed an optimizer step (the last micro-batch

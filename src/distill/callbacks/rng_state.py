@@ -13,8 +13,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["RNGState", "capture_rng_states", "restore_rng_states"]
-
 log = logging.getLogger(__name__)
 
 

@@ -11,6 +11,12 @@ import torch
 from distill.models.student import CAUSAL
 
 
+def _tasks(batch: Any, module: pl.LightningModule) -> list[Any]:
+    """The task batches of a (paper-layout) batch that a train step runs."""
+    learns_rationale = "rationale" in batch and module.method_spec.rationale_task
+    return [batch["label"], *([batch["rationale"]] if learns_rationale else [])]
+
+
 class ThroughputMeter(pl.Callback):
     """Wall time, examples and non-pad tokens of every optimizer step after ``warmup`` steps.
     Token counts accumulate on the device and are read once at the end: no per-step sync."""
@@ -39,16 +45,16 @@ class ThroughputMeter(pl.Callback):
         causal = pl_module.student.kind == CAUSAL
         if "shared" in batch:
             self._count_shared(batch, causal)
-            return self._maybe_stop(trainer)
-        tasks = ["label"] + (["rationale"] if "rationale" in batch and pl_module.method == "step_by_step" else [])
-        for task in tasks:
-            non_pad = batch[task]["attention_mask"].sum()
-            if causal:  # one sequence, prompt and completion, through the decoder
-                self.tokens["decoder"] = self.tokens["decoder"] + non_pad
-            else:
-                self.tokens["encoder"] = self.tokens["encoder"] + non_pad
-                self.tokens["decoder"] = self.tokens["decoder"] + batch[task]["target_ids"].shape[0]
-        self._maybe_stop(trainer)
+        else:
+            for task in _tasks(batch, pl_module):
+                non_pad = task["attention_mask"].sum()
+                if causal:  # one sequence, prompt and completion, through the decoder
+                    self.tokens["decoder"] = self.tokens["decoder"] + non_pad
+                else:
+                    self.tokens["encoder"] = self.tokens["encoder"] + non_pad
+                    self.tokens["decoder"] = self.tokens["decoder"] + task["target_ids"].shape[0]
+        if self.last is not None and trainer.global_step >= self.last:
+            self._stop(trainer)
 
     def _count_shared(self, batch: Any, causal: bool) -> None:
         shared = batch["shared"]
@@ -59,10 +65,6 @@ class ThroughputMeter(pl.Callback):
         for task in ("label", "rationale"):
             if task in batch:  # the marker and the target: the decoder's non-pad inputs
                 self.tokens["decoder"] = self.tokens["decoder"] + int((batch[task]["decoder_sequence"] != -100).sum())
-
-    def _maybe_stop(self, trainer: pl.Trainer) -> None:
-        if self.last is not None and trainer.global_step >= self.last:
-            self._stop(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._start is not None and not self.seconds:
@@ -78,21 +80,9 @@ class ThroughputMeter(pl.Callback):
 
 def computed_positions(batch: Any, module: pl.LightningModule) -> int:
     """Positions (padding included) that one micro-batch runs through the model: each forward's
-    rows x width, encoder and decoder apart; stacked tasks are padded to their common width."""
+    rows x width, encoder and decoder apart."""
     causal = module.student.kind == CAUSAL
     if "shared" in batch:
-        if causal:
-            return batch["shared"]["input_ids"].numel()
-        decoders = [batch[t]["decoder_sequence"] for t in ("label", "rationale") if t in batch]
-        encoder = batch["shared"]["input_ids"].numel()
-        if module.speed.fast_losses and module.speed.stack_tasks and len(decoders) > 1:
-            # one decoder pass over both tasks' rows, and the encoder output read by each
-            return encoder + sum(d.shape[0] for d in decoders) * max(d.shape[1] for d in decoders)
-        return encoder + sum(d.numel() for d in decoders)
-    tasks = [batch["label"]] + ([batch["rationale"]] if "rationale" in batch and module.method == "step_by_step" else [])
-    widths = [(t["input_ids"].shape[1], t["labels"].shape[1]) for t in tasks]
-    rows = [t["input_ids"].shape[0] for t in tasks]
-    if module.speed.fast_losses and module.speed.stack_tasks and len(tasks) > 1:
-        input_width, label_width = (max(w[0] for w in widths), max(w[1] for w in widths))
-        return sum(rows) * (input_width + (0 if causal else label_width))
-    return sum(r * (w[0] + (0 if causal else w[1])) for r, w in zip(rows, widths))
+        decoders = [] if causal else [batch[t]["decoder_sequence"] for t in ("label", "rationale") if t in batch]
+        return batch["shared"]["input_ids"].numel() + sum(d.numel() for d in decoders)
+    return sum(t["input_ids"].numel() + (0 if causal else t["labels"].numel()) for t in _tasks(batch, module))

@@ -7,20 +7,15 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSeq2SeqLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
-from distill.utils.paths import check_local_path
 from distill.models.inference import SETTINGS_FILE, InferenceSettings
+from distill.models.loaders import prepare_causal_tokenizer
 from distill.models.model_card import write_model_card
 from distill.models.module import DistillModule
-from distill.models.student import CAUSAL, SEQ2SEQ, prepare_causal_tokenizer, student_from_architecture
+from distill.models.student import CAUSAL, SEQ2SEQ, student_from_architecture
+from distill.utils.paths import check_local_path
 
 #: the transformers class that loads an exported student of each kind
 AUTO_CLASSES = {SEQ2SEQ: AutoModelForSeq2SeqLM, CAUSAL: AutoModelForCausalLM}
@@ -57,9 +52,7 @@ def run_config_of(ckpt_path: str | Path) -> DictConfig | None:
 def plain_model(model: PreTrainedModel) -> PreTrainedModel:
     """The student as a plain transformers model: a LoRA (peft) student merged into a copy of its
     base weights (the module's own model is left as it is); any other student as it is."""
-    if hasattr(model, "merge_and_unload"):
-        return copy.deepcopy(model).merge_and_unload()
-    return model
+    return copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 def export_student(module: DistillModule, out_dir: str | Path, run: dict | None = None) -> Path:
@@ -80,9 +73,7 @@ def auto_class_name(path: str | Path) -> str:
     return AUTO_CLASSES[InferenceSettings.load(path).kind].__name__
 
 
-def load_student_for_inference(
-    path: str | Path,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, InferenceSettings]:
+def load_student_for_inference(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, InferenceSettings]:
     """From a ``.ckpt`` file or an exported directory."""
     check_local_path(path, "a checkpoint or a directory written by distill.export")
     path = Path(path)

@@ -1,11 +1,7 @@
-"""Label (and rationale) generation shared by evaluation, ``distill.predict`` and exported students.
-
-Greedy decoding for both kinds of student (:func:`distill.models.student.kind_of`): a seq2seq
-student decodes from its encoder input; a causal student continues its left-padded prompt, and
-only what it writes after the prompt (up to its eos) is the output. A student trained in the
-shared-input layout (:mod:`distill.data.shared_input`) reads x alone and is given the task's marker
-after it: appended to the prompt (causal) or as the decoder's first tokens (seq2seq).
-"""
+"""Label (and rationale) generation shared by evaluation, ``distill.predict`` and exported students:
+greedy decoding; a seq2seq student decodes from its encoder input, a causal one continues its
+left-padded prompt (its output is what it writes after it). A student trained in the shared-input
+layout reads x alone, the task's marker after it (appended to the prompt, or the decoder's first tokens)."""
 
 from __future__ import annotations
 
@@ -20,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from distill.data.collate import encode_batch
 from distill.data.encoding import marker_ids, marker_room
 from distill.data.targets import split_single_task_output
+from distill.methods import Method, get_method
 from distill.models.student import CAUSAL, SEQ2SEQ, kind_of
 from distill.utils.precision import DEFAULT_PRECISION, generation_autocast, normalize
 
@@ -36,17 +33,20 @@ class InferenceSettings:
     max_input_length: int = 512
     label_max_new_tokens: int = 32
     rationale_max_new_tokens: int = 128
-    #: ``seq2seq`` (AutoModelForSeq2SeqLM) or ``causal`` (AutoModelForCausalLM): the class that loads an
-    #: exported student (generation reads the kind from the model itself)
+    #: ``seq2seq`` or ``causal``: which Auto class loads an export (generation reads the model itself)
     kind: str = SEQ2SEQ
-    #: the Lightning precision the student generated in during its run's own evaluation and test
-    #: (:mod:`distill.utils.precision`: the training precision, or ``32-true`` under ``speed.fp32_generation``):
-    #: what generation runs in, so a checkpoint or export reproduces the run's predictions
+    #: the precision the run's own evaluation generated in (:mod:`distill.utils.precision`): generation
+    #: runs in it, so a checkpoint or export reproduces the run's predictions
     precision: str = DEFAULT_PRECISION
     #: trained in the shared-input layout: the task marker follows x (``method.shared_input``)
     shared_input: bool = False
     #: ``single_task``: the rationale ``before`` the label (the paper's) or ``after`` it (``method.rationale_position``)
     rationale_position: str = "before"
+
+    @property
+    def method_spec(self) -> Method:
+        """What the method trains on and generates (:class:`distill.methods.Method`)."""
+        return get_method(self.method)
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / SETTINGS_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -73,34 +73,22 @@ def task_inputs(settings: InferenceSettings, tokenizer: PreTrainedTokenizerBase,
 
 @torch.no_grad()
 def generate_from_ids(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    max_new_tokens: int,
-    marker: list[int] | None = None,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+    max_new_tokens: int, marker: list[int] | None = None,
 ) -> list[str]:
     """Greedy decoding, special tokens stripped. A causal student's ``input_ids`` are its
     left-padded prompts: the output is what it writes after them. ``marker``: the task marker
     that follows x (shared-input layout), appended to each prompt or started the decoder with."""
     extra: dict[str, torch.Tensor] = {}
     if marker is not None:
-        rows = input_ids.shape[0]
-        marker_row = torch.tensor([marker], dtype=input_ids.dtype, device=input_ids.device).expand(rows, -1)
+        marker_row = torch.tensor([marker], dtype=input_ids.dtype, device=input_ids.device).expand(len(input_ids), -1)
         if kind_of(model) == CAUSAL:
             input_ids = torch.cat([input_ids, marker_row], dim=1)
             attention_mask = torch.cat([attention_mask, torch.ones_like(marker_row, dtype=attention_mask.dtype)], dim=1)
         else:  # the model's own right shift of "marker + one more" is "decoder start + marker"
             extra["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=F.pad(marker_row, (0, 1)))
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        max_new_tokens=max_new_tokens,
-        num_beams=1,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        **extra,
-    )
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                         num_beams=1, do_sample=False, pad_token_id=tokenizer.pad_token_id, **extra)
     if kind_of(model) == CAUSAL:
         out = out[:, input_ids.shape[1] :]
     elif extra:
@@ -109,14 +97,8 @@ def generate_from_ids(
 
 
 def generate_from_texts(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
-    prefix: str,
-    max_input_length: int,
-    max_new_tokens: int,
-    batch_size: int = 32,
-    marker: list[int] | None = None,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], prefix: str, max_input_length: int,
+    max_new_tokens: int, batch_size: int = 32, marker: list[int] | None = None,
 ) -> list[str]:
     """Generations for raw texts, each given ``prefix`` (or, shared-input layout, ``marker`` after it)."""
     # sorted by length so each batch pads little; results go back in input order
@@ -136,42 +118,32 @@ def generate_from_texts(
 
 
 def labels_from_outputs(
-    texts: list[str], method: str, rationale_position: str = "before"
+    texts: list[str], method: str | Method, rationale_position: str = "before"
 ) -> tuple[list[str], list[str | None]]:
-    """Labels from label-task outputs; ``single_task`` outputs hold the rationale and the label in
-    ``rationale_position``'s order (the rationale ``before`` the label, or ``after`` it)."""
-    if method != "single_task":
+    """Labels (and rationales, else None) from label-task outputs: where the method's label holds the
+    rationale (``single_task``), both in ``rationale_position``'s order (the rationale ``before`` the
+    label, or ``after`` it)."""
+    if not get_method(method).label_holds_rationale:
         return texts, [None] * len(texts)
     pairs = [split_single_task_output(text, rationale_position) for text in texts]
     return [label for _, label in pairs], [rationale for rationale, _ in pairs]
 
 
 def predict(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    settings: InferenceSettings,
-    inputs: list[str],
-    with_rationale: bool = False,
-    batch_size: int = 32,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, settings: InferenceSettings, inputs: list[str],
+    with_rationale: bool = False, batch_size: int = 32,
 ) -> list[dict[str, str]]:
     """Predictions for raw inputs: ``{"input", "prediction"[, "rationale"]}`` each, generated in
     ``settings.precision`` (what the run generated its own labels in)."""
     model.eval()
     with generation_autocast(settings.precision, model.device.type):
         prefix, marker, limit = task_inputs(settings, tokenizer, "label")
-        outputs = generate_from_texts(
-            model, tokenizer, inputs, prefix, limit, settings.label_max_new_tokens, batch_size, marker
-        )
-        labels, rationales = labels_from_outputs(outputs, settings.method, settings.rationale_position)
-        if with_rationale and settings.method == "step_by_step":
+        outputs = generate_from_texts(model, tokenizer, inputs, prefix, limit, settings.label_max_new_tokens,
+                                      batch_size, marker)
+        labels, rationales = labels_from_outputs(outputs, settings.method_spec, settings.rationale_position)
+        if with_rationale and settings.method_spec.rationale_task:
             prefix, marker, limit = task_inputs(settings, tokenizer, "rationale")
-            rationales = generate_from_texts(
-                model, tokenizer, inputs, prefix, limit, settings.rationale_max_new_tokens, batch_size, marker
-            )
-    records = []
-    for text, label, rationale in zip(inputs, labels, rationales):
-        record = {"input": text, "prediction": label}
-        if rationale is not None:
-            record["rationale"] = rationale
-        records.append(record)
-    return records
+            rationales = generate_from_texts(model, tokenizer, inputs, prefix, limit,
+                                             settings.rationale_max_new_tokens, batch_size, marker)
+    return [{"input": text, "prediction": label, **({"rationale": rationale} if rationale is not None else {})}
+            for text, label, rationale in zip(inputs, labels, rationales)]

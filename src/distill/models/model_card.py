@@ -15,8 +15,6 @@ from distill.models.inference import task_inputs
 from distill.models.module import DistillModule
 from distill.models.student import CAUSAL
 
-__all__ = ["write_model_card"]
-
 PAPER = "[Distilling Step-by-Step](https://arxiv.org/abs/2305.02301)"
 #: the pretrained weights a student kind starts from when ``name_or_path`` does not name them
 BUNDLED = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -27,12 +25,9 @@ EXAMPLE = "A shop had 69 stamps. It sold 21 of them. How many stamps does the sh
 
 
 def write_model_card(out_dir: str | Path, module: DistillModule, run: dict[str, Any] | None = None) -> Path:
-    """Write ``out_dir/README.md`` for the student of ``module`` exported to ``out_dir``; returns its path.
-
-    ``run``: the run's ``results.json``, optionally with ``teacher`` (its ``data.teacher``) and
-    ``tested`` (False: the exported checkpoint is not the one the run tested, so the test figures
-    are named as another checkpoint's and left out of the metadata). None: only what the module
-    knows (no benchmark, no numbers)."""
+    """Write ``out_dir/README.md`` for the student of ``module`` exported there; returns its path. ``run``:
+    the run's ``results.json`` (None: no benchmark, no numbers), with ``teacher`` (its ``data.teacher``) and
+    ``tested`` (False: the run tested another checkpoint, whose figures the card names as such)."""
     run = run or {}
     config, metrics = run.get("config", {}), run.get("metrics", {})
     hp, settings = module.hparams, module.settings
@@ -42,13 +37,9 @@ def write_model_card(out_dir: str | Path, module: DistillModule, run: dict[str, 
     accuracy, tested = metrics.get("test/acc"), run.get("tested", True)
     indexed = tested and benchmark and accuracy is not None and math.isfinite(accuracy)
     data = ModelCardData(
-        base_model=_base_model(hp["model"]),
-        library_name="transformers",
-        pipeline_tag=pipeline,
+        base_model=_base_model(hp["model"]), library_name="transformers", pipeline_tag=pipeline, model_name=name,
         tags=["distill", "distilling-step-by-step", method, *([benchmark] if benchmark else [])],
-        datasets=[benchmark] if benchmark else None,
-        metrics=["accuracy"],
-        model_name=name,
+        datasets=[benchmark] if benchmark else None, metrics=["accuracy"],
         eval_results=[EvalResult(task_type=pipeline, dataset_type=benchmark, dataset_name=benchmark, dataset_split="test",
                                  metric_type="accuracy", metric_value=accuracy)] if indexed else None,
     )
@@ -65,8 +56,7 @@ def write_model_card(out_dir: str | Path, module: DistillModule, run: dict[str, 
 
 
 def _base_model(spec: dict[str, Any]) -> str | None:
-    """The Hub name of the pretrained weights the student started from, None where there are none
-    (``tiny``, ``tiny_causal``) or they are a local directory."""
+    """The Hub name of the student's pretrained weights; None for random ones (``tiny``) or a local directory."""
     kind, name = spec.get("kind"), spec.get("name_or_path")
     if kind == "smollm2" or not name:  # smollm2's name_or_path is its local conversion
         return BUNDLED.get(kind)
@@ -75,16 +65,16 @@ def _base_model(spec: dict[str, Any]) -> str | None:
 
 
 def _what(module: DistillModule, label_source: str | None, benchmark: str | None) -> str:
-    model = module.model
+    model, spec = module.model, module.settings.method_spec
     params = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)  # LoRA: merged on export
     student = f"A {module.settings.kind} student ({model.config.model_type}, {params / 1e6:.1f}M parameters)"
     on = f" on {benchmark}" if benchmark else ""
     labels = {"gold": "gold labels", "teacher": "the teacher's labels", "teacher_vote": "the teacher's majority labels"}
     labels_of = labels.get(label_source or "", "labels")
-    if module.settings.method == "step_by_step":
+    if spec.rationale_task:
         return (f"{student} distilled with {PAPER}{on}: trained on {labels_of} and, as a second task sharing "
                 "all weights, on the teacher's rationales. Asked for the label, it writes the label alone.")
-    if module.settings.method == "single_task":
+    if spec.label_holds_rationale:
         return (f"{student} trained{on} as the single-task baseline of {PAPER}: one target, the teacher's "
                 f"rationale and then the label ({labels_of}), written out together.")
     kind = "standard distillation" if (label_source or "").startswith("teacher") else "standard finetuning"
@@ -95,8 +85,8 @@ def _rows(module: DistillModule, run: dict[str, Any], tested: bool) -> list[tupl
     """``(field, value)`` of the run table; a None value is not known and is left out."""
     config, metrics, hp, settings = run.get("config", {}), run.get("metrics", {}), module.hparams, module.settings
     alpha, weight = config.get("alpha", hp.get("alpha")), config.get("rationale_weight", hp.get("rationale_weight"))
-    weight = f"α = {alpha}" if alpha is not None else f"λ = {weight}" if settings.method == "step_by_step" else ""
-    uses_teacher = settings.method != "standard" or str(config.get("label_source")).startswith("teacher")
+    weight = f"α = {alpha}" if alpha is not None else f"λ = {weight}" if settings.method_spec.rationale_task else ""
+    uses_teacher = settings.method_spec.needs_rationales or str(config.get("label_source")).startswith("teacher")
     teacher = run.get("teacher") if uses_teacher else None
     trained, generates = config.get("precision"), settings.precision
     precision = generates if trained in (None, generates) else f"{trained} (generates in {generates})"
@@ -165,9 +155,9 @@ def _snippet(module: DistillModule, out: Path) -> str:
         " pad_token_id=tokenizer.pad_token_id)",
         f"print(tokenizer.decode({output}, skip_special_tokens=True).strip())",
     ]
-    if settings.method == "step_by_step":
+    if settings.method_spec.rationale_task:
         lines.append(f"# {settings.rationale_prefix!r} in place of {settings.label_prefix!r} asks for its rationale "
                      f"(max_new_tokens={settings.rationale_max_new_tokens})")
-    elif settings.method == "single_task":
+    elif settings.method_spec.label_holds_rationale:
         lines.append(f"# it writes the rationale and the label in one text (the rationale {settings.rationale_position} the label)")
     return "\n".join(lines)

