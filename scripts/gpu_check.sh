@@ -24,7 +24,7 @@ else
   data=${DISTILL_SHARED_DATA:-../shared/datasets}
   [ -d .gpu_data/cqa ] || export GPU_CHECK_DATA=${GPU_CHECK_DATA:-$data}
   [ -d .gpu_data/minilm ] || export GPU_CHECK_TOKENIZER=${GPU_CHECK_TOKENIZER:-$(python3 -c \
-    "from distill.models.student import bundled_minilm_path; print(bundled_minilm_path())")}
+    "from distill.models.loaders import bundled_minilm_path; print(bundled_minilm_path())")}
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 # the probes' and the tokenized data's cache: this check's own, not the machine's

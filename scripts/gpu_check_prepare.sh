@@ -30,7 +30,7 @@ python3 - <<'PY'
 import shutil
 from pathlib import Path
 
-from distill.models.student import bundled_minilm_path
+from distill.models.loaders import bundled_minilm_path
 
 source = bundled_minilm_path()
 for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json"):

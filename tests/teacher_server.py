@@ -14,7 +14,7 @@ from pathlib import Path
 
 from distill.benchmarks import get_benchmark
 from distill.benchmarks.base import Benchmark, Example, Exemplar
-from distill.data.splits import load_file
+from distill.data.files import load_file
 from distill.teacher.annotator import Settings
 from distill.teacher.backend import Prompt
 from loopback_server import prompt_key

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from distill.benchmarks import get_benchmark
-from distill.data.splits import load_file
+from distill.data.files import load_file
 
 pytestmark = pytest.mark.shared
 

@@ -18,7 +18,7 @@ from loopback_server import LoopbackServer  # noqa: E402
 from teacher_server import REPO, FakeTeacher, read_sidecar, run_annotate, settings, write_svamp_like  # noqa: E402
 
 from distill.benchmarks import get_benchmark  # noqa: E402
-from distill.data.splits import load_file  # noqa: E402
+from distill.data.files import load_file  # noqa: E402
 from distill.teacher.annotator import IncompleteShardsError, annotate, shard_range  # noqa: E402
 from distill.teacher.openai import OpenAIBackend  # noqa: E402
 

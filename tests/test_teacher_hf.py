@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from distill.benchmarks import get_benchmark  # noqa: E402
-from distill.models.student import minilm_tokenizer  # noqa: E402
+from distill.models.loaders import minilm_tokenizer  # noqa: E402
 from distill.teacher.annotator import annotate  # noqa: E402
 from distill.teacher.backend import Request, TeacherConfigError  # noqa: E402
 from distill.teacher.hf import HFBackend  # noqa: E402

@@ -22,7 +22,7 @@ from train_utils import QUICK, REPO, subprocess_env  # noqa: E402
 from distill.benchmarks import get_benchmark  # noqa: E402
 from distill.benchmarks.io import read_teacher_completions, records_path  # noqa: E402
 from distill.data.__main__ import main as summary_main  # noqa: E402
-from distill.data.splits import load_file  # noqa: E402
+from distill.data.files import load_file  # noqa: E402
 
 ROWS = 30
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from distill.results.plots import write_plots
 from distill.results.runs import METRICS, AggregateError, Run, keep_runs, read_source
-from distill.results.tables import configurations, markdown_report, paired_differences, runs_table, write_csv
+from distill.results.report import markdown_report
+from distill.results.tables import configurations, paired_differences, runs_table, write_csv
 
 
 def aggregate(sources: Sequence[str], out: Path, metric: str = "test/acc") -> dict[str, Any]:

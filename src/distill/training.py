@@ -66,15 +66,13 @@ def build_module(
 
 
 def build_datamodule(
-    cfg: DictConfig, tokenizer: Any, speed: Speed = PLAIN, student_kind: str = "seq2seq"
+    cfg: DictConfig, tokenizer: Any, student_kind: str = "seq2seq"
 ) -> pl.LightningDataModule:
     """The data module of ``cfg.data``, its batches laid out for a ``seq2seq`` or ``causal`` student
     (and, with ``method.shared_input``, in the shared-input layout)."""
     return hydra.utils.instantiate(
         cfg.data,
         tokenizer=tokenizer,
-        pad_to_multiple_of=speed.pad_to_multiple_of,
-        pin_memory=speed.pin_memory,
         student_kind=student_kind,
         shared_input=bool(cfg.method.get("shared_input", False)),
         _recursive_=False,
@@ -275,7 +273,7 @@ def train(cfg: DictConfig) -> float | None:
 
     speed = build_speed(cfg)
     student = hydra.utils.instantiate(cfg.model)
-    datamodule = build_datamodule(cfg, student.tokenizer, speed, student.kind)
+    datamodule = build_datamodule(cfg, student.tokenizer, student.kind)
     module = build_module(cfg, datamodule, student, str(output_dir), speed)
     loggers = build_loggers(cfg)
     precision, precision_reason = choose_precision(cfg, speed)

@@ -33,7 +33,7 @@ def _summary(overrides: list[str]) -> int:
 
     from distill.benchmarks.base import DataError
     from distill.data.summary import format_summary
-    from distill.models.student import minilm_tokenizer
+    from distill.models.loaders import minilm_tokenizer
 
     cfg = compose_summary_config(overrides)
     tokenizer = minilm_tokenizer(cfg.get("tokenizer"))  # any Hugging Face tokenizer; eos and pad filled in

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distill.benchmarks.base import Benchmark, Example, Exemplar
-from distill.data.splits import load_file
+from distill.data.files import load_file
 from distill.teacher.backend import Backend, Request, TeacherConfigError, reason_class
 from distill.teacher.cache import Answer, AnswerCache, request_key
 from distill.teacher.output import write_json, write_teacher_dir
