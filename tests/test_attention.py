@@ -45,8 +45,11 @@ def test_eager_attention_trains_as_sdpa_does(case):
     assert _implementations(module.model) == own, "the model's own kernel is back after the block"
     assert torch.allclose(loss_eager, loss_sdpa, rtol=1e-5, atol=1e-6), (float(loss_eager), float(loss_sdpa))
     assert grads_eager.keys() == grads_sdpa.keys() and grads_eager
+    # fp32 sums in another order differ by ~1e-6 of the largest gradient entry (some exact-zero gradients,
+    # such as a key bias's, are pure rounding noise), so the floor scales with the gradients themselves
+    scale = max(float(g.abs().max()) for g in grads_sdpa.values())
     for name in grads_sdpa:
-        assert torch.allclose(grads_eager[name], grads_sdpa[name], rtol=1e-4, atol=1e-6), name
+        assert torch.allclose(grads_eager[name], grads_sdpa[name], rtol=1e-4, atol=1e-5 * scale), name
 
 
 @pytest.mark.parametrize("eager", [True, False])
