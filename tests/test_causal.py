@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.data.collate import IGNORE_INDEX, Collator
+from distill.data.collate import Collator
+from distill.data.padding import IGNORE_INDEX
 from distill.data.encoding import Encoder, encode_inputs
 from distill.models.loaders import load_tiny, load_tiny_causal
 from distill.models.losses import fast_losses_agree

@@ -278,13 +278,13 @@ def test_the_defaults_in_code_are_the_configs():
     assert checked > 35
 
 
-def test_collator_rounds_widths_up_to_a_multiple():
+def test_collator_pads_each_batch_to_its_longest_row():
     from distill.data.collate import Collator
 
     rows = [{"uid": "a", "label_input_ids": [5, 6, 7], "label_ids": [8, 9]},
             {"uid": "b", "label_input_ids": [5], "label_ids": [8, 9, 10, 11, 12]}]
-    batch = Collator(pad_token_id=0, train=True, pad_to_multiple_of=8)(rows)["label"]
-    assert batch["input_ids"].shape == (2, 8) and batch["labels"].shape == (2, 8)
+    batch = Collator(pad_token_id=0, train=True)(rows)["label"]
+    assert batch["input_ids"].shape == (2, 3) and batch["labels"].shape == (2, 5)
     assert batch["attention_mask"].sum().item() == 4
     assert batch["target_ids"].tolist() == [8, 9, 8, 9, 10, 11, 12]
     assert batch["target_positions"].tolist() == [[0, 0], [0, 1], [1, 0], [1, 1], [1, 2], [1, 3], [1, 4]]

@@ -1,6 +1,5 @@
-"""The precision a run trained in, and the one it generated in during its own evaluation and test
-(the same, or fp32 under a bf16-mixed run with ``speed.fp32_generation``), are recorded
-(results.json, checkpoint, export); eval.py, distill.predict and distill.export decode in the
+"""The precision a run trained in, which it also generated in during its own evaluation and test, is
+recorded (results.json, checkpoint, export); eval.py, distill.predict and distill.export decode in the
 generation precision, so they reproduce the run's test predictions exactly. Every path is forced,
 whatever this CPU would pick (bf16 is slow but small on an AVX2-only CPU; fp32 on one with AMX or
 AVX512-BF16). The precision is decided by the config and the CPU's features, never timed. A checkpoint
@@ -24,9 +23,8 @@ from train_utils import QUICK, REPO, compose_train, subprocess_env
 
 #: speed overrides -> (the precision the run trains in, the one it generates in)
 RUNS = {
-    "bf16_forced": (["speed.cpu_bf16=true", "speed.fp32_generation=false"], "bf16-mixed", "bf16-mixed"),
+    "bf16_forced": (["speed.cpu_bf16=true"], "bf16-mixed", "bf16-mixed"),
     "fp32_forced": (["speed.cpu_bf16=false"], "32-true", "32-true"),
-    "bf16_run_fp32_generation": (["speed.cpu_bf16=true", "speed.fp32_generation=true"], "bf16-mixed", "32-true"),
 }
 #: what transformers prints when a student is rebuilt through its pretrained loader
 LOAD_NOISE = ("LOAD REPORT", "corrupted", "newly initialized", "MISSING")
@@ -104,7 +102,6 @@ def test_the_cpu_kind_comes_from_its_features_and_decides_the_auto_precision(fla
     precision, reason = choose_precision(cfg, speed)
     assert precision == ("bf16-mixed" if native else "32-true")
     assert (native or "no native bf16") in reason
-    assert speed.fp32_generation is False
     # a pinned precision is what runs, on every kind
     for pinned in ("32-true", "bf16-mixed"):
         assert choose_precision(compose_train([*QUICK, "trainer=cpu", f"trainer.precision={pinned}"], tmp_path),
@@ -148,16 +145,15 @@ def test_two_processes_choose_the_same_precision_whatever_the_load(tmp_path):
     assert busy == quiet
 
 
-@pytest.mark.parametrize("fp32_generation", [False, True], ids=["bf16_generation", "fp32_generation"])
-def test_generation_runs_in_the_chosen_precision_inside_a_bf16_mixed_trainer_and_in_its_replay(fp32_generation, tmp_path):
-    """The student's output projection sees bf16 or fp32 as chosen, during a bf16-mixed
-    validation and in predict() from the settings the run records; both give the same labels."""
+def test_generation_runs_in_bf16_inside_a_bf16_mixed_trainer_and_in_its_replay(tmp_path):
+    """The student's output projection sees bf16 during a bf16-mixed validation and in predict()
+    from the settings the run records; both give the same labels."""
     import pytorch_lightning as pl
 
     from distill.utils.speed import Speed
     from train_utils import module_and_train_batch
 
-    speed = Speed(cpu_bf16=True, fp32_generation=fp32_generation)
+    speed = Speed(cpu_bf16=True)
     module, _, dm = module_and_train_batch(
         {"kind": "tiny", "d_model": 32, "d_ff": 64, "num_layers": 1, "num_heads": 2}, speed, with_datamodule=True
     )
@@ -167,9 +163,9 @@ def test_generation_runs_in_the_chosen_precision_inside_a_bf16_mixed_trainer_and
     trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
     trainer.validate(module, datamodule=dm, verbose=False)
-    expected = torch.float32 if fp32_generation else torch.bfloat16
+    expected = torch.bfloat16
     assert dtypes and set(dtypes) == {expected}
-    assert (module.run_precision, module.settings.precision) == ("bf16-mixed", "32-true" if fp32_generation else "bf16-mixed")
+    assert (module.run_precision, module.settings.precision) == ("bf16-mixed", "bf16-mixed")
 
     validated = _records(tmp_path / "predictions_val.jsonl")
     dtypes.clear()

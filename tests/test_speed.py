@@ -12,54 +12,47 @@ from distill.utils.speed import PLAIN, Speed, resolve_speed
 from distill.training import build_speed, build_trainer
 from train_utils import QUICK, compose_train
 
-FAST = {"fused_optimizer": True, "target_only_logits": True, "cpu_bf16": "auto", "fp32_generation": "auto",
-        "eager_attention": "auto"}
+FAST = {"fused_optimizer": True, "target_only_logits": True, "cpu_bf16": "auto", "eager_attention": "auto"}
 
 
 def test_auto_is_settled_for_the_device(monkeypatch):
     monkeypatch.setattr(speed_module, "native_bf16", lambda: None)
     cpu = resolve_speed(FAST, on_cuda=False)
-    assert cpu == Speed(fused_optimizer=True, target_only_logits=True, cpu_bf16=False, fp32_generation=False,
-                        eager_attention=True)
+    assert cpu == Speed(fused_optimizer=True, target_only_logits=True, cpu_bf16=False, eager_attention=True)
     cuda = resolve_speed(FAST, on_cuda=True)
-    assert cuda == Speed(fused_optimizer=True, target_only_logits=True, cpu_bf16=False, fp32_generation=False)
+    assert cuda == Speed(fused_optimizer=True, target_only_logits=True, cpu_bf16=False)
 
 
-@pytest.mark.parametrize("native, cpu_bf16, fp32_generation",
-                         [(None, False, False), ("AVX512-BF16", True, False), ("AMX", True, False)])
-def test_cpu_levers_follow_the_cpu_features_and_never_apply_on_cuda(monkeypatch, native, cpu_bf16, fp32_generation):
+@pytest.mark.parametrize("native, cpu_bf16", [(None, False), ("AVX512-BF16", True), ("AMX", True)])
+def test_cpu_levers_follow_the_cpu_features_and_never_apply_on_cuda(monkeypatch, native, cpu_bf16):
     monkeypatch.setattr(speed_module, "native_bf16", lambda: native)
-    cpu = resolve_speed(FAST, on_cuda=False)
-    assert (cpu.cpu_bf16, cpu.fp32_generation) == (cpu_bf16, fp32_generation)
-    cuda = resolve_speed(FAST, on_cuda=True)
-    assert (cuda.cpu_bf16, cuda.fp32_generation) == (False, False)  # CUDA keeps the run's own precision
+    assert resolve_speed(FAST, on_cuda=False).cpu_bf16 == cpu_bf16
+    assert not resolve_speed(FAST, on_cuda=True).cpu_bf16  # CUDA keeps the run's own precision
     assert not resolve_speed({**FAST, "cpu_bf16": False}, on_cuda=False).cpu_bf16
 
 
 def test_a_forced_lever_holds_whatever_the_cpu(monkeypatch):
-    """``speed.cpu_bf16``/``speed.fp32_generation`` set to true or false hold on either device (but
-    bf16 autocast on CPU, which a CUDA run never takes), on a CPU whose features say otherwise."""
+    """``speed.cpu_bf16`` set to true or false holds on a CPU whose features say otherwise (bf16
+    autocast on CPU, which a CUDA run never takes)."""
     monkeypatch.setattr(speed_module, "native_bf16", lambda: "AMX")
-    resolved = {(cpu_bf16, fp32, on_cuda): resolve_speed({**FAST, "cpu_bf16": cpu_bf16, "fp32_generation": fp32},
-                                                         on_cuda=on_cuda)
-                for cpu_bf16 in (True, False) for fp32 in (True, False) for on_cuda in (True, False)}
-    assert {key: (s.cpu_bf16, s.fp32_generation) for key, s in resolved.items()} == {
-        (True, True, False): (True, True), (True, False, False): (True, False),
-        (False, True, False): (False, True), (False, False, False): (False, False),
-        (True, True, True): (False, True), (True, False, True): (False, False),
-        (False, True, True): (False, True), (False, False, True): (False, False),
-    }
+    resolved = {(cpu_bf16, on_cuda): resolve_speed({**FAST, "cpu_bf16": cpu_bf16}, on_cuda=on_cuda).cpu_bf16
+                for cpu_bf16 in (True, False) for on_cuda in (True, False)}
+    assert resolved == {(True, False): True, (False, False): False, (True, True): False, (False, True): False}
+    monkeypatch.setattr(speed_module, "native_bf16", lambda: None)
+    assert resolve_speed({**FAST, "cpu_bf16": True}, on_cuda=False).cpu_bf16
 
 
 def test_unknown_levers_are_refused():
     with pytest.raises(ValueError, match="unknown speed settings"):
         resolve_speed({"fused_optimiser": True}, on_cuda=False)
-    with pytest.raises(ValueError, match="unknown speed settings"):  # removed levers (docs/speed.md)
-        resolve_speed({**FAST, "stack_tasks": "auto"}, on_cuda=True)
+    for removed in ("stack_tasks", "fp32_generation"):  # removed levers (docs/speed.md)
+        with pytest.raises(ValueError, match="unknown speed settings"):
+            resolve_speed({**FAST, removed: "auto"}, on_cuda=True)
 
 
 def test_a_checkpoint_from_before_the_removed_levers_loads_its_speed():
-    old = {**Speed(fused_optimizer=True).as_dict(), "stack_tasks": True, "pad_to_multiple_of": 8, "pin_memory": True}
+    old = {**Speed(fused_optimizer=True).as_dict(), "stack_tasks": True, "pad_to_multiple_of": 8, "pin_memory": True,
+           "fp32_generation": True}
     assert Speed.of(old) == Speed(fused_optimizer=True)
 
 

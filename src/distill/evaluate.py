@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +46,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         data_config(cfg), tokenizer=module.tokenizer, targets=module.method, student_kind=module.student.kind,
         shared_input=module.settings.shared_input,
     )
-    # the precision the run generated in during its test, unless the command line names one:
-    # then generation runs in that one, whatever speed.fp32_generation chose for the run
+    # the precision the run generated in during its test, unless the command line names one
     chose_precision = overridden("trainer.precision")
     precision = cfg.trainer.precision if chose_precision else module.settings.precision
-    if chose_precision:
-        module.speed = replace(module.speed, fp32_generation=False)
     log.info("evaluating in precision %s%s", precision, "" if chose_precision else " (the run's own)")
     trainer = hydra.utils.instantiate(
         cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, precision=precision

@@ -2,12 +2,10 @@
 
     python -m distill.export CKPT OUT_DIR
 
-``AutoModelForSeq2SeqLM.from_pretrained(OUT_DIR)`` (a seq2seq student) or
-``AutoModelForCausalLM.from_pretrained(OUT_DIR)`` (a decoder-only one; its tokenizer pads on the
-left) then gives the same predictions. A LoRA student is exported with its adapter merged into
-the weights: a plain model, no peft needed. ``distill.json`` beside the weights keeps the kind,
-task prefixes and generation lengths (``distill.predict`` reads it); ``README.md`` is its model card,
-with the run's figures where the checkpoint's run left a ``results.json``.
+``AutoModelForSeq2SeqLM`` or (decoder-only, its tokenizer padding on the left) ``AutoModelForCausalLM``
+``.from_pretrained(OUT_DIR)`` then gives the same predictions; a LoRA adapter is merged into the weights (no
+peft needed). ``distill.json`` keeps the kind, task prefixes and generation lengths (``distill.predict`` reads
+it); ``README.md`` is the model card, with the run's figures where its run left a ``results.json``.
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@
     python -m distill.predict CKPT_OR_EXPORT_DIR "input one" "input two" [--rationale]
     python -m distill.predict CKPT_OR_EXPORT_DIR --file inputs.txt > predictions.jsonl
 
-One JSON object per input on stdout: {"input", "prediction"[, "rationale"]}. Seq2seq and
-decoder-only students alike: an exported directory is loaded with AutoModelForSeq2SeqLM or
-AutoModelForCausalLM, as its distill.json (or, without one, its config) says.
+One JSON object per input on stdout: {"input", "prediction"[, "rationale"]}, from a seq2seq or a
+decoder-only student (an exported one loaded as its distill.json, or else its config, says).
 """
 
 from __future__ import annotations

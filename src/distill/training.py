@@ -192,17 +192,7 @@ def run_config_summary(cfg: DictConfig, trainer: pl.Trainer, plan: BatchPlan,
         # same, read from the checkpoint
         "precision": normalize(trainer.precision),
         **({"precision_reason": precision_reason} if precision_reason else {}),
-        **_generation_precision(trainer),
     }
-
-
-def _generation_precision(trainer: pl.Trainer) -> dict[str, str]:
-    """``{"generation_precision": ...}`` where the run generated (validation, test) in another
-    precision than it trained in (``speed.fp32_generation``), else nothing."""
-    module = trainer.lightning_module
-    if module is None or module.settings.precision == module.run_precision:
-        return {}
-    return {"generation_precision": module.settings.precision}
 
 
 def format_peak_memory(peak: dict[str, int]) -> str:
@@ -231,7 +221,6 @@ def format_run_summary(results: dict[str, Any]) -> str:
         + ("  shared input (x once for both tasks)" if c.get("shared_input") else ""),
         f"student     {c['model']}  ({results['num_parameters'] / 1e6:.1f}M parameters{trainable})"
         f"{'  precision ' + c['precision'] if c.get('precision') else ''}"
-        f"{' (generation ' + c['generation_precision'] + ')' if c.get('generation_precision') else ''}"
         f"{'  [' + c['precision_reason'] + ']' if c.get('precision_reason') else ''}",
         f"batches     global {c['global_batch_size']} = {c['world_size']} process(es) x {c['micro_batch_size']}"
         f" x {c['accumulate_grad_batches']} accumulation; {results['global_step']} optimizer steps",

@@ -1,11 +1,7 @@
-"""Benchmarks: one module per task, plus a registry by name.
-
-Every class is importable from here for Hydra's ``_target_`` (``distill.benchmarks.CQA``), and
-:func:`get_benchmark` builds one by name (``get_benchmark("cqa")``,
-``get_benchmark("jsonl", name="mytask", label_field="answer", input_fields=["question"])``).
-A benchmark in a module not imported here (``arith``) is imported when first asked for by name:
-it needs only a line in :data:`REGISTRY`.
-"""
+"""Benchmarks: one module per task, plus a registry by name. Every class is importable from here for Hydra's
+``_target_`` (``distill.benchmarks.CQA``); :func:`get_benchmark` builds one by name (``get_benchmark("cqa")``,
+``get_benchmark("jsonl", name="mytask", label_field="answer", input_fields=["question"])``), importing a module
+not imported here (``arith``) when first asked for: a new benchmark needs only a line in :data:`REGISTRY`."""
 
 from __future__ import annotations
 
@@ -20,23 +16,8 @@ from distill.benchmarks.jsonl import JsonlBenchmark
 from distill.benchmarks.nli import NLIBenchmark
 from distill.benchmarks.svamp import SVAMP
 
-__all__ = [
-    "ANLI1",
-    "CQA",
-    "ESNLI",
-    "SVAMP",
-    "Benchmark",
-    "DataError",
-    "Example",
-    "Exemplar",
-    "JsonlBenchmark",
-    "NLIBenchmark",
-    "ParsedCompletion",
-    "REGISTRY",
-    "benchmark_class",
-    "build",
-    "get_benchmark",
-]
+__all__ = ["ANLI1", "CQA", "ESNLI", "SVAMP", "Benchmark", "DataError", "Example", "Exemplar", "JsonlBenchmark",
+           "NLIBenchmark", "ParsedCompletion", "REGISTRY", "benchmark_class", "build", "get_benchmark"]
 
 #: benchmark name -> module that defines it (the class is the Benchmark subclass with that name)
 REGISTRY: dict[str, str] = {
@@ -55,12 +36,8 @@ def benchmark_class(name: str) -> type[Benchmark]:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(sorted(REGISTRY))}")
     module = importlib.import_module(REGISTRY[name])
     for value in vars(module).values():
-        if (
-            isinstance(value, type)
-            and issubclass(value, Benchmark)
-            and value.__module__ == module.__name__
-            and getattr(value, "name", None) == name
-        ):
+        if (isinstance(value, type) and issubclass(value, Benchmark) and value.__module__ == module.__name__
+                and getattr(value, "name", None) == name):
             return value
     raise KeyError(f"module {REGISTRY[name]} defines no Benchmark subclass with name = {name!r}")
 

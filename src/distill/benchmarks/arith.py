@@ -61,15 +61,13 @@ OPERANDS: dict[str, Callable[[random.Random], tuple[int, int, int]]] = {
 }
 
 
-
 class Arith(SVAMP):
     """Arithmetic word problems generated in code, with rationales (the offline default)."""
 
     name = "arith"
 
-    def __init__(
-        self, seed: int = 0, train_size: int = 2000, val_size: int = 200, test_size: int = 300, name: str = "arith"
-    ) -> None:
+    def __init__(self, seed: int = 0, train_size: int = 2000, val_size: int = 200, test_size: int = 300,
+                 name: str = "arith") -> None:
         super().__init__()
         if name != self.name:
             raise ValueError(f"Arith is the benchmark 'arith', not {name!r}")

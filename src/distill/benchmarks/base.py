@@ -1,9 +1,6 @@
-"""What every benchmark is: how its records become student examples, how a teacher's
-completion is parsed, how a prediction is scored, and how the teacher is prompted.
-
-One module per benchmark subclasses :class:`Benchmark` and keeps everything specific to
-that benchmark in one place (reading, input format, label space, parsing, scoring, prompt).
-"""
+"""What every benchmark is: how its records become student examples, how a teacher's completion is parsed,
+how a prediction is scored and how the teacher is prompted. One module per benchmark subclasses :class:`Benchmark`
+and keeps everything specific to it in one place (reading, input format, label space, parsing, scoring, prompt)."""
 
 from __future__ import annotations
 
@@ -21,11 +18,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ParsedCompletion:
-    """A teacher completion split into rationale and label.
-
-    ``error`` is None when parsing succeeded; otherwise it says why it failed and
-    ``rationale``/``label`` hold whatever could be recovered (possibly None).
-    """
+    """A teacher completion split into rationale and label; ``error`` (None on success) says why parsing
+    failed, and ``rationale``/``label`` then hold whatever could be recovered (possibly None)."""
 
     rationale: str | None
     label: str | None
@@ -43,11 +37,8 @@ def cut_at_answer(text: str, marker: str, next_exemplar: str) -> tuple[str, str]
     head = text.split(next_exemplar)[0].rstrip()
     parts = head.split(marker)
     if len(parts) != 2:
-        return ParsedCompletion(
-            head if len(parts) == 1 else None,
-            None,
-            f"expected one {marker!r} before {next_exemplar!r}, found {len(parts) - 1}",
-        )
+        return ParsedCompletion(head if len(parts) == 1 else None, None,
+                                f"expected one {marker!r} before {next_exemplar!r}, found {len(parts) - 1}")
     return parts[0].rstrip(), parts[1]
 
 
@@ -85,16 +76,13 @@ def read_exemplars(path: str | Path) -> tuple[Exemplar, ...]:
         raise DataError(f"{path}: cannot read prompt file: {e}") from e
     if not isinstance(items, list) or not items:
         raise DataError(f"{path}: a prompt file is a non-empty list of {{input, rationale, label}} items")
-    exemplars = []
+    fields = ("input", "rationale", "label")
     for i, item in enumerate(items, 1):
-        fields = ("input", "rationale", "label")
         if not isinstance(item, dict) or any(not isinstance(item.get(k), str) for k in fields):
             raise DataError(f"{path}: item {i}: needs string fields input, rationale, label; got {item!r}")
-        extra = set(item) - set(fields)
-        if extra:
+        if extra := set(item) - set(fields):
             raise DataError(f"{path}: item {i}: unknown fields {sorted(extra)}")
-        exemplars.append(Exemplar(item["input"], item["rationale"], item["label"]))
-    return tuple(exemplars)
+    return tuple(Exemplar(item["input"], item["rationale"], item["label"]) for item in items)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -129,8 +117,7 @@ class Benchmark(ABC):
         return {}
 
     def generate(self, split: str) -> list[Example] | None:
-        """Benchmarks made in code (no files) return a split's examples here, rationale and
-        teacher label already attached; benchmarks read from files return None."""
+        """A split's examples, rationale and teacher label attached, for a benchmark made in code; None: read files."""
         return None
 
     # ----------------------------------------------------------------- teacher output
@@ -165,9 +152,8 @@ class Benchmark(ABC):
 
     # ----------------------------------------------------------------- hooks (added by the data layer)
     def bind_tokenizer(self, tokenizer: Any) -> None:
-        """Called by the data module before it builds examples. Benchmarks whose student input
-        depends on the tokenizer (NLI joins premise and hypothesis with its eos token, as the
-        official code does) read what they need here; the default needs nothing."""
+        """Called by the data module before it builds examples, for a student input that depends on the
+        tokenizer (NLI joins premise and hypothesis with its eos token, as the official code does)."""
 
     def label_fits(self, label: str, example: Example) -> bool:
         """Whether ``label`` is an allowed answer for ``example``: the label space, or the item's
@@ -175,8 +161,7 @@ class Benchmark(ABC):
         return self.in_label_space(label)
 
     def format_exemplar(self, exemplar: Exemplar) -> str:
-        """The answer part of one few-shot demonstration. Benchmarks whose answer needs the
-        input (CQA names the choice's letter) override this; the default is :meth:`format_answer`."""
+        """The answer part of one few-shot demonstration (CQA's needs the input: it names the choice's letter)."""
         return self.format_answer(exemplar.rationale, exemplar.label)
 
     # ----------------------------------------------------------------- teacher prompt
@@ -199,8 +184,7 @@ class Benchmark(ABC):
     )
 
     def prompt_input(self, example: Example) -> str:
-        """The query as the teacher sees it, in the same form as :attr:`Exemplar.input`
-        (by default the student's input; benchmarks whose records hold more override it)."""
+        """The query as the teacher sees it, in the same form as :attr:`Exemplar.input` (the student's input)."""
         return example.input
 
     def build_prompt(self, example: Example, chat: bool = False) -> str | list[dict[str, str]]:

@@ -21,9 +21,8 @@ _CHOICE_MARKER = re.compile(r"\(.\)")
 
 def format_cqa_input(question: str, choices: Sequence[str]) -> str:
     """The official student input: the question, then ``Answer Choices:`` with lettered choices."""
-    lines = [question, "Answer Choices:"]
-    lines += [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices)]
-    return "\n".join(lines)
+    lettered = (f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices))
+    return "\n".join([question, "Answer Choices:", *lettered])
 
 
 class CQA(Benchmark):
@@ -32,55 +31,34 @@ class CQA(Benchmark):
     #: few-shot chain of thought for a teacher: questions and choices written in the style of the
     #: train split (inputs in the student's format), rationales written for this project
     exemplars: ClassVar[tuple[Exemplar, ...]] = (
-        Exemplar(
-            format_cqa_input("Where would you put a plate after washing and drying it?",
-                             ["dishwasher", "cupboard", "table", "restaurant", "floor"]),
-            "The answer must be a place where clean plates are stored. Of the above choices, only a cupboard "
-            "is where plates are kept once they are washed and dried.",
-            "cupboard",
-        ),
-        Exemplar(
-            format_cqa_input("What do people usually feel when they win a prize?",
-                             ["sadness", "anger", "happiness", "boredom", "fatigue"]),
-            "The answer must be a feeling that winning brings. Winning a prize is good news, and good news "
-            "makes people happy.",
-            "happiness",
-        ),
-        Exemplar(
-            format_cqa_input("The man needed his wool suit cleaned before the wedding, where did he take it?",
-                             ["closet", "dry cleaners", "department store", "wedding", "laundromat"]),
-            "The answer must be a place that cleans clothes. Wool suits are not washed in water, so they are "
-            "taken to the dry cleaners.",
-            "dry cleaners",
-        ),
-        Exemplar(
-            format_cqa_input("If you wanted to see objects from ancient Egypt, where could you go?",
-                             ["museum", "zoo", "airport", "supermarket", "stadium"]),
-            "The answer must be a place that displays old objects. Of the above choices, only a museum "
-            "shows objects from ancient history.",
-            "museum",
-        ),
-        Exemplar(
-            format_cqa_input("What is a person likely to do after running a long race?",
-                             ["fly", "sing", "build", "swim", "rest"]),
-            "The answer must be something a tired person does. Running a long race is tiring, so afterwards "
-            "people rest.",
-            "rest",
-        ),
-        Exemplar(
-            format_cqa_input("Where can you borrow many books for free?",
-                             ["bookstore", "classroom", "desk", "library", "newspaper"]),
-            "The answer must be a place that lends books. A bookstore sells books, while a library lends "
-            "them for free.",
-            "library",
-        ),
-        Exemplar(
-            format_cqa_input("The boy was afraid of the dark, so what did his parents leave on at night?",
-                             ["television", "oven", "night light", "radio", "fan"]),
-            "The answer must be something that gives light while a child sleeps. Of the above choices, only "
-            "a night light is meant to stay on in the dark.",
-            "night light",
-        ),
+        Exemplar(format_cqa_input("Where would you put a plate after washing and drying it?",
+                                  ["dishwasher", "cupboard", "table", "restaurant", "floor"]),
+                 "The answer must be a place where clean plates are stored. Of the above choices, only a cupboard is "
+                 "where plates are kept once they are washed and dried.", "cupboard"),
+        Exemplar(format_cqa_input("What do people usually feel when they win a prize?",
+                                  ["sadness", "anger", "happiness", "boredom", "fatigue"]),
+                 "The answer must be a feeling that winning brings. Winning a prize is good news, and good news makes "
+                 "people happy.", "happiness"),
+        Exemplar(format_cqa_input("The man needed his wool suit cleaned before the wedding, where did he take it?",
+                                  ["closet", "dry cleaners", "department store", "wedding", "laundromat"]),
+                 "The answer must be a place that cleans clothes. Wool suits are not washed in water, so they are "
+                 "taken to the dry cleaners.", "dry cleaners"),
+        Exemplar(format_cqa_input("If you wanted to see objects from ancient Egypt, where could you go?",
+                                  ["museum", "zoo", "airport", "supermarket", "stadium"]),
+                 "The answer must be a place that displays old objects. Of the above choices, only a museum shows "
+                 "objects from ancient history.", "museum"),
+        Exemplar(format_cqa_input("What is a person likely to do after running a long race?",
+                                  ["fly", "sing", "build", "swim", "rest"]),
+                 "The answer must be something a tired person does. Running a long race is tiring, so afterwards "
+                 "people rest.", "rest"),
+        Exemplar(format_cqa_input("Where can you borrow many books for free?",
+                                  ["bookstore", "classroom", "desk", "library", "newspaper"]),
+                 "The answer must be a place that lends books. A bookstore sells books, while a library lends them "
+                 "for free.", "library"),
+        Exemplar(format_cqa_input("The boy was afraid of the dark, so what did his parents leave on at night?",
+                                  ["television", "oven", "night light", "radio", "fan"]),
+                 "The answer must be something that gives light while a child sleeps. Of the above choices, only a "
+                 "night light is meant to stay on in the dark.", "night light"),
     )
 
     def to_example(self, record: Mapping[str, Any], uid: str) -> Example:
@@ -105,21 +83,13 @@ class CQA(Benchmark):
         pieces = _CHOICE_MARKER.split(tail)
         if len(pieces) < 2:
             return ParsedCompletion(rationale, None, f"no lettered choice '(x)' after {ANSWER_MARKER!r}")
-        label = pieces[1].strip()
-        if label.endswith("."):
-            label = label[:-1]
+        label = pieces[1].strip().removesuffix(".")
         if not label:
             return ParsedCompletion(rationale, None, "empty choice text after the lettered marker")
         return ParsedCompletion(rationale, label)
 
-    def format_answer(
-        self,
-        rationale: str,
-        label: str,
-        *,
-        letter: str | None = None,
-        choices: Sequence[str] | None = None,
-    ) -> str:
+    def format_answer(self, rationale: str, label: str, *, letter: str | None = None,
+                      choices: Sequence[str] | None = None) -> str:
         """``<rationale> So the answer is (<letter>) <label>.``; the letter is given, or found
         from ``choices`` (the answer names the choice's letter, which the label alone lacks)."""
         if letter is None:

@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import ast
 import math
+import operator
 
 __all__ = ["evaluate", "same_value", "MAX_EQUATION_CHARS"]
 
 #: longer text is not an equation a benchmark label would hold; refusing it bounds the work
 MAX_EQUATION_CHARS = 1000
 
-_BINARY = {
-    ast.Add: lambda a, b: a + b,
-    ast.Sub: lambda a, b: a - b,
-    ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b,
-}
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 class _NotANumber(Exception):
@@ -62,13 +58,10 @@ def evaluate(text: str | None) -> float | None:
     if not text or len(text) > MAX_EQUATION_CHARS:
         return None
     try:
-        tree = ast.parse(text, mode="eval")
-        value = _walk(tree)
+        value = _walk(ast.parse(text, mode="eval"))
     except (_NotANumber, SyntaxError, ValueError, TypeError, OverflowError, RecursionError, MemoryError):
         return None
-    if not math.isfinite(value):
-        return None
-    return value
+    return value if math.isfinite(value) else None
 
 
 def same_value(a: str | None, b: str | None, rel_tol: float = 1e-9, abs_tol: float = 1e-9) -> bool:
@@ -78,6 +71,4 @@ def same_value(a: str | None, b: str | None, rel_tol: float = 1e-9, abs_tol: flo
     exact ``==`` gives the same figures on the release files.
     """
     x, y = evaluate(a), evaluate(b)
-    if x is None or y is None:
-        return False
-    return math.isclose(x, y, rel_tol=rel_tol, abs_tol=abs_tol)
+    return x is not None and y is not None and math.isclose(x, y, rel_tol=rel_tol, abs_tol=abs_tol)

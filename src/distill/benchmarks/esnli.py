@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from distill.benchmarks.base import Exemplar, ParsedCompletion
-from distill.benchmarks.nli import NLIBenchmark
+from distill.benchmarks.nli import NLIBenchmark, nli_exemplar
 
 __all__ = ["ESNLI"]
 
@@ -21,42 +21,20 @@ class ESNLI(NLIBenchmark):
     #: few-shot chain of thought for a teacher: pairs written in the style of SNLI (image
     #: captions and short hypotheses), two per label, rationales written for this project
     exemplars: ClassVar[tuple[Exemplar, ...]] = (
-        Exemplar(
-            "Premise: A man in a blue jacket is riding a bicycle down a busy street.\n"
-            "Hypothesis: A man is riding a bike.",
-            "A bicycle is a bike, so a man riding a bicycle down the street is riding a bike.",
-            "entailment",
-        ),
-        Exemplar(
-            "Premise: Two young girls are playing in a sandbox at the park.\n"
-            "Hypothesis: The girls are building a sand castle.",
-            "Playing in a sandbox does not necessarily mean building a sand castle.",
-            "neutral",
-        ),
-        Exemplar(
-            "Premise: A woman is slicing vegetables in a small kitchen.\n"
-            "Hypothesis: The woman is asleep on the couch.",
-            "A woman cannot be slicing vegetables in a kitchen and be asleep on a couch at the same time.",
-            "contradiction",
-        ),
-        Exemplar(
-            "Premise: A group of people stand in a long line outside a theater.\n"
-            "Hypothesis: People are waiting outdoors.",
-            "Standing in a line outside a theater is waiting outdoors.",
-            "entailment",
-        ),
-        Exemplar(
-            "Premise: A brown dog runs through a field with a stick in its mouth.\n"
-            "Hypothesis: The dog is bringing the stick back to its owner.",
-            "A dog carrying a stick is not necessarily bringing it back to its owner.",
-            "neutral",
-        ),
-        Exemplar(
-            "Premise: An elderly man is reading a newspaper on a park bench.\n"
-            "Hypothesis: A young boy is reading a newspaper.",
-            "The person reading is an elderly man, and an elderly man is not a young boy.",
-            "contradiction",
-        ),
+        nli_exemplar("A man in a blue jacket is riding a bicycle down a busy street.", "A man is riding a bike.",
+                     "A bicycle is a bike, so a man riding a bicycle down the street is riding a bike.", "entailment"),
+        nli_exemplar("Two young girls are playing in a sandbox at the park.", "The girls are building a sand castle.",
+                     "Playing in a sandbox does not necessarily mean building a sand castle.", "neutral"),
+        nli_exemplar("A woman is slicing vegetables in a small kitchen.", "The woman is asleep on the couch.",
+                     "A woman cannot be slicing vegetables in a kitchen and be asleep on a couch at the same time.",
+                     "contradiction"),
+        nli_exemplar("A group of people stand in a long line outside a theater.", "People are waiting outdoors.",
+                     "Standing in a line outside a theater is waiting outdoors.", "entailment"),
+        nli_exemplar("A brown dog runs through a field with a stick in its mouth.",
+                     "The dog is bringing the stick back to its owner.",
+                     "A dog carrying a stick is not necessarily bringing it back to its owner.", "neutral"),
+        nli_exemplar("An elderly man is reading a newspaper on a park bench.", "A young boy is reading a newspaper.",
+                     "The person reading is an elderly man, and an elderly man is not a young boy.", "contradiction"),
     )
 
     def parse_completion(self, text: str) -> ParsedCompletion:

@@ -5,11 +5,9 @@ Layout (the ``datasets.zip`` of google-research/distilling-step-by-step)::
     {data_dir}/{name}/{name}_{split}.json            one JSON object per line (JSON Lines)
     {data_dir}/{name}/{teacher}/{split}_CoT_{i}.json  a JSON array of raw teacher completions
 
-The completions of shard 0, 1, 2, ... (numeric order: ``_CoT_10`` after ``_CoT_9``) line up
-one-to-one with the lines of the split's JSON Lines file. A count mismatch would silently
-attach every rationale to the wrong input, so it is an error, never a truncation. So are shards
-whose total is right but whose sizes are not the layout's (every shard ``shard_size`` long but the
-last, which may be shorter): one short shard and a long last one shift every completion in between.
+The completions of shard 0, 1, 2, ... (numeric order: ``_CoT_10`` after ``_CoT_9``) line up one-to-one with
+the lines of the split's JSON Lines file: a count mismatch, or shards sized otherwise than the layout's (every
+shard ``shard_size`` long but the last), would attach rationales to the wrong inputs, so it is an error.
 """
 
 from __future__ import annotations
@@ -21,19 +19,8 @@ from typing import Any
 
 from distill.benchmarks.base import DataError
 
-__all__ = [
-    "records_path",
-    "read_jsonl",
-    "read_jsonl_numbered",
-    "read_shard",
-    "teacher_dir",
-    "shard_glob",
-    "shard_index",
-    "shard_name",
-    "shard_paths",
-    "read_teacher_completions",
-    "check_shard_sizes",
-]
+__all__ = ["records_path", "read_jsonl", "read_jsonl_numbered", "read_shard", "teacher_dir", "shard_glob",
+           "shard_index", "shard_name", "shard_paths", "read_teacher_completions"]
 
 
 def records_path(data_dir: str | Path, name: str, split: str) -> Path:
@@ -42,11 +29,8 @@ def records_path(data_dir: str | Path, name: str, split: str) -> Path:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON Lines file of objects. Blank lines are skipped (they carry no record).
-
-    Raises :class:`DataError` naming ``file:line`` for malformed JSON or a line that is not
-    a JSON object, and naming the file when it does not exist.
-    """
+    """The objects of a JSON Lines file, blank lines skipped. Raises :class:`DataError` naming ``file:line``
+    for malformed JSON or a line that is not an object, and the file when it does not exist."""
     return [record for _, record in read_jsonl_numbered(path)]
 
 
@@ -92,11 +76,8 @@ def teacher_dir(data_dir: str | Path, name: str, teacher: str) -> Path:
 
 
 def shard_paths(data_dir: str | Path, name: str, teacher: str, split: str) -> list[Path]:
-    """The completion shards of one split in numeric order; [] when there are none.
-
-    Raises :class:`DataError` when the numbering has a gap (a missing shard would shift
-    every later completion onto the wrong input).
-    """
+    """The completion shards of one split in numeric order; [] when there are none. A gap in the numbering
+    is a :class:`DataError` (a missing shard would shift every later completion onto the wrong input)."""
     directory = teacher_dir(data_dir, name, teacher)
     if not directory.is_dir():
         return []
@@ -105,10 +86,8 @@ def shard_paths(data_dir: str | Path, name: str, teacher: str, split: str) -> li
     numbers = [n for n, _ in numbered]
     if numbers and numbers != list(range(len(numbers))):
         missing = sorted(set(range(max(numbers) + 1)) - set(numbers))
-        raise DataError(
-            f"{directory}: teacher shards of split {split!r} must be numbered 0..N-1 without gaps; "
-            f"found {numbers}, missing {[shard_name(split, m) for m in missing]}"
-        )
+        raise DataError(f"{directory}: teacher shards of split {split!r} must be numbered 0..N-1 without gaps; "
+                        f"found {numbers}, missing {[shard_name(split, m) for m in missing]}")
     return [path for _, path in numbered]
 
 
@@ -127,61 +106,34 @@ def read_shard(path: Path) -> list[str]:
     return data
 
 
-def read_teacher_completions(
-    data_dir: str | Path,
-    name: str,
-    teacher: str,
-    split: str,
-    expected_rows: int | None = None,
-    records_file: str | Path | None = None,
-) -> tuple[list[str], list[tuple[Path, int]]]:
-    """All completions of a split, concatenated over shards in numeric order.
-
-    Returns ``(completions, origins)`` where ``origins[i] = (shard_path, index_in_shard)``
-    says where completion ``i`` came from (for error messages and parse-failure reports).
-    Raises :class:`DataError` when no shard exists, when ``expected_rows`` is given and the
-    total differs (naming the shards, the records file and both counts), or when the shards are
-    not all of one size but the last, which may be shorter (naming each shard and its count).
-    """
+def read_teacher_completions(data_dir: str | Path, name: str, teacher: str, split: str,
+                             expected_rows: int | None = None,
+                             records_file: str | Path | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+    """All completions of a split, concatenated over shards in numeric order, and ``origins[i] = (shard_path,
+    index_in_shard)``: where completion ``i`` came from (for error messages and parse-failure reports).
+    Raises :class:`DataError` when no shard exists, when ``expected_rows`` is given and the total differs
+    (naming the shards, the records file and both counts), or when the shards are not all of one size but the
+    last, which may hold fewer: even with the right total, that moves every later completion onto another row."""
     paths = shard_paths(data_dir, name, teacher, split)
     if not paths:
-        raise DataError(
-            f"{teacher_dir(data_dir, name, teacher) / shard_name(split, 0)}: no teacher completions for "
-            f"split {split!r} (expected shards {shard_name(split, 0)}, {shard_name(split, 1)}, ...)"
-        )
-    completions: list[str] = []
-    origins: list[tuple[Path, int]] = []
-    sizes: list[int] = []
-    for path in paths:
-        shard = read_shard(path)
-        completions.extend(shard)
-        origins.extend((path, i) for i in range(len(shard)))
-        sizes.append(len(shard))
+        raise DataError(f"{teacher_dir(data_dir, name, teacher) / shard_name(split, 0)}: no teacher completions for "
+                        f"split {split!r} (expected shards {shard_name(split, 0)}, {shard_name(split, 1)}, ...)")
+    shards = [read_shard(path) for path in paths]
+    completions = [completion for shard in shards for completion in shard]
+    origins = [(path, i) for path, shard in zip(paths, shards) for i in range(len(shard))]
+    sizes = [len(shard) for shard in shards]
     if expected_rows is not None and len(completions) != expected_rows:
-        shards = ", ".join(f"{path} ({n})" for path, n in zip(paths, sizes))
         where = f" in {records_file}" if records_file is not None else ""
-        raise DataError(
-            f"teacher shards hold {len(completions)} completions but there are {expected_rows} rows{where}; "
-            f"shards: {shards}"
-        )
-    check_shard_sizes(paths, sizes, split)
-    return completions, origins
-
-
-def check_shard_sizes(paths: list[Path], sizes: list[int], split: str) -> None:
-    """The layout's shards all hold ``shard_size`` completions but the last, which may hold fewer.
-    Anything else (even with the right total) moves the completions after the odd shard onto
-    other rows, so it is a :class:`DataError` naming every shard and its count."""
-    if len(sizes) < 2:
-        return
+        listed = ", ".join(f"{path} ({n})" for path, n in zip(paths, sizes))
+        raise DataError(f"teacher shards hold {len(completions)} completions but there are {expected_rows} rows"
+                        f"{where}; shards: {listed}")
     full = sizes[0]
-    if all(n == full for n in sizes[:-1]) and sizes[-1] <= full:
-        return
-    found = ", ".join(f"{path.name} ({n})" for path, n in zip(paths, sizes))
-    raise DataError(
-        f"{paths[0].parent}: the teacher shards of split {split!r} do not line up with its rows: every shard but "
-        f"the last must hold the same number of completions ({paths[0].name} holds {full}) and the last no more; "
-        f"found {found}. A shard of another size shifts every later completion onto the wrong row: rewrite the "
-        f"shards (annotate.py writes shard_size per file)"
-    )
-
+    if not (all(n == full for n in sizes[:-1]) and sizes[-1] <= full):
+        found = ", ".join(f"{path.name} ({n})" for path, n in zip(paths, sizes))
+        raise DataError(
+            f"{paths[0].parent}: the teacher shards of split {split!r} do not line up with its rows: every shard but "
+            f"the last must hold the same number of completions ({paths[0].name} holds {full}) and the last no more; "
+            f"found {found}. A shard of another size shifts every later completion onto the wrong row: rewrite the "
+            f"shards (annotate.py writes shard_size per file)"
+        )
+    return completions, origins

@@ -23,26 +23,15 @@ class JsonlBenchmark(Benchmark):
     name = "jsonl"
     exemplars: tuple[Exemplar, ...] = ()
 
-    def __init__(
-        self,
-        name: str,
-        label_field: str,
-        input_fields: Sequence[str] | None = None,
-        template: str | None = None,
-        input_separator: str = "\n",
-        label_space: Sequence[str] | None = None,
-        label_map: Mapping[Any, str] | None = None,
-        rationale_field: str | None = None,
-        teacher_label_field: str | None = None,
-        id_field: str | None = None,
-        answer_marker: str = "So the answer is",
-        stop: Sequence[str] = ("\n\nQ:",),
-        exemplars: Sequence[Mapping[str, str]] | None = None,
-        prompt_file: str | None = None,
-    ) -> None:
+    def __init__(self, name: str, label_field: str, input_fields: Sequence[str] | None = None,
+                 template: str | None = None, input_separator: str = "\n", label_space: Sequence[str] | None = None,
+                 label_map: Mapping[Any, str] | None = None, rationale_field: str | None = None,
+                 teacher_label_field: str | None = None, id_field: str | None = None,
+                 answer_marker: str = "So the answer is", stop: Sequence[str] = ("\n\nQ:",),
+                 exemplars: Sequence[Mapping[str, str]] | None = None, prompt_file: str | None = None) -> None:
         if (input_fields is None) == (template is None):
             raise ValueError("JsonlBenchmark needs exactly one of input_fields (a list of field names) or template")
-        if input_fields is not None and isinstance(input_fields, str):
+        if isinstance(input_fields, str):
             input_fields = [input_fields]
         self.name = name
         self.label_field = label_field
@@ -55,7 +44,7 @@ class JsonlBenchmark(Benchmark):
         self.teacher_label_field = teacher_label_field
         self.id_field = id_field
         self.answer_marker = answer_marker
-        self.stop = tuple(stop)
+        self.stop = self.stop_sequences = tuple(stop)
         self.exemplars = tuple(Exemplar(**dict(e)) for e in exemplars) if exemplars else ()
         # teacher prompt: few-shot exemplars from a YAML/JSON prompt file (a list of
         # {input, rationale, label}; inputs as the student sees them), cut at the same stop strings
@@ -63,7 +52,6 @@ class JsonlBenchmark(Benchmark):
             if exemplars:
                 raise ValueError("JsonlBenchmark takes exemplars or prompt_file, not both")
             self.exemplars = read_exemplars(prompt_file)
-        self.stop_sequences = self.stop
 
     # ----------------------------------------------------------------- records
     def configured_fields(self) -> dict[str, str]:
@@ -106,14 +94,8 @@ class JsonlBenchmark(Benchmark):
             teacher_label = self._label(record[self.teacher_label_field])
         if self.id_field is not None:
             uid = str(record[self.id_field])
-        return Example(
-            uid=uid,
-            input=self._input(record),
-            gold=gold,
-            teacher_label=teacher_label,
-            rationale=rationale,
-            record=record,
-        )
+        return Example(uid=uid, input=self._input(record), gold=gold, teacher_label=teacher_label, rationale=rationale,
+                       record=record)
 
     # ----------------------------------------------------------------- teacher output
     def parse_completion(self, text: str) -> ParsedCompletion:
@@ -124,9 +106,7 @@ class JsonlBenchmark(Benchmark):
         if self.answer_marker not in head:
             return ParsedCompletion(head, None, f"no {self.answer_marker!r} in the completion")
         rationale, tail = head.rsplit(self.answer_marker, 1)
-        label = tail.strip()
-        if label.endswith("."):
-            label = label[:-1].rstrip()
+        label = tail.strip().removesuffix(".").rstrip()
         if not label:
             return ParsedCompletion(rationale.rstrip(), None, f"no label after {self.answer_marker!r}")
         return ParsedCompletion(rationale.rstrip(), label)

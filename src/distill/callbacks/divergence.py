@@ -1,12 +1,8 @@
-"""Stop a run whose loss, gradients or weights stop being finite, before anything bad is saved.
-
-:class:`StopOnDivergence` checks the loss before every backward pass, the gradient norm before
-every optimizer step and the weights after it (before that step's checkpoints are written). A
-non-finite one raises :class:`Diverged` naming the step and the loss terms; ``train.py`` records
-``"status": "diverged"`` in ``results.json`` and exits non-zero. Checkpoints already written stay.
-Under an fp16 loss scaler a non-finite step is a step the scaler skips, not divergence, until
-``max_skipped_steps`` come in a row. ``action=warn`` logs and keeps training.
-"""
+""":class:`StopOnDivergence` checks the loss before every backward pass, the gradient norm before every
+optimizer step and the weights after it (before that step's checkpoints are written); a non-finite one
+raises :class:`Diverged` (``train.py`` records ``"status": "diverged"`` and exits non-zero), or only logs
+with ``action=warn``. Under an fp16 loss scaler a non-finite step is one the scaler skips, not divergence,
+until ``max_skipped_steps`` come in a row."""
 
 from __future__ import annotations
 
@@ -55,15 +51,11 @@ class StopOnDivergence(pl.Callback):
         self.max_skipped_steps = max_skipped_steps
         self._skipped_in_a_row = 0
 
-    @staticmethod
-    def _has_loss_scaler(trainer: pl.Trainer) -> bool:
-        return getattr(trainer.precision_plugin, "scaler", None) is not None
-
     def _non_finite(self, trainer: pl.Trainer, what: str, step: int | None = None, skippable: bool = True) -> None:
         """Raise (or warn) for ``step`` (default: the step being computed); a ``skippable`` one is
         left to a loss scaler until too many come in a row."""
         step = trainer.global_step + 1 if step is None else step
-        if skippable and self._has_loss_scaler(trainer):
+        if skippable and getattr(trainer.precision_plugin, "scaler", None) is not None:
             self._skipped_in_a_row += 1
             if self._skipped_in_a_row <= self.max_skipped_steps:
                 return  # the scaler skips this step and lowers its scale

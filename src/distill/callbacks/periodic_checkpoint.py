@@ -1,14 +1,7 @@
-"""``last.ckpt`` between validations, every N optimizer steps.
-
-A run writes ``last.ckpt`` at every validation (``callbacks.last_checkpoint``). When validations are
-far apart, a run killed between two of them would lose every step since the last one:
-:class:`PeriodicCheckpoint` (a ModelCheckpoint with ``every_n_train_steps``) writes the same file
-every N steps in between. After a step that validation follows anyway (an interval step, or the
-last step: :mod:`distill.callbacks.final_validation`) it leaves the writing to the validation-time
-checkpoint a moment later, which also holds that validation's results: one write per step. Under
-gradient accumulation it writes only after the micro-batch that ends an optimizer step, never with a
-partly accumulated gradient that the checkpoint could not hold.
-"""
+"""``last.ckpt`` between validations, every N optimizer steps (validations far apart would otherwise lose
+every step since the last one): :class:`PeriodicCheckpoint` leaves a step that a validation follows anyway
+to the validation-time checkpoint (one write per step), and writes only after the micro-batch that ends an
+optimizer step, never with a partly accumulated gradient the checkpoint could not hold."""
 
 from __future__ import annotations
 

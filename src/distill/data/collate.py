@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from distill.data.encoding import encode_inputs
-from distill.data.padding import IGNORE_INDEX, pad_causal_task, pad_sequences, pad_task
+from distill.data.padding import pad_causal_task, pad_sequences, pad_task
 from distill.data.shared_input import pad_decoder_task, pad_shared_causal
 
-__all__ = ["IGNORE_INDEX", "Collator", "encode_batch"]
+__all__ = ["Collator", "encode_batch"]
 
 
 def encode_batch(tokenizer: Any, texts: Sequence[str], max_length: int,
@@ -28,11 +28,10 @@ class Collator:
     """Rows of the tokenized dataset -> a train batch (both tasks) or an eval batch, laid out for
     a ``seq2seq`` or a ``causal`` student (``student_kind``, checked by the data module)."""
 
-    def __init__(self, pad_token_id: int, train: bool, rationale_task: bool = False, pad_to_multiple_of: int = 1,
-                 student_kind: str = "seq2seq",
+    def __init__(self, pad_token_id: int, train: bool, rationale_task: bool = False, student_kind: str = "seq2seq",
                  shared_markers: tuple[Sequence[int], Sequence[int]] | None = None) -> None:
         self.pad_token_id, self.train, self.rationale_task = pad_token_id, train, rationale_task
-        self.pad_to_multiple_of, self.student_kind = pad_to_multiple_of, student_kind
+        self.student_kind = student_kind
         #: (label marker, rationale marker) ids: train batches in the shared-input layout
         #: (:mod:`distill.data.shared_input`), whose ``label_input_ids`` are x alone
         self.shared_markers = shared_markers
@@ -40,10 +39,10 @@ class Collator:
     def _task(self, rows: Sequence[dict[str, Any]], task: str) -> dict[str, torch.Tensor]:
         inputs, targets = [r[f"{task}_input_ids"] for r in rows], [r[f"{task}_ids"] for r in rows]
         if self.student_kind == "seq2seq":
-            return pad_task(inputs, targets, self.pad_token_id, self.pad_to_multiple_of, with_targets=self.train)
+            return pad_task(inputs, targets, self.pad_token_id, with_targets=self.train)
         if self.train:
-            return pad_causal_task(inputs, targets, self.pad_token_id, self.pad_to_multiple_of, with_targets=True)
-        return pad_sequences(inputs, self.pad_token_id, self.pad_to_multiple_of, left=True)
+            return pad_causal_task(inputs, targets, self.pad_token_id, with_targets=True)
+        return pad_sequences(inputs, self.pad_token_id, left=True)
 
     def _shared(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """A train batch in the shared-input layout: ``{"shared": ..., "uid"}`` for a causal student
@@ -56,12 +55,12 @@ class Collator:
         batch: dict[str, Any] = {"uid": [r["uid"] for r in rows]}
         if self.student_kind == "causal":
             batch["shared"] = pad_shared_causal(inputs, label_marker, labels, rationale_marker, rationales,
-                                                self.pad_token_id, self.pad_to_multiple_of)
+                                                self.pad_token_id)
             return batch
-        batch["shared"] = pad_sequences(inputs, self.pad_token_id, self.pad_to_multiple_of)
-        batch["label"] = pad_decoder_task(label_marker, labels, self.pad_to_multiple_of)
+        batch["shared"] = pad_sequences(inputs, self.pad_token_id)
+        batch["label"] = pad_decoder_task(label_marker, labels)
         if any(rationales):
-            batch["rationale"] = pad_decoder_task(rationale_marker, rationales, self.pad_to_multiple_of)
+            batch["rationale"] = pad_decoder_task(rationale_marker, rationales)
         return batch
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

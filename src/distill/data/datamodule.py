@@ -79,8 +79,8 @@ class DistillDataModule(pl.LightningDataModule):
         student_kind: str = "seq2seq", shared_input: bool = False, rationale_position: str = "before",
         # how they are batched and loaded
         batch_size: int = 64, micro_batch_size: int | None = None, eval_batch_size: int = 64,
-        group_by_length: bool = True, drop_last: bool = False, num_workers: int = 0, pad_to_multiple_of: int = 1,
-        pin_memory: bool = False, cache_dir: str | Path | None = None, num_proc: int | None = None,
+        group_by_length: bool = True, drop_last: bool = False, num_workers: int = 0,
+        cache_dir: str | Path | None = None, num_proc: int | None = None,
     ) -> None:
         super().__init__()
         #: the method the batches serve; ``targets`` is its name (cache keys and the summary read it)
@@ -110,7 +110,6 @@ class DistillDataModule(pl.LightningDataModule):
         self.label_budget = self.method.label_budget(self.max_target_length, self.max_rationale_length)
         self.group_by_length, self.drop_last, self.num_workers = group_by_length, drop_last, int(num_workers)
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.pad_to_multiple_of, self.pin_memory = int(pad_to_multiple_of), bool(pin_memory)
         # processes tokenizing a split (datasets.map); None: several for big splits only
         self.num_proc = None if num_proc is None else int(num_proc)
         self.world_size, self.rank = 1, 0
@@ -268,8 +267,7 @@ class DistillDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Any, columns: list[str], batch_sampler: Any, collator: Collator) -> DataLoader:
         return DataLoader(dataset.select_columns(columns), batch_sampler=batch_sampler, collate_fn=collator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=self.pin_memory)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_sampler(self) -> GlobalBatchSampler:
         """This rank's train batches as the plan lays them out (one row per example and epoch for ``sample``)."""
@@ -285,8 +283,7 @@ class DistillDataModule(pl.LightningDataModule):
         if self.method.rationale_task:
             columns += ["rationale_ids"] if self.shared_input else ["rationale_input_ids", "rationale_ids"]
         collator = Collator(self.tokenizer.pad_token_id, train=True, rationale_task=self.method.rationale_task,
-                            pad_to_multiple_of=self.pad_to_multiple_of, student_kind=self.student_kind,
-                            shared_markers=self.shared_markers)
+                            student_kind=self.student_kind, shared_markers=self.shared_markers)
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
         if trainer is not None and getattr(trainer, "global_step", 0) > 0:
@@ -296,8 +293,7 @@ class DistillDataModule(pl.LightningDataModule):
     def _eval_dataloader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
         sampler = EvalBatchSampler(dataset["length"], self.eval_batch_size, rank=self.rank, world_size=self.world_size)
-        collator = Collator(self.tokenizer.pad_token_id, train=False, pad_to_multiple_of=self.pad_to_multiple_of,
-                            student_kind=self.student_kind)
+        collator = Collator(self.tokenizer.pad_token_id, train=False, student_kind=self.student_kind)
         return self._loader(dataset, ["uid", "input", "gold", "label_input_ids", "label_ids"], sampler, collator)
 
     def val_dataloader(self) -> DataLoader:

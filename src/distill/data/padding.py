@@ -1,4 +1,4 @@
-"""Token-id rows -> padded tensors, each batch as wide as its longest row (rounded up to ``pad_to_multiple_of``);
+"""Token-id rows -> padded tensors, each batch as wide as its longest row;
 labels -100 but on targets, whose places are found on the host (:func:`locate_targets`). A ``seq2seq`` task:
 :func:`pad_task`; a ``causal`` one: ``prompt + completion`` rows (:func:`pad_causal_task`), or the prompts
 alone, left-padded (:func:`pad_sequences` with ``left``), to generate from."""
@@ -9,21 +9,16 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["IGNORE_INDEX", "locate_targets", "pad_causal_task", "pad_sequences", "pad_task", "round_up"]
+__all__ = ["IGNORE_INDEX", "locate_targets", "pad_causal_task", "pad_sequences", "pad_task"]
 
 #: label id that the loss ignores (padding, and rows without a target for this task)
 IGNORE_INDEX = -100
 
 
-def round_up(width: int, multiple: int) -> int:
-    return -(-width // multiple) * multiple
-
-
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_token_id: int, pad_to_multiple_of: int = 1,
-                  left: bool = False) -> dict[str, torch.Tensor]:
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_token_id: int, left: bool = False) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of token-id rows padded with ``pad_token_id`` to the
-    longest (rounded up to ``pad_to_multiple_of``), on the right or, with ``left``, on the left."""
-    width = round_up(max(len(ids) for ids in sequences), pad_to_multiple_of)
+    longest, on the right or, with ``left``, on the left."""
+    width = max(len(ids) for ids in sequences)
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, ids in enumerate(sequences):
@@ -45,11 +40,11 @@ def locate_targets(label_ids: torch.Tensor, column_shift: int = 0) -> dict[str, 
 
 
 def pad_task(inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], pad_token_id: int,
-             pad_to_multiple_of: int = 1, with_targets: bool = False) -> dict[str, torch.Tensor]:
+             with_targets: bool = False) -> dict[str, torch.Tensor]:
     """``input_ids``/``attention_mask`` right-padded with ``pad_token_id``; ``labels`` with -100;
     with ``with_targets``, also ``target_positions`` and ``target_ids``."""
-    batch = pad_sequences(inputs, pad_token_id, pad_to_multiple_of)
-    label_width = round_up(max(1, max(len(ids) for ids in labels)), pad_to_multiple_of)
+    batch = pad_sequences(inputs, pad_token_id)
+    label_width = max(1, max(len(ids) for ids in labels))
     label_ids = torch.full((len(labels), label_width), IGNORE_INDEX, dtype=torch.long)
     for row, target in enumerate(labels):
         if target:
@@ -61,13 +56,13 @@ def pad_task(inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], p
 
 
 def pad_causal_task(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_token_id: int,
-                    pad_to_multiple_of: int = 1, with_targets: bool = False) -> dict[str, torch.Tensor]:
+                    with_targets: bool = False) -> dict[str, torch.Tensor]:
     """``prompt + completion`` rows right-padded; ``labels`` -100 but on completion tokens; with
     ``with_targets``, ``target_positions`` (row, column of the output predicting each completion
     token: its own column - 1) and ``target_ids``."""
     if not all(prompts):
         raise ValueError("a causal student's prompt needs at least one token (encode_inputs gives one)")
-    batch = pad_sequences([list(p) + list(c) for p, c in zip(prompts, completions)], pad_token_id, pad_to_multiple_of)
+    batch = pad_sequences([list(p) + list(c) for p, c in zip(prompts, completions)], pad_token_id)
     label_ids = torch.full_like(batch["input_ids"], IGNORE_INDEX)
     for row, (prompt, completion) in enumerate(zip(prompts, completions)):
         if completion:

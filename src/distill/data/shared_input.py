@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from distill.data.padding import IGNORE_INDEX, locate_targets, pad_causal_task, pad_sequences, round_up
+from distill.data.padding import IGNORE_INDEX, locate_targets, pad_causal_task, pad_sequences
 
 __all__ = ["branch_attention_mask", "pad_decoder_task", "pad_shared_causal", "unshared_causal_tasks"]
 
@@ -36,8 +36,8 @@ def branch_attention_mask(spans: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def pad_shared_causal(inputs: Sequence[Sequence[int]], label_marker: Sequence[int], labels: Sequence[Sequence[int]],
-                      rationale_marker: Sequence[int], rationales: Sequence[Sequence[int]], pad_token_id: int,
-                      pad_to_multiple_of: int = 1) -> dict[str, Any]:
+                      rationale_marker: Sequence[int], rationales: Sequence[Sequence[int]],
+                      pad_token_id: int) -> dict[str, Any]:
     """One causal train batch of both tasks: ``input_ids``, ``attention_mask`` (the 4D branch mask),
     ``position_ids``, ``spans`` (rows x (len x, len label branch, len rationale branch)), and per
     task ``{task}_positions``/``{task}_ids`` (where each target token is predicted, and the token).
@@ -52,7 +52,7 @@ def pad_shared_causal(inputs: Sequence[Sequence[int]], label_marker: Sequence[in
         spans.append((len(x), len(label_branch), len(rationale_branch)))
         n = len(x)
         position_rows.append([*range(n), *range(n, n + len(label_branch)), *range(n, n + len(rationale_branch))])
-    batch = pad_sequences(rows, pad_token_id, pad_to_multiple_of)
+    batch = pad_sequences(rows, pad_token_id)
     width = batch["input_ids"].shape[1]
     span_tensor = torch.tensor(spans, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
@@ -96,13 +96,12 @@ def unshared_causal_tasks(batch: dict[str, Any], pad_token_id: int) -> dict[str,
     return tasks
 
 
-def pad_decoder_task(marker: Sequence[int], targets: Sequence[Sequence[int]],
-                     pad_to_multiple_of: int = 1) -> dict[str, torch.Tensor]:
+def pad_decoder_task(marker: Sequence[int], targets: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
     """A seq2seq task's decoder side: ``decoder_sequence`` (``marker + target`` per row, -100 padded:
     the model shifts it right into its decoder input), ``labels`` (the same with the marker -100:
     the loss is on the target alone), ``target_positions`` (their own columns) and ``target_ids``.
     A row without a target has an all -100 row."""
-    width = round_up(max(1, max(len(marker) + len(t) for t in targets)), pad_to_multiple_of)
+    width = max(1, max(len(marker) + len(t) for t in targets))
     sequence = torch.full((len(targets), width), IGNORE_INDEX, dtype=torch.long)
     labels = torch.full((len(targets), width), IGNORE_INDEX, dtype=torch.long)
     for row, target in enumerate(targets):

@@ -1,10 +1,6 @@
-"""Lightning's view of a submitit *local* job with several tasks (``hydra/launcher=local``).
-
-Why: on a workstation, ``hydra/launcher=local`` starts one process per device the way SLURM's
-srun does on a cluster, so a multi-device job is laid out alike in both places. Lightning knows
-SLURM's variables but not submitit-local's; without this environment each task would believe it
-is alone and try to start the other ranks itself (re-running submitit's entry point, which fails).
-"""
+"""Lightning's view of a submitit *local* job with several tasks (``hydra/launcher=local``, one process per
+device as srun starts them on SLURM). Lightning knows SLURM's variables but not submitit-local's: without
+this environment each task would believe it is alone and start the other ranks itself (which fails)."""
 
 from __future__ import annotations
 
@@ -14,11 +10,8 @@ from pytorch_lightning.plugins.environments import ClusterEnvironment
 
 
 class SubmititLocalEnvironment(ClusterEnvironment):
-    """Ranks from ``SUBMITIT_LOCAL_*``; processes are started by submitit, not by Lightning.
-
-    The rendezvous port comes from ``MASTER_PORT`` when set, else from the job's id (the pid of
-    submitit's local controller), so concurrent local jobs pick different ports.
-    """
+    """Ranks from ``SUBMITIT_LOCAL_*``; processes are started by submitit, not by Lightning. The port is
+    ``MASTER_PORT``, else derived from the job's id (its controller's pid), so concurrent jobs differ."""
 
     @property
     def creates_processes_externally(self) -> bool:

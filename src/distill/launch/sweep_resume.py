@@ -23,11 +23,6 @@ from distill.utils.runtime import scrub_secrets
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "JOB_RECORD", "SUPERSEDED_DIR", "SWEEP_RECORD", "VOLATILE_KEYS", "JobDecision", "SweepResumeCallback",
-    "decide", "job_fingerprint", "prepare_job",
-]
-
 #: each job's record of its config and decision, in its run directory
 JOB_RECORD = "sweep_job.json"
 #: the id of the sweep's latest (re)run, in the sweep directory
@@ -36,8 +31,7 @@ SWEEP_RECORD = "sweep_resume.json"
 SUPERSEDED_DIR = ".superseded"
 #: top-level config keys that are not part of a job's identity: where things live, how it resumes
 VOLATILE_KEYS = ("paths", "ckpt_path", "resume_sweep")
-#: what a job left in its directory that stays there when the rest is moved aside: the config
-#: Hydra has just written for this run
+#: what stays in a run directory when the rest is moved aside: the config Hydra has just written
 KEPT_ON_RESTART = (".hydra",)
 
 SKIPPED, RESUMED, STARTED = "skipped", "resumed", "started"
@@ -92,8 +86,7 @@ _ABSENT = "<absent>"
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every leaf that differs (for the log); a key one side lacks reads
-    ``<absent>`` there."""
+    """``key: old -> new`` for every leaf that differs (a key one side lacks reads ``<absent>``)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
@@ -151,17 +144,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _has_previous_files(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds files of an earlier run: anything but Hydra's fresh config, logs
     (the job's ranks are writing them) and this module's record."""
-    for entry in run_dir.iterdir() if run_dir.is_dir() else ():
-        if entry.name in (*KEPT_ON_RESTART, JOB_RECORD) or entry.suffix in (".log", ".partial"):
-            continue
-        return True
-    return False
+    return any(entry.name not in (*KEPT_ON_RESTART, JOB_RECORD) and entry.suffix not in (".log", ".partial")
+               for entry in (run_dir.iterdir() if run_dir.is_dir() else ()))
 
 
 def decide(run_dir: Path, config: dict[str, Any], overridden: frozenset[str] = frozenset()) -> JobDecision:
     """What the job of ``config`` (an :func:`identity_config`; ``overridden``: the dotted keys its
     overrides set) does with ``run_dir`` (read only)."""
-    fingerprint = job_fingerprint(config)
     record = _read_json(run_dir / JOB_RECORD)
     results_path = run_dir / "results.json"
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -171,7 +160,7 @@ def decide(run_dir: Path, config: dict[str, Any], overridden: frozenset[str] = f
                                moves_aside=True)
         return JobDecision(STARTED, "new job")
     same = "same config"
-    if record.get("fingerprint") != fingerprint:
+    if record.get("fingerprint") != job_fingerprint(config):
         added = new_defaults(record.get("config") or {}, config, overridden)
         if added is None:
             changed = _differences(record.get("config") or {}, config)
@@ -229,12 +218,9 @@ def _sweep_dir() -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return None
-    return Path(str(hydra_cfg.sweep.dir)).absolute()
+    return Path(str(HydraConfig.get().sweep.dir)).absolute()
 
 
 def _overridden_keys() -> frozenset[str]:
@@ -297,8 +283,7 @@ class SweepResumeCallback(Callback):
     """Names each (re)run of a sweep (``sweep_resume.json``) and prints its skipped / resumed /
     started counts at the end. Does nothing for a config without ``resume_sweep: true``."""
 
-    def __init__(self) -> None:
-        self.invocation: str | None = None
+    invocation: str | None = None  # this (re)run's id, set at its start
 
     @staticmethod
     def _sweep_dir(config: DictConfig) -> Path | None:

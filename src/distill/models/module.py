@@ -27,7 +27,7 @@ from distill.models.inference import (InferenceSettings, generate_from_ids, gene
 from distill.models.losses import (combine_losses, fast_losses_agree, plain_task_loss, shared_losses_agree,
                                    shared_task_losses, task_losses, unshared_task_losses)
 from distill.models.student import Student, architecture_of, load_student
-from distill.utils.precision import DEFAULT_PRECISION, generation_autocast, generation_precision, normalize
+from distill.utils.precision import DEFAULT_PRECISION, generation_autocast, normalize
 from distill.utils.speed import PLAIN, Speed
 
 log = logging.getLogger(__name__)
@@ -236,10 +236,9 @@ class DistillModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ state
     def setup(self, stage: str) -> None:
-        """The trainer's precision becomes the run's, and generation's follows it (``32-true`` under a mixed
-        one where ``speed.fp32_generation`` says so): checkpoints and exports carry both."""
+        """The trainer's precision becomes the run's and generation's: checkpoints and exports carry both."""
         self.run_precision = normalize(self.trainer.precision)
-        self.settings = self.settings.in_precision(generation_precision(self.run_precision, self.speed.fp32_generation))
+        self.settings = self.settings.in_precision(self.run_precision)
 
     @property
     def best_val_acc(self) -> float:

@@ -46,7 +46,8 @@ def config_label(key: Mapping[str, Any]) -> str:
     return method_label(key["method"], key["label_source"], key.get("shared_input")) + variant_label(key)
 
 
-def _given(value: Any) -> bool:
+def given(value: Any) -> bool:
+    """Neither None nor NaN."""
     return value is not None and not pd.isna(value)
 
 
@@ -54,11 +55,11 @@ def series_label(row: Mapping[str, Any], lambdas_vary: bool, lrs_vary: bool = Fa
     """A configuration's name in a table or legend where its panel varies λ/α or the learning rate."""
     label = row["method_label"]
     if row["method"] == "step_by_step" and lambdas_vary:
-        if _given(row["alpha"]):
+        if given(row["alpha"]):
             label += f", α={row['alpha']:g}"
         else:
             label += f", λ={row['rationale_weight']:g}"
-    if lrs_vary and _given(row.get("lr")):
+    if lrs_vary and given(row.get("lr")):
         label += f", lr={row['lr']:g}"
     return label
 

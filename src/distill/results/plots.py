@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from distill.results.identity import group_key
-from distill.results.labels import config_label, fmt_fraction, model_rank, series_label
+from distill.results.labels import config_label, fmt_fraction, given, model_rank, series_label
 from distill.results.runs import TEACHER_METRIC, Run
 from distill.results.tables import PAIRED_KEYS, paired_seeds, runs_frame, sort_key, stat
 
@@ -30,8 +30,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def _given(value: Any) -> bool:
-    return value is not None and not pd.isna(value)
+def _save(fig: Any, axes: Any, used: int, path: Path) -> bool:
+    """Blank the axes past the ``used`` ones, write ``fig`` to ``path`` and close it; True."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return True
 
 
 def plot_by_benchmark(configs: pd.DataFrame, runs: list[Run], metric: str, path: Path) -> bool:
@@ -60,7 +66,7 @@ def plot_by_benchmark(configs: pd.DataFrame, runs: list[Run], metric: str, path:
         marked = False
         for c, (benchmark, _) in enumerate(cells):
             value = teacher.get(benchmark)
-            if _given(value):
+            if given(value):
                 ax.hlines(value * 100, c - 0.45, c + 0.45, colors="black", linestyles="dashed",
                           label=None if marked else "teacher")
                 marked = True
@@ -69,10 +75,7 @@ def plot_by_benchmark(configs: pd.DataFrame, runs: list[Run], metric: str, path:
         ax.set_title(str(model), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(fig, axes, len(panels), path)
 
 
 def plot_paired(pairs: pd.DataFrame, metric: str, path: Path) -> bool:
@@ -102,7 +105,7 @@ def plot_paired(pairs: pd.DataFrame, metric: str, path: Path) -> bool:
                 se = points.sem() if len(points) > 1 else 0.0
                 ax.errorbar([x], [points.mean()], yerr=[se], fmt="o", color="tab:blue", capsize=4, zorder=3,
                             label="mean ± standard error" if x == 0 else None)
-            variant = f"\n{cell['variant']}" if _given(cell["variant"]) and cell["variant"] else ""
+            variant = f"\n{cell['variant']}" if given(cell["variant"]) and cell["variant"] else ""
             labels.append(f"{cell['benchmark']}\n{fmt_fraction(cell['fraction'])} · {cell['model']}{variant}")
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(cells)), labels, fontsize=8)
@@ -111,16 +114,12 @@ def plot_paired(pairs: pd.DataFrame, metric: str, path: Path) -> bool:
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(fig, axes, len(panels), path)
 
 
 def _lambda_x(row: Row) -> float | None:
-    if row["method"] != "step_by_step" or _given(row["alpha"]):
-        return None
-    return row["rationale_weight"]
+    """The x of a λ sweep: a step-by-step configuration's λ (None for the rest, and for the official α form)."""
+    return None if row["method"] != "step_by_step" or given(row["alpha"]) else row["rationale_weight"]
 
 
 def _plot_panels(rows: list[Row], metric: str, panel_keys: tuple[str, ...], x_of: Callable[[Row], Any], xlabel: str,
@@ -154,16 +153,10 @@ def _plot_panels(rows: list[Row], metric: str, panel_keys: tuple[str, ...], x_of
         if xticks:
             xticks(ax, members)
         ax.set_title(" · ".join(str(p) for p in panel), fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{metric} (%)")
+        ax.set(xlabel=xlabel, ylabel=f"{metric} (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(fig, axes, n, path)
 
 
 def plot_learning_curves(runs: list[Run], path: Path) -> bool:
@@ -196,43 +189,21 @@ def plot_learning_curves(runs: list[Run], path: Path) -> bool:
             ax.plot(steps, [100 * sum(by_step[s]) / len(by_step[s]) for s in steps], color=color, linewidth=2,
                     label=f"{label} ({len(members)} seeds)")
         ax.set_title(" · ".join(cell), fontsize=10)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("val/acc (%)")
+        ax.set(xlabel="optimizer step", ylabel="val/acc (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(cells):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save(fig, axes, len(cells), path)
 
 
 def write_plots(configs: pd.DataFrame, runs: list[Run], metric: str, out: Path) -> list[Path]:
     """Every figure the sweep has the axes for, under ``out``; returns their paths."""
     rows = configs.to_dict("records")
-    written = []
-    path = out / "accuracy_by_benchmark.png"
-    if plot_by_benchmark(configs, runs, metric, path):
-        written.append(path)
-    path = out / "paired_differences.png"
-    if plot_paired(paired_seeds(runs, metric), metric, path):
-        written.append(path)
-    path = out / "learning_curves.png"
-    if plot_learning_curves(runs, path):
-        written.append(path)
+    sizes_known = all(given(r["num_parameters"]) and r["num_parameters"] for r in rows)
 
     def fraction_ticks(ax: Any, members: list[Row]) -> None:
         fractions = sorted({float(r["fraction"]) for r in members})
         ax.set_xticks(fractions, [fmt_fraction(f) for f in fractions])
         ax.minorticks_off()
-
-    path = out / "accuracy_vs_fraction.png"
-    if _plot_panels(rows, metric, ("benchmark", "model"), lambda r: float(r["fraction"]),
-                    "training data used", path, logx=True, xticks=fraction_ticks):
-        written.append(path)
-
-    sizes_known = all(_given(r["num_parameters"]) and r["num_parameters"] for r in rows)
 
     def size_x(row: Row) -> float:
         return float(row["num_parameters"]) if sizes_known else float(model_rank(row["model"]))
@@ -243,12 +214,17 @@ def write_plots(configs: pd.DataFrame, runs: list[Run], metric: str, out: Path) 
                       fontsize=7)
         ax.minorticks_off()
 
-    path = out / "accuracy_vs_model_size.png"
-    if _plot_panels(rows, metric, ("benchmark", "fraction"), size_x,
-                    "student size (parameters)" if sizes_known else "student", path, logx=sizes_known, xticks=size_ticks):
-        written.append(path)
-
-    path = out / "accuracy_vs_lambda.png"
-    if _plot_panels(rows, metric, ("benchmark", "model", "fraction"), _lambda_x, "λ (rationale loss weight)", path):
-        written.append(path)
-    return written
+    figures: dict[str, Callable[[Path], bool]] = {
+        "accuracy_by_benchmark.png": lambda path: plot_by_benchmark(configs, runs, metric, path),
+        "paired_differences.png": lambda path: plot_paired(paired_seeds(runs, metric), metric, path),
+        "learning_curves.png": lambda path: plot_learning_curves(runs, path),
+        "accuracy_vs_fraction.png": lambda path: _plot_panels(
+            rows, metric, ("benchmark", "model"), lambda r: float(r["fraction"]), "training data used", path,
+            logx=True, xticks=fraction_ticks),
+        "accuracy_vs_model_size.png": lambda path: _plot_panels(
+            rows, metric, ("benchmark", "fraction"), size_x, "student size (parameters)" if sizes_known else "student",
+            path, logx=sizes_known, xticks=size_ticks),
+        "accuracy_vs_lambda.png": lambda path: _plot_panels(
+            rows, metric, ("benchmark", "model", "fraction"), _lambda_x, "λ (rationale loss weight)", path),
+    }
+    return [out / name for name, draw in figures.items() if draw(out / name)]

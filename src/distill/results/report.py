@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from distill.results.labels import fmt_fraction, model_rank, series_label
+from distill.results.labels import fmt_fraction, given, model_rank, series_label
 from distill.results.runs import METRICS, Run
 from distill.results.stats import pooled
 from distill.results.tables import sort_key, stat
@@ -26,7 +26,7 @@ def fmt_stat(value: tuple[float, float | None, int] | None, scale: float = 100.0
 
 
 def _percent(value: Any, se: Any = None, n: Any = None) -> str:
-    if value is None or pd.isna(value):
+    if not given(value):
         return "-"
     if se is None:
         return f"{value * 100:.2f}"
@@ -36,12 +36,7 @@ def _percent(value: Any, se: Any = None, n: Any = None) -> str:
 
 
 def _number(value: Any) -> str:
-    return "" if value is None or pd.isna(value) else f"{value:g}"
-
-
-def _loss_weight(rationale_weight: Any, alpha: Any) -> str:
-    """The method's loss weight as the tables print it: ``α=...`` for the official form, else λ."""
-    return f"α={alpha:g}" if alpha is not None and not pd.isna(alpha) else _number(rationale_weight)
+    return f"{value:g}" if given(value) else ""
 
 
 def pipe_table(header: Sequence[str], align: str, rows: Iterable[Sequence[str]]) -> list[str]:
@@ -78,7 +73,8 @@ def paired_table(paired: pd.DataFrame, metric: str) -> list[str]:
         return []
     table = paired.assign(**{
         "fraction": paired["fraction"].map(fmt_fraction),
-        "λ": [_loss_weight(w, a) for w, a in zip(paired["rationale_weight"], paired["alpha"])],
+        # the method's loss weight: α=... for the official form, else λ
+        "λ": [f"α={a:g}" if given(a) else _number(w) for w, a in zip(paired["rationale_weight"], paired["alpha"])],
         "baseline (%)": paired["baseline"].map(_percent),
         "method (%)": paired["method"].map(_percent),
         "difference (points)": [_percent(d, se, n) for d, se, n in zip(paired["difference"], paired["difference_se"], paired["n"])],
@@ -136,7 +132,7 @@ def pooled_table(paired: pd.DataFrame) -> list[str]:
 
 
 def _minutes(seconds: Any) -> str:
-    return "" if seconds is None or pd.isna(seconds) else f"{seconds / 60:.1f}"
+    return f"{seconds / 60:.1f}" if given(seconds) else ""
 
 
 def _compute(runs: Sequence[Run]) -> str:
@@ -147,8 +143,7 @@ def _compute(runs: Sequence[Run]) -> str:
 
 def _display(text: str) -> str:
     """Paths under the working directory shown relative to it (reports get committed)."""
-    cwd = str(Path.cwd()) + "/"
-    return text.replace(cwd, "")
+    return text.replace(str(Path.cwd()) + "/", "")
 
 
 def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources: Sequence[str],
@@ -157,15 +152,11 @@ def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources
     ok = [r for r in runs if r.ok]
     failed = [r for r in runs if not r.ok]
     diverged = sum(r.status == "diverged" for r in failed)
-    lines = [
-        "# Results",
-        "",
-        f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), "
-        f"{len(failed) - diverged} failed, {diverged} diverged (left out of every mean).{_compute(ok)}",
-        f"Cells: mean ± standard error over seeds of `{metric}` in percent; `(n=1)` where one seed ran.",
-        "",
-    ]
-    lines += paper_tables(configs, metric)
+    lines = ["# Results", "",
+             f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), "
+             f"{len(failed) - diverged} failed, {diverged} diverged (left out of every mean).{_compute(ok)}",
+             f"Cells: mean ± standard error over seeds of `{metric}` in percent; `(n=1)` where one seed ran.", "",
+             *paper_tables(configs, metric)]
     if paired is not None:
         lines += paired_table(paired, metric)
     rows = [[str(k["benchmark"]), str(k["model"]), k["method_label"], str(k["label_source"]), fmt_fraction(k["fraction"]),

@@ -96,30 +96,31 @@ def read_run(run_dir: Path) -> Run:
     """One run directory: its ``results.json`` if there is a usable one, else a failed :class:`Run`."""
     num, overrides = _job_label(run_dir)
     job = (f"#{num} " if num is not None else "") + overrides
+    recorded = _config_from_hydra(run_dir)
     path = run_dir / "results.json"
+
+    def failed(reason: str, config: dict[str, Any] = recorded, status: str = "failed") -> Run:
+        return Run(str(run_dir), status, config, reason=reason, job=job)
     if not path.is_file():
-        return Run(str(run_dir), "failed", _config_from_hydra(run_dir), reason="no results.json", job=job)
+        return failed("no results.json")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        return Run(str(run_dir), "failed", _config_from_hydra(run_dir), job=job,
-                   reason=f"{path}:{error.lineno}: invalid JSON ({error.msg})")
+        return failed(f"{path}:{error.lineno}: invalid JSON ({error.msg})")
     if not isinstance(data, dict):
-        return Run(str(run_dir), "failed", _config_from_hydra(run_dir), job=job,
-                   reason=f"{path}: expected a JSON object")
+        return failed(f"{path}: expected a JSON object")
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
     # what results.json did not record (e.g. the learning rate, before it was) from the run's .hydra/
-    config = {**{k: v for k, v in _config_from_hydra(run_dir).items() if v is not None}, **config}
+    config = {**{k: v for k, v in recorded.items() if v is not None}, **config}
     metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
     status = str(data.get("status", "missing status"))
     if status != "ok":
         reason = str(data.get("error") or data.get("reason") or f"status {status!r}")
         # a diverged run (distill.callbacks.divergence) is counted apart from runs that failed to finish
-        kept = "diverged" if status == "diverged" else "failed"
-        return Run(str(run_dir), kept, config or _config_from_hydra(run_dir), reason=f"{path}: {reason}", job=job)
+        return failed(f"{path}: {reason}", config or recorded, "diverged" if status == "diverged" else "failed")
     missing = [key for key in REQUIRED if key not in config]
     if missing:
-        return Run(str(run_dir), "failed", config, job=job, reason=f"{path}: config lacks {', '.join(missing)}")
+        return failed(f"{path}: config lacks {', '.join(missing)}", config)
     numbers = {}
     for key, value in metrics.items():
         try:
@@ -127,12 +128,9 @@ def read_run(run_dir: Path) -> Run:
         except (TypeError, ValueError):
             continue
     if not any(key in numbers and math.isfinite(numbers[key]) for key in METRICS):
-        return Run(str(run_dir), "failed", config, job=job,
-                   reason=f"{path}: none of the metrics {', '.join(METRICS)} is a finite number")
-    num_parameters = data.get("num_parameters")
+        return failed(f"{path}: none of the metrics {', '.join(METRICS)} is a finite number", config)
     precision = config.get("precision")
-    train_seconds = data.get("train_seconds")
-    steps = data.get("global_step")
+    num_parameters, train_seconds, steps = (data.get(k) for k in ("num_parameters", "train_seconds", "global_step"))
     return Run(str(run_dir), "ok", config, numbers,
                int(num_parameters) if isinstance(num_parameters, (int, float)) else None, job=job,
                precision=str(precision) if precision is not None else None,
@@ -153,10 +151,6 @@ def read_curve(run_dir: Path) -> tuple[tuple[int, float], ...]:
             for step, acc in frame.dropna(subset=["val/acc"])[["step", "val/acc"]].itertuples(index=False):
                 points[int(step) + 1] = float(acc)  # the CSV's step counts from 0: step 99 is the 100th
     return tuple(sorted(points.items()))
-
-
-def _is_run_dir(path: Path) -> bool:
-    return (path / "results.json").is_file() or (path / ".hydra" / "config.yaml").is_file()
 
 
 def expected_jobs(sweep_dir: Path) -> list[str] | None:
@@ -193,7 +187,7 @@ def read_directory(root: Path) -> list[Run]:
     plus one failed :class:`Run` per job a multirun launched that left no directory."""
     if not root.exists():
         raise AggregateError(f"{root}: no such directory")
-    if _is_run_dir(root):
+    if (root / "results.json").is_file() or (root / ".hydra" / "config.yaml").is_file():
         return [read_run(root)]
     runs: list[Run] = []
     run_dirs = sorted({p.parent for p in root.rglob("results.json")} | {p.parent.parent for p in root.rglob(".hydra/config.yaml")})

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["looks_local", "check_local_path"]
-
 _LOCAL_PREFIXES = ("/", "./", "../", "~")
 
 

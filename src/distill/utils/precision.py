@@ -1,7 +1,7 @@
 """The precision a student trained and was tested in (Lightning's string: ``32-true``, ``bf16-mixed``, ...),
 recorded in ``results.json``, checkpoints and exports so that ``eval.py``, ``distill.predict`` and
-``distill.export`` decode in it; generation may differ (``speed.fp32_generation``):
-:func:`generation_precision` names it and :func:`generation_autocast` is the context it runs in."""
+``distill.export`` decode in it (an older checkpoint may name another one for generation);
+:func:`generation_autocast` is the context generation runs in."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-
-__all__ = ["PRECISIONS", "DEFAULT_PRECISION", "normalize", "generation_precision", "generation_autocast"]
 
 DEFAULT_PRECISION = "32-true"
 #: Lightning's precision names and their short forms
@@ -29,14 +27,6 @@ def normalize(precision: str | int | None) -> str:
     if name not in _ALIASES:
         raise ValueError(f"precision {name!r}: expected one of {PRECISIONS}")
     return _ALIASES[name]
-
-
-def generation_precision(run_precision: str | None, fp32_generation: bool) -> str:
-    """What a run trained in ``run_precision`` generates in: ``32-true`` when ``fp32_generation``
-    asks for it under a mixed precision (the weights are fp32 there; ``-true`` precisions keep
-    theirs), else the run's own."""
-    precision = normalize(run_precision)
-    return DEFAULT_PRECISION if fp32_generation and precision in _MIXED else precision
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,7 @@ def configure_threads(threads: int | None = None) -> None:
 def peak_memory() -> dict[str, int]:
     """This process's peak memory so far, in bytes: ``rss`` (the resident set's high-water mark,
     from ``getrusage``) and, where CUDA was used, ``cuda`` (``torch.cuda.max_memory_allocated``)."""
-    import resource
-    import sys
+    import resource  # Unix only
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak = {"rss": int(rss if sys.platform == "darwin" else rss * 1024)}  # bytes on macOS, KiB on Linux
@@ -56,11 +56,10 @@ def wandb_logged_in() -> bool:
     """True when W&B has credentials (env or netrc), so an online run will not prompt."""
     if os.environ.get("WANDB_API_KEY"):
         return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
     try:
-        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(
-            os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].rstrip("/")
-        )
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+    except (netrc.NetrcParseError, OSError):
         return False
     return bool(auth and auth[2])
 
@@ -105,7 +104,6 @@ def find_conf_dir(required: str = "train.yaml") -> Path:
 def cache_home() -> Path:
     """Where distill keeps what it settles or converts once per machine: ``$DISTILL_CACHE_DIR``,
     else ``$XDG_CACHE_HOME/distill``, else ``~/.cache/distill``."""
-
     if os.environ.get("DISTILL_CACHE_DIR"):
         return Path(os.environ["DISTILL_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"

@@ -10,10 +10,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Speed", "PLAIN", "resolve_speed", "native_bf16"]
-
 #: levers since removed (docs/speed.md), still in the hyperparameters of older checkpoints
-REMOVED = ("stack_tasks", "pad_to_multiple_of", "pin_memory")
+REMOVED = ("stack_tasks", "pad_to_multiple_of", "pin_memory", "fp32_generation")
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,6 @@ class Speed:
     fused_optimizer: bool = False
     target_only_logits: bool = False
     cpu_bf16: bool = False
-    fp32_generation: bool = False
     eager_attention: bool = False
 
     @classmethod
@@ -56,12 +53,9 @@ def native_bf16() -> str | None:
     features (``/proc/cpuinfo``, else torch's own check), never timed: the same kind of CPU always
     answers the same, whatever its load."""
     flags = _cpu_flags()
-    if not flags:
-        cpu = getattr(torch, "cpu", None)
-        if cpu is not None and getattr(cpu, "_is_amx_tile_supported", lambda: False)():
-            flags.add("amx_bf16")
-        if cpu is not None and getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
-            flags.add("avx512_bf16")
+    if not flags:  # no /proc/cpuinfo: torch's own checks
+        checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+        flags = {flag for flag, check in checks.items() if getattr(torch.cpu, check, lambda: False)()}
     if "amx_bf16" in flags:
         return "AMX"
     if "avx512_bf16" in flags:
@@ -84,8 +78,6 @@ def resolve_speed(cfg: Mapping[str, Any] | None, on_cuda: bool) -> Speed:
         fused_optimizer=bool(cfg.get("fused_optimizer", False)),
         target_only_logits=bool(cfg.get("target_only_logits", False)),
         cpu_bf16=not on_cuda and bool(_auto(cfg.get("cpu_bf16", False), native is not None)),
-        # auto: generation in the run's own precision (bf16 decoding was faster on AMX and AVX512-BF16 alike)
-        fp32_generation=bool(_auto(cfg.get("fp32_generation", False), False)),
         # auto: on a CPU, where torch's fused attention backward is the slower kernel at these lengths
         eager_attention=bool(_auto(cfg.get("eager_attention", False), not on_cuda)),
     )
