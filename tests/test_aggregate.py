@@ -107,16 +107,20 @@ def test_tables_csv_and_plots(sweep: Path, tmp_path: Path) -> None:
     assert float(row["test/acc_mean"]) == pytest.approx(0.45)
     assert float(row["test/acc_se"]) == pytest.approx(se)
 
-    # failures are listed, not dropped: a failed status, a missing results.json, 12 jobs never started
+    # nothing is dropped: a failed status, a missing results.json (unfinished: running or killed), 12 jobs
+    # never started (counted in the report, each in runs.csv)
     failed = result["failed"]
     reasons = [r.reason for r in failed]
     assert any("CUDA out of memory" in r for r in reasons)
     assert any(r == "no results.json" for r in reasons)
     assert sum("never made its output directory" in r for r in reasons) == 12
+    assert "10 successful run(s), 1 failed, 0 diverged, 1 unfinished, 12 not started (left out" in md
     assert "### Failed and diverged runs" in md and "no results.json" in md
+    assert "never made its output directory" not in md
     with (out / "runs.csv").open() as f:
         statuses = [r["status"] for r in csv.DictReader(f)]
-    assert statuses.count("ok") == 10 and statuses.count("failed") == 14
+    assert (statuses.count("ok"), statuses.count("failed"), statuses.count("unfinished"),
+            statuses.count("not started")) == (10, 1, 1, 12)
 
     plot = out / "accuracy_vs_fraction.png"
     assert plot in result["plots"] and plot.read_bytes()[:8] == PNG_MAGIC
@@ -170,8 +174,9 @@ def test_nothing_usable_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_cli_strict_flag(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert agg.main([str(sweep), "--out", str(tmp_path / "a")]) == 0
     assert agg.main([str(sweep), "--out", str(tmp_path / "b"), "--strict"]) == 1
-    err = capsys.readouterr().err
-    assert "FAILED" in err and "no results.json" in err
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.err and "UNFINISHED" in captured.err and "no results.json" in captured.err
+    assert "NOT STARTED" not in captured.err and "1 failed, 0 diverged, 1 unfinished, 12 not started" in captured.out
 
 
 def test_reads_a_wandb_project_through_the_api() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from distill.results.plots import write_plots
 from distill.results.runs import METRICS, AggregateError, Run, keep_runs, read_source
-from distill.results.report import markdown_report
+from distill.results.report import left_out, markdown_report
 from distill.results.tables import configurations, paired_differences, runs_table, write_csv
 
 
@@ -64,13 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     ok = len(result["runs"]) - len(result["failed"])
-    diverged = sum(r.status == "diverged" for r in result["failed"])
     print(f"{ok} run(s) in {len(result['groups'])} configuration(s) -> {args.out}/results.md, results.csv, runs.csv"
-          f" ({len(result['failed']) - diverged} failed, {diverged} diverged: left out)")
+          f" ({left_out(result['failed'])}: left out)")
     for plot in result["plots"]:
         print(f"plot: {plot}")
     for run in result["failed"]:
-        print(f"{run.status.upper()} {run.source} {run.job}: {run.reason}", file=sys.stderr)
+        if run.status != "not started":  # counted above, and listed in runs.csv
+            print(f"{run.status.upper()} {run.source} {run.job}: {run.reason}", file=sys.stderr)
     return 1 if args.strict and result["failed"] else 0
 
 

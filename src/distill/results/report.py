@@ -3,6 +3,7 @@ every configuration and every run left out, as Markdown."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,15 +147,21 @@ def _display(text: str) -> str:
     return text.replace(str(Path.cwd()) + "/", "")
 
 
+def left_out(failed: Sequence[Run]) -> str:
+    """``2 failed, 0 diverged`` and, where there are any, ``1 unfinished, 3 not started``."""
+    counts = Counter(r.status for r in failed)
+    statuses = ["failed", "diverged"] + [s for s in ("unfinished", "not started") if counts[s]]
+    return ", ".join(f"{counts[s]} {s}" for s in statuses)
+
+
 def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources: Sequence[str],
                     paired: pd.DataFrame | None = None) -> str:
     """``results.md``: the paper tables, the paired differences, every configuration, every run left out."""
     ok = [r for r in runs if r.ok]
     failed = [r for r in runs if not r.ok]
-    diverged = sum(r.status == "diverged" for r in failed)
     lines = ["# Results", "",
              f"Sources: {', '.join(f'`{_display(str(s))}`' for s in sources)}. {len(ok)} successful run(s), "
-             f"{len(failed) - diverged} failed, {diverged} diverged (left out of every mean).{_compute(ok)}",
+             f"{left_out(failed)} (left out of every mean).{_compute(ok)}",
              f"Cells: mean ± standard error over seeds of `{metric}` in percent; `(n=1)` where one seed ran.", "",
              *paper_tables(configs, metric)]
     if paired is not None:
@@ -171,6 +178,7 @@ def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources
               "`train min`: the mean wall time of a seed's training, in minutes, on whatever machine ran it.", "",
               *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "cap", "lr", "seeds", *METRICS,
                            "trained", "best", "precision", "train min"], "llllrrrrrl" + "r" * len(METRICS) + "rrlr", rows), ""]
+    failed = [r for r in failed if r.status != "not started"]  # counted above: a sweep still running has many
     if failed:
         lines += ["### Failed and diverged runs", "",
                   *pipe_table(["run", "status", "job", "reason"], "llll",

@@ -40,7 +40,7 @@ class Run:
     """One run of a sweep, successful or not; ``config`` holds its identity as recorded."""
 
     source: str  # run directory or W&B run path
-    status: str  # "ok", or why it is not usable ("failed", "diverged")
+    status: str  # "ok", or why it is not usable ("failed", "diverged", "unfinished", "not started")
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     num_parameters: int | None = None
@@ -101,8 +101,8 @@ def read_run(run_dir: Path) -> Run:
 
     def failed(reason: str, config: dict[str, Any] = recorded, status: str = "failed") -> Run:
         return Run(str(run_dir), status, config, reason=reason, job=job)
-    if not path.is_file():
-        return failed("no results.json")
+    if not path.is_file():  # running now, or killed: a rerun of the sweep resumes it
+        return failed("no results.json", status="unfinished")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -206,7 +206,7 @@ def read_directory(root: Path) -> list[Run]:
             continue
         for num, overrides in enumerate(jobs):
             if num not in found_jobs.get(sweep_dir, set()):
-                runs.append(Run(str(sweep_dir), "failed", job=f"#{num} {overrides}",
+                runs.append(Run(str(sweep_dir), "not started", job=f"#{num} {overrides}",
                                 reason="the job never made its output directory (see .submitit/ logs)"))
     return runs
 
