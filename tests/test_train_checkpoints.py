@@ -1,6 +1,7 @@
 """Checkpoints of train.py: every run ends validated, with a best checkpoint and last.ckpt, whatever
 the validation interval; last.ckpt also every N steps between validations; and a run killed and
-resumed from last.ckpt, dropout on, is exactly the run that would have happened."""
+resumed from last.ckpt, dropout on, is exactly the run that would have happened (and its training
+time counts both processes)."""
 
 from __future__ import annotations
 
@@ -104,7 +105,11 @@ def test_a_resumed_run_with_dropout_is_the_uninterrupted_run(uninterrupted, tmp_
         train(killed)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     assert step_of(last) == saved_at
+    trained_before = torch.load(last, map_location="cpu", weights_only=False)["train_seconds"]
+    assert trained_before > 0
     train(compose_train([*RESUME, f"ckpt_path={last}"], tmp_path / "resumed"))
+    # the resumed run's training time counts the killed process's up to its checkpoint
+    assert json.loads((tmp_path / "resumed" / "results.json").read_text())["train_seconds"] > trained_before
 
     straight = {t["step"]: t for t in read_step_trace(uninterrupted / "step_trace.jsonl")}
     resumed = {t["step"]: t for t in read_step_trace(tmp_path / "resumed" / "step_trace.jsonl")}

@@ -281,12 +281,11 @@ def train(cfg: DictConfig) -> float | None:
     train_seconds = 0.0
     diverged: Diverged | None = None
     if cfg.train:
-        fit_started = time.time()
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except Diverged as error:
             diverged = error
-        train_seconds = time.time() - fit_started
+        train_seconds = module.train_seconds()  # a resumed run's includes its earlier processes'
 
     metrics = _metrics(trainer)
     if cfg.test and diverged is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -100,6 +101,8 @@ class DistillModule(pl.LightningModule):
         self._architecture: dict[str, Any] | None = None
         #: the precision the run trains in (set by :meth:`setup`; ``settings.precision`` is generation's)
         self.run_precision = DEFAULT_PRECISION
+        #: seconds the processes before a resume trained (from the checkpoint); this process's fit began then
+        self.train_seconds_before, self._fit_started = 0.0, time.time()
 
     @property
     def method(self) -> str:
@@ -152,6 +155,7 @@ class DistillModule(pl.LightningModule):
             self.speed = replace(self.speed, target_only_logits=False)
 
     def on_fit_start(self) -> None:
+        self._fit_started = time.time()
         self._first_batch_checked = False
         self._shared_pass = True
 
@@ -245,9 +249,13 @@ class DistillModule(pl.LightningModule):
         """The best validation accuracy so far (``-inf`` before the first)."""
         return float(self.val_acc_best.max_value)
 
+    def train_seconds(self) -> float:
+        """The run's training time so far, summed over every process that trained it."""
+        return self.train_seconds_before + time.time() - self._fit_started
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.update(best_val_acc=self.best_val_acc, precision=self.run_precision,
-                          generation_precision=self.settings.precision)
+                          generation_precision=self.settings.precision, train_seconds=self.train_seconds())
         if self._architecture is None:  # the tokenizer and config do not change during a run
             self._architecture = architecture_of(self.student)
         checkpoint["student_architecture"] = self._architecture
@@ -256,6 +264,7 @@ class DistillModule(pl.LightningModule):
         self.val_acc_best.reset()
         if math.isfinite(best := float(checkpoint.get("best_val_acc", float("-inf")))):
             self.val_acc_best.update(best)
+        self.train_seconds_before = float(checkpoint.get("train_seconds", 0.0))
         if getattr(self, "_trainer", None) is None:  # loaded for inference: decode as the run did (older
             # checkpoints: generation in the run's precision; older still: 32-true)
             self.run_precision = normalize(checkpoint.get("precision", DEFAULT_PRECISION))
