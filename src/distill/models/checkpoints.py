@@ -56,9 +56,8 @@ def plain_model(model: PreTrainedModel) -> PreTrainedModel:
 
 
 def export_student(module: DistillModule, out_dir: str | Path, run: dict | None = None) -> Path:
-    """``save_pretrained`` the student (LoRA merged in) and its tokenizer, plus ``distill.json``
-    (kind, prefixes, lengths, method) and a model card, ``README.md``
-    (:func:`distill.models.model_card.write_model_card`; ``run``: the run's ``results.json``)."""
+    """``save_pretrained`` the student (LoRA merged in), its tokenizer, ``distill.json`` (kind, prefixes, lengths,
+    method) and a model card (:func:`~distill.models.model_card.write_model_card`; ``run``: its ``results.json``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plain_model(module.model).save_pretrained(out)

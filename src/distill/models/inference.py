@@ -76,9 +76,7 @@ def generate_from_ids(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     max_new_tokens: int, marker: list[int] | None = None,
 ) -> list[str]:
-    """Greedy decoding, special tokens stripped. A causal student's ``input_ids`` are its
-    left-padded prompts: the output is what it writes after them. ``marker``: the task marker
-    that follows x (shared-input layout), appended to each prompt or started the decoder with."""
+    """Greedy decoding as the module doc says, special tokens stripped; ``marker``: the shared-input task marker."""
     extra: dict[str, torch.Tensor] = {}
     if marker is not None:
         marker_row = torch.tensor([marker], dtype=input_ids.dtype, device=input_ids.device).expand(len(input_ids), -1)
@@ -106,14 +104,9 @@ def generate_from_texts(
     by_index: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        enc = {
-            name: tensor.to(model.device)
-            for name, tensor in encode_batch(tokenizer, [prefix + texts[i] for i in chunk], max_input_length,
-                                             kind_of(model)).items()
-        }
-        generated = generate_from_ids(model, tokenizer, enc["input_ids"], enc["attention_mask"], max_new_tokens, marker)
-        for i, text in zip(chunk, generated):
-            by_index[i] = text
+        enc = encode_batch(tokenizer, [prefix + texts[i] for i in chunk], max_input_length, kind_of(model))
+        ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+        by_index.update(zip(chunk, generate_from_ids(model, tokenizer, ids, mask, max_new_tokens, marker)))
     return [by_index[i] for i in range(len(texts))]
 
 
@@ -121,8 +114,7 @@ def labels_from_outputs(
     texts: list[str], method: str | Method, rationale_position: str = "before"
 ) -> tuple[list[str], list[str | None]]:
     """Labels (and rationales, else None) from label-task outputs: where the method's label holds the
-    rationale (``single_task``), both in ``rationale_position``'s order (the rationale ``before`` the
-    label, or ``after`` it)."""
+    rationale (``single_task``), both, the rationale ``before`` or ``after`` the label (``rationale_position``)."""
     if not get_method(method).label_holds_rationale:
         return texts, [None] * len(texts)
     pairs = [split_single_task_output(text, rationale_position) for text in texts]

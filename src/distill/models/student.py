@@ -14,7 +14,7 @@ import torch
 import transformers
 from transformers import CONFIG_MAPPING, AutoTokenizer, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from distill.models.loaders import LOADERS, NEEDS_NAME
+from distill.models.loaders import LOADERS
 from distill.utils.paths import check_local_path
 
 #: the two kinds of student (:func:`kind_of`)
@@ -22,8 +22,7 @@ SEQ2SEQ, CAUSAL = "seq2seq", "causal"
 
 
 def kind_of(model: torch.nn.Module) -> str:
-    """``seq2seq`` for an encoder-decoder, ``causal`` for a decoder-only language model (read from
-    the model's config, also through a ``peft`` wrapper). The one place that tells them apart."""
+    """``seq2seq`` for an encoder-decoder, else ``causal`` (from the config, also through a ``peft`` wrapper)."""
     config = getattr(model, "config", None)
     return SEQ2SEQ if getattr(config, "is_encoder_decoder", False) else CAUSAL
 
@@ -32,7 +31,6 @@ def kind_of(model: torch.nn.Module) -> str:
 class Student:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    name: str
 
     @property
     def kind(self) -> str:
@@ -68,19 +66,16 @@ def apply_lora(
 
 
 def load_student(
-    kind: str = "auto",
-    name_or_path: str | None = None,
-    short_name: str | None = None,
-    gradient_checkpointing: bool = False,
-    lora: Mapping[str, Any] | None = None,
-    decoder_only: bool | None = None,
+    kind: str = "auto", name_or_path: str | None = None, short_name: str | None = None,
+    gradient_checkpointing: bool = False, lora: Mapping[str, Any] | None = None, decoder_only: bool | None = None,
     **kwargs: Any,
 ) -> Student:
     """Build the student named in ``conf/model/*.yaml`` (``kind`` names its loader), with a LoRA
-    adapter when ``lora`` holds its settings; ``decoder_only`` (where given) must say what it is."""
+    adapter when ``lora`` holds its settings; ``decoder_only`` (where given) must say what it is.
+    ``short_name`` names the student in run names and results (the config's, not read here)."""
     if kind not in LOADERS:
         raise ValueError(f"model.kind={kind!r}: expected one of {sorted(LOADERS)}")
-    if kind in NEEDS_NAME and not name_or_path:
+    if kind in ("auto", "causal") and not name_or_path:
         raise ValueError(f"model.kind={kind} needs model.name_or_path (a hub name or a local directory)")
     if name_or_path:
         check_local_path(name_or_path, "model.name_or_path")
@@ -88,27 +83,23 @@ def load_student(
     if decoder_only is not None and (kind_of(model) == CAUSAL) != bool(decoder_only):
         raise ValueError(f"model.decoder_only={decoder_only} but model.kind={kind} built a {kind_of(model)} "
                          f"student: set model.decoder_only={kind_of(model) == CAUSAL} (it picks method.shared_input's default)")
-    return _finish(model, tokenizer, short_name or str(name_or_path or kind), gradient_checkpointing, lora)
+    return _finish(model, tokenizer, gradient_checkpointing, lora)
 
 
-def _finish(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str,
-    gradient_checkpointing: bool = False, lora: Mapping[str, Any] | None = None,
-) -> Student:
+def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, gradient_checkpointing: bool,
+            lora: Mapping[str, Any] | None) -> Student:
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if lora:
         if gradient_checkpointing:
             model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
         model = apply_lora(model, **dict(lora))
-    return Student(model=model, tokenizer=tokenizer, name=name)
+    return Student(model=model, tokenizer=tokenizer)
 
 
-# ---------------------------------------------------------------------------- in a checkpoint
 def architecture_of(student: Student) -> dict[str, Any]:
-    """What rebuilds ``student`` without its loader (no hub, no package, no pretrained weights to
-    load and overwrite): the transformers class, config, generation config and tokenizer files.
-    Checkpoints keep it (:func:`student_from_architecture`); the weights are the state dict's."""
+    """What rebuilds ``student`` without its loader (no hub, no package, no pretrained weights to load and
+    overwrite), kept by checkpoints (:func:`student_from_architecture`); the weights are the state dict's."""
     base = student.model.get_base_model() if hasattr(student.model, "get_base_model") else student.model
     with tempfile.TemporaryDirectory() as tmp:
         student.tokenizer.save_pretrained(tmp)
@@ -122,13 +113,11 @@ def architecture_of(student: Student) -> dict[str, Any]:
     }
 
 
-def student_from_architecture(
-    architecture: Mapping[str, Any], short_name: str | None = None, gradient_checkpointing: bool = False,
-    lora: Mapping[str, Any] | None = None, **_: Any,
-) -> Student:
+def student_from_architecture(architecture: Mapping[str, Any], gradient_checkpointing: bool = False,
+                              lora: Mapping[str, Any] | None = None, **_: Any) -> Student:
     """The student :func:`architecture_of` describes, with freshly initialised weights (a
     checkpoint's state dict replaces them) and the spec's LoRA adapter; the other spec keys
-    (``kind``, ``name_or_path``, loader settings) only mattered for the first build."""
+    (``kind``, ``name_or_path``, ``short_name``, loader settings) only mattered for the first build."""
     config_dict = dict(architecture["config"])
     config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,4 +127,4 @@ def student_from_architecture(
     tokenizer.padding_side = architecture.get("padding_side", tokenizer.padding_side)
     model = getattr(transformers, architecture["class"])(config)
     model.generation_config = GenerationConfig.from_dict(dict(architecture["generation_config"]))
-    return _finish(model, tokenizer, short_name or architecture["class"], gradient_checkpointing, lora)
+    return _finish(model, tokenizer, gradient_checkpointing, lora)

@@ -96,8 +96,6 @@ class AnswerCache:
 
     def put(self, key: str, answer: Answer, **extra: Any) -> None:
         """Append one answer durably (one write, flush, fsync) before returning."""
-        if self._fh is None:
-            raise RuntimeError("AnswerCache.put before open()")
         rec = {"key": key, **asdict(answer), **extra, "time": round(time.time(), 3)}
         self._fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
         self._fh.flush()

@@ -173,7 +173,8 @@ class OpenAIBackend(Backend):
                 raw = await (sdk.chat.completions if self.chat else sdk.completions).with_raw_response.create(
                     **self.params(req, n))
             except openai.APIStatusError as e:
-                code, text = e.status_code, self._scrub(e.response.text[:300])
+                code, text = e.status_code, e.response.text[:300]
+                text = text.replace(self._api_key, "***") if self._api_key else text  # the key never shows
                 if code in (401, 403, 404):  # every item would fail alike: stop the run
                     raise TeacherConfigError(
                         f"{self.url}: HTTP {code}: {text} (check teacher.backend.base_url, teacher.backend.model "
@@ -206,6 +207,3 @@ class OpenAIBackend(Backend):
                 return [Answer(None, f"{reason} (gave up after {attempts} attempts)",
                                latency_s=round(time.monotonic() - start, 4), attempts=attempts)]
             events.retried(req, reason)  # malformed or empty: asked again at once
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text

@@ -57,7 +57,3 @@ def write_teacher_dir(directory: Path, split: str, completions: Sequence[str], s
     paths.append(directory / f"{split}_annotations.jsonl")
     write_atomic(paths[-1], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sidecar).encode())
     return paths
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))

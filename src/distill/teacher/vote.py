@@ -1,11 +1,9 @@
 """Self-consistency: choose one of a row's ``teacher.samples`` completions by majority vote.
 
-Labels vote in classes of equal answers as the benchmark scores them (so SVAMP's ``(84 / 2)``
-and ``( 84.0 / 2.0 )`` vote together). Only samples whose completion parses to a label that fits
-the item vote. The class with most votes wins; a tie goes to the class whose first vote came
-first (lowest sample index), so the choice is deterministic. The row keeps the first sample of
-the winning class: its rationale agrees with the vote.
-"""
+Only samples whose completion parses to a label that fits the item vote, in classes of labels the benchmark
+scores as equal (SVAMP's ``(84 / 2)`` and ``( 84.0 / 2.0 )`` vote together). The class with most votes wins, a
+tie going to the class whose first vote came first (lowest sample index); the row keeps the first sample of the
+winning class, whose rationale agrees with the vote."""
 
 from __future__ import annotations
 
