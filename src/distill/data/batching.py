@@ -45,22 +45,17 @@ class BatchPlan:
 
 
 class EpochPermutation(Sampler[int]):
-    """A permutation of ``range(n)`` drawn from ``(seed, epoch)``, the identity without shuffle; Lightning
-    sets the epoch (``set_epoch``) on the sampler inside a batch sampler."""
+    """A permutation of ``range(n)`` drawn from ``(seed, epoch)``; Lightning sets the epoch (``set_epoch``)
+    on the sampler inside a batch sampler."""
 
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.n))
         return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
-
-    def __len__(self) -> int:
-        return self.n
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -69,7 +64,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
     permutation (like ``DistributedSampler``'s padding) unless ``drop_last``, so every optimizer step sees
     exactly ``global_batch`` examples."""
 
-    def __init__(self, lengths: Sequence[int], plan: BatchPlan, rank: int = 0, seed: int = 0, shuffle: bool = True,
+    def __init__(self, lengths: Sequence[int], plan: BatchPlan, rank: int = 0, seed: int = 0,
                  group_by_length: bool = True, drop_last: bool = False) -> None:
         if not 0 <= rank < plan.world_size:
             raise ValueError(f"rank {rank} is outside world size {plan.world_size}")
@@ -80,7 +75,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.row_lengths = self.lengths
         self.plan, self.rank = plan, rank
         self.group_by_length, self.drop_last = group_by_length, drop_last
-        self.sampler = EpochPermutation(len(self.lengths), seed, shuffle)
+        self.sampler = EpochPermutation(len(self.lengths), seed)
         self._skip_steps = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -141,14 +136,11 @@ class SampledRowsBatchSampler(GlobalBatchSampler):
         super().__init__([lengths[g[0]] for g in self.groups], plan, seed=seed, **kwargs)
         self.row_lengths = list(lengths)
 
-    def chosen_rows(self, epoch: int) -> list[int]:
-        """The row of every group in ``epoch`` (the same on every rank, in every run with this seed)."""
-        sizes = np.array([len(g) for g in self.groups])
-        picks = np.random.default_rng([self.seed, epoch, 1]).integers(0, sizes)
-        return [g[p] for g, p in zip(self.groups, picks.tolist())]
-
     def global_batches(self) -> list[list[int]]:
-        rows = self.chosen_rows(self.sampler.epoch)
+        # the epoch's row of every group: the same on every rank, in every run with this seed
+        sizes = np.array([len(g) for g in self.groups])
+        picks = np.random.default_rng([self.seed, self.sampler.epoch, 1]).integers(0, sizes)
+        rows = [g[p] for g, p in zip(self.groups, picks.tolist())]
         return [[rows[j] for j in batch] for batch in super().global_batches()]
 
 

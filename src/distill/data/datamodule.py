@@ -9,6 +9,7 @@ constructor's defaults are those of ``conf/data/_base.yaml``."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ from distill.data.targets import RATIONALE_POSITIONS
 from distill.methods import Method, get_method
 
 __all__ = ["DistillDataModule"]
-
-_UNSET = object()
 
 
 def _plain(value: Any) -> Any:
@@ -113,10 +112,14 @@ class DistillDataModule(pl.LightningDataModule):
         # processes tokenizing a split (datasets.map); None: several for big splits only
         self.num_proc = None if num_proc is None else int(num_proc)
         self.world_size, self.rank = 1, 0
-        self.tokenizer = None
-        self._forget()
+        # the student's tokenizer (eos and pad needed); a benchmark's input may depend on it (NLI's separator)
+        self.tokenizer = tokenizer
         if tokenizer is not None:
-            self.set_tokenizer(tokenizer)
+            if getattr(tokenizer, "eos_token_id", None) is None or getattr(tokenizer, "pad_token_id", None) is None:
+                raise ValueError("the tokenizer needs an eos and a pad token (for BERT-style tokenizers set "
+                                 "tokenizer.eos_token = tokenizer.sep_token)")
+            self.benchmark.bind_tokenizer(tokenizer)
+        self._datasets: dict[str, Any] = {}
 
     @property
     def batch_size(self) -> int:
@@ -131,23 +134,6 @@ class DistillDataModule(pl.LightningDataModule):
                              f"{self.batch_size}")
         self.batch_plan = plan
 
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        """Attach the student's tokenizer (needs eos and pad tokens). Examples are rebuilt,
-        since a benchmark's student input may depend on it (NLI's separator)."""
-        if getattr(tokenizer, "eos_token_id", None) is None or getattr(tokenizer, "pad_token_id", None) is None:
-            raise ValueError("the tokenizer needs an eos and a pad token (for BERT-style tokenizers set "
-                             "tokenizer.eos_token = tokenizer.sep_token)")
-        self.tokenizer = tokenizer
-        self.benchmark.bind_tokenizer(tokenizer)
-        self._forget()
-
-    def _forget(self) -> None:
-        """Drop what was built (examples, tokenized splits, their keys): it is built again on use."""
-        self._splits: Splits | None = None
-        self._datasets: dict[str, Any] = {}
-        self._data_version: Any = _UNSET
-        self._tokenizer_hash: str | None = None
-
     def _selection(self) -> dict[str, Any]:
         """The settings :func:`build_splits` chooses the examples by (``targets``: the method's name)."""
         names = ("teacher", "split_files", "label_source", "fraction", "seed", "holdout_fraction", "holdout_seed",
@@ -155,54 +141,49 @@ class DistillDataModule(pl.LightningDataModule):
                  "rationale_filter")
         return {name: getattr(self, name) for name in names}
 
-    @property
+    @cached_property
     def data_version(self) -> str | None:
         """The version of the examples this module builds (:func:`distill.data.cache.data_version`: files,
         settings, parser); None without ``cache_dir`` or for a benchmark made in code."""
-        if self._data_version is _UNSET:
-            # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
-            settings = {key: value for key, value in self._selection().items() if key != "teacher"}
-            if self.fraction == 1.0:
-                settings["seed"] = None  # picks nothing from the whole train
-            self._data_version = (
-                None if self.cache_dir is None else data_version(self.benchmark, self.data_dir, self.teacher, settings))
-        return self._data_version
+        if self.cache_dir is None:
+            return None
+        # not require_teacher: it changes nothing but whether a missing teacher is an error (see splits)
+        settings = {key: value for key, value in self._selection().items() if key != "teacher"}
+        if self.fraction == 1.0:
+            settings["seed"] = None  # picks nothing from the whole train
+        return data_version(self.benchmark, self.data_dir, self.teacher, settings)
 
     def cache_path(self, kind: str, *parts: Any, version: str | None = None) -> Path | None:
         """Where data of ``kind`` derived from this data version (or ``version``) and ``parts`` is stored
         (:func:`distill.data.cache.cache_path`); None: not cached."""
         return cache_path(self.cache_dir, self.benchmark.name, kind, version or self.data_version, *parts)
 
-    @property
+    @cached_property
     def tokenizer_hash(self) -> str:
         """A hash of the tokenizer (vocabulary and settings), computed once."""
-        if self._tokenizer_hash is None:
-            from datasets.fingerprint import Hasher
+        from datasets.fingerprint import Hasher
 
-            self._tokenizer_hash = Hasher.hash(self.tokenizer)
-        return self._tokenizer_hash
+        return Hasher.hash(self.tokenizer)
 
-    @property
+    @cached_property
     def splits(self) -> Splits:
         """All three splits with their provenance and counts (built once, on first use). With a
         ``cache_dir`` they are read from there when this data version was built before, else built
         and stored there first; either way they are then the stored ones (memory-mapped Arrow)."""
-        if self._splits is None:
-            stored = self.cache_path("splits")
-            if stored is not None:
-                self._splits = load_splits(stored)
-                # a report's splits that lack the teacher's train shards never serve a training run (its error)
-                if self._splits is not None and not (self._splits.missing_teacher and self.require_teacher):
-                    return self._splits
-            splits = build_splits(self.benchmark, self.data_dir, **{**self._selection(), "targets": self.method},
-                                  require_teacher=self.require_teacher,
-                                  load=None if stored is None else cached_file_loader(self.cache_dir))
-            if stored is not None:
-                save_splits(stored, splits)
-                del splits
-                splits = load_splits(stored)
-            self._splits = splits
-        return self._splits
+        stored = self.cache_path("splits")
+        if stored is not None:
+            splits = load_splits(stored)
+            # a report's splits that lack the teacher's train shards never serve a training run (its error)
+            if splits is not None and not (splits.missing_teacher and self.require_teacher):
+                return splits
+        splits = build_splits(self.benchmark, self.data_dir, **{**self._selection(), "targets": self.method},
+                              require_teacher=self.require_teacher,
+                              load=None if stored is None else cached_file_loader(self.cache_dir))
+        if stored is None:
+            return splits
+        save_splits(stored, splits)
+        del splits
+        return load_splits(stored)
 
     def examples(self, split: str) -> list[Example]:
         """The examples of ``"train"``, ``"val"`` or ``"test"`` (before prefixes and tokenization)."""
@@ -214,13 +195,6 @@ class DistillDataModule(pl.LightningDataModule):
         if self.method.rationale_task:
             return {"label": self.label_prefix, "rationale": self.rationale_prefix}
         return {"label": "", "rationale": ""}
-
-    @property
-    def shared_markers(self) -> tuple[list[int], list[int]] | None:
-        """(label, rationale) marker ids of the shared-input layout; None in the paper's."""
-        if not self.shared_input:
-            return None
-        return marker_ids(self.tokenizer, self.label_prefix), marker_ids(self.tokenizer, self.rationale_prefix)
 
     def encoder(self, split: str) -> Encoder:
         """The :class:`Encoder` of a split (train alone learns the rationale task)."""
@@ -241,7 +215,7 @@ class DistillDataModule(pl.LightningDataModule):
             raise KeyError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
         if split not in self._datasets:
             if self.tokenizer is None:
-                raise RuntimeError("no tokenizer: pass tokenizer= or call set_tokenizer first")
+                raise RuntimeError("no tokenizer: pass tokenizer= to DistillDataModule")
             source = self.label_source if split == "train" else "gold"  # evaluation is on gold labels
             rows = lambda: text_rows(self.examples(split), self.method, source, self.rationale_position)  # noqa: E731
             version = self.data_version
@@ -282,8 +256,11 @@ class DistillDataModule(pl.LightningDataModule):
         columns = ["uid", "label_input_ids", "label_ids"]
         if self.method.rationale_task:
             columns += ["rationale_ids"] if self.shared_input else ["rationale_input_ids", "rationale_ids"]
+        markers = None  # (label, rationale) marker ids of the shared-input layout; None in the paper's
+        if self.shared_input:
+            markers = marker_ids(self.tokenizer, self.label_prefix), marker_ids(self.tokenizer, self.rationale_prefix)
         collator = Collator(self.tokenizer.pad_token_id, train=True, rationale_task=self.method.rationale_task,
-                            student_kind=self.student_kind, shared_markers=self.shared_markers)
+                            student_kind=self.student_kind, shared_markers=markers)
         sampler = self.train_sampler()
         trainer = getattr(self, "trainer", None)
         if trainer is not None and getattr(trainer, "global_step", 0) > 0:

@@ -20,7 +20,7 @@ from distill.benchmarks.base import Example
 from distill.data.targets import TEACHER_LABELS, single_task_target
 from distill.methods import Method, get_method
 
-__all__ = ["ENCODING_VERSION", "PARALLEL_TOKENIZATION_ROWS", "Encoder", "auto_num_proc", "count_tokens",
+__all__ = ["ENCODING_VERSION", "PARALLEL_TOKENIZATION_ROWS", "Encoder", "count_tokens",
            "encode_inputs", "marker_ids", "marker_room", "prompt_start_tokens", "rows_digest", "target_text",
            "text_rows", "tokenize"]
 
@@ -174,13 +174,6 @@ PARALLEL_TOKENIZATION_ROWS = 50_000
 TEXT_COLUMNS = ("uid", "input", "gold", "target", "rationale")
 
 
-def auto_num_proc(rows: int) -> int | None:
-    """Processes for tokenizing ``rows`` rows: one per usable core for big splits, else None (this process)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(cores, rows // PARALLEL_TOKENIZATION_ROWS)
-    return workers if workers >= 2 else None
-
-
 def text_rows(examples: Sequence[Example], method: Method, label_source: str,
               rationale_position: str) -> dict[str, list[Any]]:
     """The text columns of a split: uid, input, gold, the label target (``label_source``'s label, as
@@ -211,7 +204,7 @@ def _stored(manifest: Path) -> Any:
 def tokenize(rows: Callable[[], dict[str, list[Any]]], encoder: Encoder, path: Path | None,
              num_proc: int | None, desc: str) -> Any:
     """The ``datasets.Dataset`` of ``rows()`` mapped by ``encoder`` (``uid``, ``input`` and ``gold`` kept,
-    ``target`` and ``rationale`` dropped) in ``num_proc`` processes (None: :func:`auto_num_proc`). With
+    ``target`` and ``rationale`` dropped) in ``num_proc`` processes (None: one per core for big splits). With
     ``path``: the files ``{path}.files.json`` lists when they are all there, else stored at ``{path}.arrow``
     (one file per process) and listed there."""
     import datasets
@@ -224,12 +217,14 @@ def tokenize(rows: Callable[[], dict[str, list[Any]]], encoder: Encoder, path: P
     raw = datasets.Dataset.from_dict(rows(), features=features)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    processes = num_proc if num_proc is not None else auto_num_proc(len(raw))
+    if num_proc is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        num_proc = min(cores, len(raw) // PARALLEL_TOKENIZATION_ROWS)
     encoded = raw.map(encoder, batched=True, batch_size=1000, remove_columns=["target", "rationale"],
                       cache_file_name=None if path is None else str(path.with_name(f"{path.name}.arrow")),
                       load_from_cache_file=True,
                       new_fingerprint=generate_random_fingerprint() if path is None else path.name,
-                      num_proc=processes if processes and processes > 1 else None, desc=desc)
+                      num_proc=num_proc if num_proc > 1 else None, desc=desc)
     if manifest is not None and encoded.cache_files:
         staging = manifest.with_name(f".{manifest.name}.{os.getpid()}")
         staging.write_text(json.dumps([Path(f["filename"]).name for f in encoded.cache_files]))

@@ -27,8 +27,8 @@ from distill.benchmarks.io import (read_jsonl_numbered, read_teacher_completions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MISALIGNED_TEACHER_POLICIES", "Agreement", "FileStats", "annotate_command", "check_configured_fields",
-           "load_file", "misaligned_parts", "missing_teacher_note", "reads_files", "teacher_counts"]
+__all__ = ["MISALIGNED_TEACHER_POLICIES", "FileStats", "annotate_command", "check_configured_fields", "load_file",
+           "missing_teacher_note", "reads_files", "teacher_counts"]
 
 MISALIGNED_TEACHER_POLICIES = ("error", "warn")
 #: fewer parsed rows than this: too few to judge
@@ -163,64 +163,43 @@ def load_file(benchmark: Benchmark, data_dir: str | Path, file_split: str, teach
     return examples, stats
 
 
-@dataclass(frozen=True)
-class Agreement:
-    """How often a part's teacher labels score right against their own rows' gold and others'."""
-
-    part: str  # a shard's file name, or the records file
-    rows: int
-    parsed: int  # rows with a parsed teacher label and a gold label
-    own: float
-    others: float
-
-    @property
-    def near_chance(self) -> bool:
-        """Judged (enough parsed rows, most of the part's) and no better than chance against others' gold."""
-        judged = self.parsed >= MIN_ROWS and self.parsed >= MIN_PARSED_SHARE * self.rows
-        spread = math.sqrt(self.others * (1.0 - self.others) / self.parsed) if self.parsed else 0.0
-        return judged and self.own <= self.others + max(MARGIN, 2.0 * spread)
-
-    def describe(self) -> str:
-        return (f"{self.part}: the teacher's labels score right against their own rows' gold on {self.own:.3f} of "
-                f"{self.parsed} parsed rows, and against other rows' gold on {self.others:.3f} (chance)")
-
-
-def agreement(benchmark: Benchmark, examples: Sequence[Example], part: str) -> Agreement:
-    """Own-row and other-row agreement of the parsed teacher labels of ``examples``."""
+def agreement(benchmark: Benchmark, examples: Sequence[Example]) -> tuple[int, float, float]:
+    """``(parsed, own, others)``: the rows with a parsed teacher label and a gold label, and how often those
+    labels score right against their own rows' gold and against other rows' (seeded shuffles: chance)."""
     pairs = [(e.teacher_label, e.gold) for e in examples if e.teacher_label is not None and e.gold is not None]
     n = len(pairs)
     if n < 2:
-        return Agreement(part, len(examples), n, 0.0, 0.0)
+        return n, 0.0, 0.0
     own = sum(benchmark.score(label, gold) for label, gold in pairs) / n
     rng = np.random.default_rng(0)
     others = sum(benchmark.score(label, pairs[j][1]) for _ in range(SHUFFLES)
                  for (label, _), j in zip(pairs, rng.permutation(n).tolist())) / (n * SHUFFLES)
-    return Agreement(part, len(examples), n, own, others)
-
-
-def misaligned_parts(benchmark: Benchmark, examples: Sequence[Example], shard_of: Sequence[str],
-                     whole: str) -> list[Agreement]:
-    """The parts (each shard, and the whole file when it has several) whose teacher labels agree
-    with their own rows' gold at chance level. ``shard_of[i]`` names the shard of ``examples[i]``."""
-    parts: dict[str, list[Example]] = {}
-    for example, shard in zip(examples, shard_of):
-        parts.setdefault(shard, []).append(example)
-    checked = [agreement(benchmark, rows, shard) for shard, rows in parts.items()]
-    if len(parts) > 1:
-        checked.append(agreement(benchmark, examples, whole))
-    return [a for a in checked if a.near_chance]
+    return n, own, others
 
 
 def _check_alignment(benchmark: Benchmark, examples: list[Example], shard_of: list[str], stats: FileStats,
                      policy: str) -> None:
-    parts = misaligned_parts(benchmark, examples, shard_of, Path(stats.path).name)
-    if not parts:
+    """Refuse (or with ``policy="warn"`` report) the parts (each shard, and the whole file when it has
+    several) judged to agree with their own rows' gold at chance level; ``shard_of[i]``: ``examples[i]``'s shard."""
+    parts: dict[str, list[Example]] = {}
+    for example, shard in zip(examples, shard_of):
+        parts.setdefault(shard, []).append(example)
+    if len(parts) > 1:
+        parts[Path(stats.path).name] = examples
+    findings = []
+    for part, rows in parts.items():
+        parsed, own, others = agreement(benchmark, rows)
+        judged = parsed >= MIN_ROWS and parsed >= MIN_PARSED_SHARE * len(rows)
+        spread = math.sqrt(others * (1.0 - others) / parsed) if parsed else 0.0
+        if judged and own <= others + max(MARGIN, 2.0 * spread):
+            findings.append(f"{part}: the teacher's labels score right against their own rows' gold on {own:.3f} of "
+                            f"{parsed} parsed rows, and against other rows' gold on {others:.3f} (chance)")
+    if not findings:
         return
-    findings = "; ".join(a.describe() for a in parts)
     message = (
-        f"{findings}. Teacher labels at chance level against gold mean the completions do not belong to the rows "
-        f"of {stats.path} (shards cut at the wrong places, records edited after annotation, another split's "
-        f"shards?)"
+        f"{'; '.join(findings)}. Teacher labels at chance level against gold mean the completions do not belong to "
+        f"the rows of {stats.path} (shards cut at the wrong places, records edited after annotation, another "
+        f"split's shards?)"
     )
     if policy == "error":
         raise DataError(f"{message}. Check the shards, or go on anyway with data.on_misaligned_teacher=warn")

@@ -22,10 +22,9 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_token_id: int, left: b
     input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, ids in enumerate(sequences):
-        if ids:
-            columns = slice(width - len(ids), width) if left else slice(0, len(ids))
-            input_ids[row, columns] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[row, columns] = 1
+        columns = slice(width - len(ids), width) if left else slice(0, len(ids))
+        input_ids[row, columns] = torch.as_tensor(ids, dtype=torch.long)
+        attention_mask[row, columns] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
@@ -47,8 +46,7 @@ def pad_task(inputs: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], p
     label_width = max(1, max(len(ids) for ids in labels))
     label_ids = torch.full((len(labels), label_width), IGNORE_INDEX, dtype=torch.long)
     for row, target in enumerate(labels):
-        if target:
-            label_ids[row, : len(target)] = torch.as_tensor(target, dtype=torch.long)
+        label_ids[row, : len(target)] = torch.as_tensor(target, dtype=torch.long)
     batch["labels"] = label_ids
     if with_targets:
         batch.update(locate_targets(label_ids))
@@ -65,8 +63,7 @@ def pad_causal_task(prompts: Sequence[Sequence[int]], completions: Sequence[Sequ
     batch = pad_sequences([list(p) + list(c) for p, c in zip(prompts, completions)], pad_token_id)
     label_ids = torch.full_like(batch["input_ids"], IGNORE_INDEX)
     for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-        if completion:
-            label_ids[row, len(prompt) : len(prompt) + len(completion)] = torch.as_tensor(completion, dtype=torch.long)
+        label_ids[row, len(prompt) : len(prompt) + len(completion)] = torch.as_tensor(completion, dtype=torch.long)
     batch["labels"] = label_ids
     if with_targets:
         batch.update(locate_targets(label_ids, column_shift=-1))

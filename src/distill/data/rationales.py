@@ -15,7 +15,7 @@ from distill.benchmarks.io import read_teacher_completions, records_path, shard_
 from distill.teacher.vote import majority_vote
 
 __all__ = ["RATIONALE_CHOICES", "RATIONALE_FILTERS", "SAMPLE_MARK", "Sample", "example_uid", "read_samples",
-           "select_rationales", "sample_teacher"]
+           "select_rationales"]
 
 RATIONALE_CHOICES = ("first", "all", "sample")
 RATIONALE_FILTERS = ("none", "teacher_correct")
@@ -38,25 +38,15 @@ def example_uid(row_uid: str) -> str:
     return head if mark and tail.isdigit() else row_uid
 
 
-def sample_teacher(teacher: str, sample: int) -> str:
-    """The teacher directory (relative, as ``data.teacher`` names one) of sample ``sample``."""
-    return f"{teacher}/samples/{sample}"
-
-
-def is_default(rationales: str, rationale_filter: str, label_source: str) -> bool:
-    return rationales == "first" and rationale_filter == "none" and label_source != "teacher_vote"
-
-
 def read_samples(benchmark: Benchmark, data_dir: str | Path, teacher: str, file_split: str,
                  rows: int) -> list[list[Sample]] | None:
     """``[row][sample]`` of every per-sample shard set of ``teacher`` for ``file_split``; None when the
     teacher wrote one sample (no ``samples/`` shard sets). Shards of the wrong size are refused."""
     samples: list[list[Sample]] = [[] for _ in range(rows)]
     s = 0
-    while shard_paths(data_dir, benchmark.name, sample_teacher(teacher, s), file_split):
-        completions, _ = read_teacher_completions(
-            data_dir, benchmark.name, sample_teacher(teacher, s), file_split, expected_rows=rows,
-            records_file=records_path(data_dir, benchmark.name, file_split))
+    while shard_paths(data_dir, benchmark.name, directory := f"{teacher}/samples/{s}", file_split):
+        completions, _ = read_teacher_completions(data_dir, benchmark.name, directory, file_split, expected_rows=rows,
+                                                  records_file=records_path(data_dir, benchmark.name, file_split))
         for row, text in zip(samples, completions):
             parsed = benchmark.parse_completion(text)
             rationale = parsed.rationale if parsed.ok and parsed.rationale and parsed.rationale.strip() else None

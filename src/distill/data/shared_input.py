@@ -42,7 +42,7 @@ def pad_shared_causal(inputs: Sequence[Sequence[int]], label_marker: Sequence[in
     ``position_ids``, ``spans`` (rows x (len x, len label branch, len rationale branch)), and per
     task ``{task}_positions``/``{task}_ids`` (where each target token is predicted, and the token).
     A row without a rationale has no rationale branch; a row without a label, no label branch."""
-    rows, spans, position_rows = [], [], []
+    rows, spans = [], []
     for x, y, r in zip(inputs, labels, rationales):
         if not x:
             raise ValueError("a causal student's prompt needs at least one token (encode_inputs gives one)")
@@ -50,22 +50,18 @@ def pad_shared_causal(inputs: Sequence[Sequence[int]], label_marker: Sequence[in
         rationale_branch = [*rationale_marker, *r] if r else []
         rows.append([*x, *label_branch, *rationale_branch])
         spans.append((len(x), len(label_branch), len(rationale_branch)))
-        n = len(x)
-        position_rows.append([*range(n), *range(n, n + len(label_branch)), *range(n, n + len(rationale_branch))])
     batch = pad_sequences(rows, pad_token_id)
     width = batch["input_ids"].shape[1]
     span_tensor = torch.tensor(spans, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
     task_labels = {name: torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
                    for name in ("label", "rationale")}
-    for row, (positions, (n, n_label, n_rationale), y, r) in enumerate(zip(position_rows, spans, labels, rationales)):
+    for row, ((n, n_label, n_rationale), y, r) in enumerate(zip(spans, labels, rationales)):
+        positions = [*range(n + n_label), *range(n, n + n_rationale)]
         position_ids[row, : len(positions)] = torch.as_tensor(positions, dtype=torch.long)
-        if y:
-            start = n + len(label_marker)
-            task_labels["label"][row, start : start + len(y)] = torch.as_tensor(y, dtype=torch.long)
-        if r:
-            start = n + n_label + len(rationale_marker)
-            task_labels["rationale"][row, start : start + len(r)] = torch.as_tensor(r, dtype=torch.long)
+        y_start, r_start = n + len(label_marker), n + n_label + len(rationale_marker)
+        task_labels["label"][row, y_start : y_start + len(y)] = torch.as_tensor(y, dtype=torch.long)
+        task_labels["rationale"][row, r_start : r_start + len(r)] = torch.as_tensor(r, dtype=torch.long)
     out: dict[str, Any] = {"input_ids": batch["input_ids"], "attention_mask": branch_attention_mask(span_tensor, width),
                            "position_ids": position_ids, "spans": span_tensor}
     for name, label_ids in task_labels.items():

@@ -19,7 +19,7 @@ from distill.benchmarks.base import Benchmark, DataError, Example
 from distill.benchmarks.io import shard_paths
 from distill.data.files import (FileStats, annotate_command, check_configured_fields, load_file, missing_teacher_note,
                                 reads_files)
-from distill.data.rationales import is_default, read_samples, select_rationales
+from distill.data.rationales import read_samples, select_rationales
 from distill.data.targets import TEACHER_LABELS
 from distill.methods import Method, get_method
 
@@ -211,7 +211,7 @@ def build_splits(
     if not kept:
         raise DataError(f"no train examples left for {benchmark.name} after dropping {dropped['train']} unparseable")
     rationale_counts: dict[str, dict[str, Any]] = {}
-    if not is_default(rationales, rationale_filter, label_source) and not missing_teacher:
+    if not missing_teacher and ((rationales, rationale_filter) != ("first", "none") or label_source == "teacher_vote"):
         samples = None
         if teacher is not None and reads_files(benchmark):
             samples = read_samples(benchmark, data_dir, teacher, train_file, loaded[train_file][1].rows)

@@ -34,17 +34,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "
     return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
 
 
-def length_stats(lengths: Sequence[int], limit: int | None = None) -> str:
+def length_stats(lengths: Sequence[int], limit: int) -> str:
     """``p50/p90/p99/max`` of token lengths, plus how many exceed ``limit``."""
     if not lengths:
         return "-"
     arr = np.asarray(lengths)
     p50, p90, p99 = (int(round(float(np.percentile(arr, q)))) for q in (50, 90, 99))
-    text = f"{p50}/{p90}/{p99}/{int(arr.max())}"
-    if limit is not None:
-        over = int((arr > limit).sum())
-        text += f" ({over} > {limit})" if over else ""
-    return text
+    over = int((arr > limit).sum())
+    return f"{p50}/{p90}/{p99}/{int(arr.max())}" + (f" ({over} > {limit})" if over else "")
 
 
 def split_figures(datamodule: DistillDataModule, split: str) -> dict[str, Any]:
