@@ -35,7 +35,7 @@ FIELDS: dict[str, Field] = {
     "max_steps": Field((("trainer", "max_steps"),)),
     "global_batch_size": Field((("data", "batch_size"),)),
     "lr": Field((("optimizer", "lr"),)),
-    # the follow-up literature's choices (issue 19); the defaults are the paper's
+    # the follow-up literature's choices; the defaults are the paper's
     "shared_input": Field((("method", "shared_input"),), False),
     "rationales": Field((("data", "rationales"),), "first"),
     "rationale_filter": Field((("data", "rationale_filter"),), "none"),
