@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.results.plots import write_plots
-from distill.results.runs import METRICS, AggregateError, Run, keep_runs, read_source
+from distill.results.runs import METRICS, NOT_STARTED, AggregateError, Run, keep_runs, read_source
 from distill.results.report import left_out, markdown_report
 from distill.results.tables import configurations, paired_differences, runs_table, write_csv
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for plot in result["plots"]:
         print(f"plot: {plot}")
     for run in result["failed"]:
-        if run.status != "not started":  # counted above, and listed in runs.csv
+        if run.status != NOT_STARTED:  # counted above, and listed in runs.csv
             print(f"{run.status.upper()} {run.source} {run.job}: {run.reason}", file=sys.stderr)
     return 1 if args.strict and result["failed"] else 0
 

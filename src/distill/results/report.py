@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from distill.results.labels import fmt_fraction, given, model_rank, series_label
-from distill.results.runs import METRICS, Run
+from distill.results.runs import METRICS, NOT_STARTED, UNFINISHED, Run
 from distill.results.stats import pooled
 from distill.results.tables import sort_key, stat
 
@@ -150,7 +150,7 @@ def _display(text: str) -> str:
 def left_out(failed: Sequence[Run]) -> str:
     """``2 failed, 0 diverged`` and, where there are any, ``1 unfinished, 3 not started``."""
     counts = Counter(r.status for r in failed)
-    statuses = ["failed", "diverged"] + [s for s in ("unfinished", "not started") if counts[s]]
+    statuses = ["failed", "diverged"] + [s for s in (UNFINISHED, NOT_STARTED) if counts[s]]
     return ", ".join(f"{counts[s]} {s}" for s in statuses)
 
 
@@ -178,7 +178,7 @@ def markdown_report(runs: list[Run], configs: pd.DataFrame, metric: str, sources
               "`train min`: the mean wall time of a seed's training, in minutes, on whatever machine ran it.", "",
               *pipe_table(["benchmark", "model", "method", "labels", "fraction", "λ", "α", "cap", "lr", "seeds", *METRICS,
                            "trained", "best", "precision", "train min"], "llllrrrrrl" + "r" * len(METRICS) + "rrlr", rows), ""]
-    failed = [r for r in failed if r.status != "not started"]  # counted above: a sweep still running has many
+    failed = [r for r in failed if r.status != NOT_STARTED]  # counted above: a sweep still running has many
     if failed:
         lines += ["### Failed and diverged runs", "",
                   *pipe_table(["run", "status", "job", "reason"], "llll",

@@ -35,6 +35,11 @@ class AggregateError(RuntimeError):
     """Nothing usable to aggregate, or a source that cannot be read."""
 
 
+#: a sweep's job whose run has no results.json (running now, or killed: a rerun resumes it), and one
+#: that never made its run directory
+UNFINISHED, NOT_STARTED = "unfinished", "not started"
+
+
 @dataclass
 class Run:
     """One run of a sweep, successful or not; ``config`` holds its identity as recorded."""
@@ -102,7 +107,7 @@ def read_run(run_dir: Path) -> Run:
     def failed(reason: str, config: dict[str, Any] = recorded, status: str = "failed") -> Run:
         return Run(str(run_dir), status, config, reason=reason, job=job)
     if not path.is_file():  # running now, or killed: a rerun of the sweep resumes it
-        return failed("no results.json", status="unfinished")
+        return failed("no results.json", status=UNFINISHED)
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -206,7 +211,7 @@ def read_directory(root: Path) -> list[Run]:
             continue
         for num, overrides in enumerate(jobs):
             if num not in found_jobs.get(sweep_dir, set()):
-                runs.append(Run(str(sweep_dir), "not started", job=f"#{num} {overrides}",
+                runs.append(Run(str(sweep_dir), NOT_STARTED, job=f"#{num} {overrides}",
                                 reason="the job never made its output directory (see .submitit/ logs)"))
     return runs
 
